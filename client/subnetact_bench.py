@@ -1,0 +1,180 @@
+"""``superserve bench-subnetact``: what SubNetAct buys, measured through the real Triton.
+
+1. Latency of every Pareto subnet at batch 1, 8, 32 (gRPC, one request at a time).
+2. Cost of switching subnet between consecutive requests versus keeping the same one.
+3. Time Triton takes to load one subnet exported as its own model (explicit model control):
+   the price a separate-models deployment (INFaaS) pays where SubNetAct switches.
+4. Memory: the supernet's backend process versus the Pareto subnets as separate models
+   (PSS and RSS of the Python-backend stub processes), and the bytes of weights alone.
+Writes ``results/<name>.json`` with the command, commit and hardware.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+
+from superserve.scheduler import paths
+from superserve.scheduler.hardware import git_commit, hardware_name
+from superserve.scheduler.ports import free_ports
+from superserve.scheduler.profiler import latency_stats, measure, timed_infer
+from superserve.scheduler.triton_launcher import TritonConfig, TritonProcess
+from superserve.supernet.checkpoint import load_checkpoint
+from superserve.supernet.export import save_static
+from superserve.supernet.progress import Progress
+from superserve.supernet.subnets import SubnetConfig
+
+log = logging.getLogger(__name__)
+
+
+def switching_cost(client, a: str, b: str, reps: int = 300) -> dict:
+    """Latency of requests for ``a`` when the previous request was ``a`` versus ``b`` (batch 1),
+    interleaved in one run so drift affects both alike."""
+    x = np.random.default_rng(1).random((1, 1, 28, 28), dtype=np.float32)
+    for _ in range(10):
+        timed_infer(client, "supernet", x, a)
+    same, switched, prev = [], [], a
+    order = np.random.default_rng(2).random(2 * reps) < 0.5
+    for use_b in order:
+        if use_b:
+            timed_infer(client, "supernet", x, b)
+            prev = b
+            continue
+        ms = timed_infer(client, "supernet", x, a)
+        (switched if prev == b else same).append(ms)
+        prev = a
+    s, w = latency_stats(same), latency_stats(switched)
+    return {"subnet": a, "previous_other": b, "same_subnet_ms": s, "after_switch_ms": w,
+            "switch_cost_ms_p50": round(w["p50"] - s["p50"], 3)}
+
+
+def actuation_us(runner_model, names: list[str], reps: int = 2000) -> float:
+    """In-process cost of choosing a subnet (parse name, validate, find its statistics row)."""
+    t = time.perf_counter()
+    for i in range(reps):
+        cfg = runner_model.space.validate(SubnetConfig.parse(names[i % len(names)]))
+        runner_model.row(cfg)
+    return round((time.perf_counter() - t) / reps * 1e6, 2)
+
+
+def export_repository(model, meta, root: Path) -> list[str]:
+    """One Triton model per Pareto subnet, each holding only that subnet's exported weights."""
+    acc = {r["name"]: r.get("test_accuracy", r["val_accuracy"]) for r in meta["subnets"]}
+    config = (paths.model_repository() / "supernet" / "config.pbtxt").read_text()
+    names = []
+    for i, name in enumerate(meta["pareto"]):
+        mname = f"subnet_{i:02d}"
+        (root / mname / "1").mkdir(parents=True)
+        save_static(model, SubnetConfig.parse(name), root / mname / "1" / "subnet.pt", acc[name], meta["sha256"])
+        text = config.replace('name: "supernet"', f'name: "{mname}"').replace(
+            'parameters { key: "weights"', f'parameters {{ key: "exported", value: {{ string_value: "{mname}/1/subnet.pt" }} }}\nparameters {{ key: "weights"')
+        (root / mname / "config.pbtxt").write_text(text)
+        names.append(mname)
+    (root / "supernet").mkdir()
+    (root / "supernet" / "1").mkdir()
+    (root / "supernet" / "config.pbtxt").write_text(config)
+    return names
+
+
+def stub_memory_kb(triton: TritonProcess) -> dict[str, dict]:
+    """PSS/RSS (kB) of each Python-backend stub of this server, keyed by model name."""
+    out = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if not argv[0].endswith(b"triton_python_backend_stub") or int(argv[5]) != triton.proc.pid:
+                continue
+            model = argv[8].decode().rsplit("_", 2)[0]
+            mem = {k: int(v.split()[0]) for k, v in (ln.split(":", 1) for ln in
+                   Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]) if k in ("Rss", "Pss")}
+            out[model] = {"pss_kb": mem["Pss"], "rss_kb": mem["Rss"]}
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+def run(name: str, reps: int, command: str) -> Path:
+    model, meta = load_checkpoint(paths.default_weights())
+    pareto = meta["pareto"]
+    result = {"command": command, "commit": git_commit(paths.repo_root()), "hardware": hardware_name(),
+              "supernet": meta["sha256"], "pareto": pareto}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "repo"
+        exported = export_repository(model, meta, root)
+        http, grpc, metrics = free_ports(3)
+        cfg = TritonConfig(http_port=http, grpc_port=grpc, metrics_port=metrics, model_repository=str(root),
+                           explicit=True, models=("supernet",), log_file=str(Path(tmp) / "triton.log"))
+        with TritonProcess(cfg) as triton:
+            client = grpcclient.InferenceServerClient(cfg.grpc_url)
+            result["latency_ms"] = measure(client, "supernet", pareto, (1, 8, 32), reps, label="latency")
+            mid = pareto[len(pareto) // 2]
+            result["switching"] = {"triton_batch1": switching_cost(client, mid, pareto[0], reps=reps * 5),
+                                   "in_process_actuation_us": actuation_us(model, pareto)}
+            mem_supernet = stub_memory_kb(triton)["supernet"]
+            # Load every exported subnet as its own model, timing each load (and a reload).
+            loads, bar = {}, Progress(len(exported) * 2, "load exported")
+            for mname, sname in zip(exported, pareto):
+                times = []
+                for _ in range(2):
+                    t = time.perf_counter()
+                    client.load_model(mname)
+                    times.append((time.perf_counter() - t) * 1000)
+                    if len(times) == 1:
+                        client.unload_model(mname)
+                        while client.is_model_ready(mname):
+                            time.sleep(0.05)
+                    bar.update(1, mname)
+                loads[sname] = {"first_load_ms": round(times[0], 1), "reload_ms": round(times[1], 1)}
+            x = np.zeros((1, 1, 28, 28), dtype=np.float32)
+            for mname in exported:  # each serves, once, so every process is warm like the supernet's
+                timed_infer(client, mname, x, None)
+            mems = stub_memory_kb(triton)
+            separate = [mems[m] for m in exported]
+        load_ms = [v["reload_ms"] for v in loads.values()]
+        result["load_as_own_model_ms"] = {"per_subnet": loads, "median_reload_ms": round(statistics.median(load_ms), 1)}
+        weights_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+        sep_weights = sum((root / m / "1" / "subnet.pt").stat().st_size for m in exported)
+        result["memory"] = {
+            "supernet_process_kb": mem_supernet,
+            "separate_models_kb": {"pss_kb": sum(m["pss_kb"] for m in separate),
+                                   "rss_kb": sum(m["rss_kb"] for m in separate), "models": len(separate)},
+            "pss_ratio": round(sum(m["pss_kb"] for m in separate) / mem_supernet["pss_kb"], 2),
+            "supernet_weights_bytes": weights_bytes,
+            "separate_weights_file_bytes": sep_weights,
+            "weights_ratio": round(sep_weights / weights_bytes, 2),
+        }
+    out = paths.repo_root() / "results" / f"{name}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    return out
+
+
+def main(name: str, reps: int) -> int:
+    command = "superserve " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    out = run(name, reps, command)
+    r = json.loads(out.read_text())
+    print(f"wrote {out}")
+    print(f"{'subnet':22} " + " ".join(f"{'b' + b + ' p50/p99 ms':>18}" for b in ("1", "8", "32")))
+    for s in r["pareto"]:
+        cells = [f"{r['latency_ms'][s][b]['p50']:8.2f}/{r['latency_ms'][s][b]['p99']:<8.2f}" for b in ("1", "8", "32")]
+        print(f"{s:22} " + " ".join(f"{c:>18}" for c in cells))
+    sw, m = r["switching"], r["memory"]
+    print(f"switch cost through Triton (p50, batch 1): {sw['triton_batch1']['switch_cost_ms_p50']:+.3f} ms; "
+          f"in-process actuation {sw['in_process_actuation_us']} us; "
+          f"loading a subnet as its own model: {r['load_as_own_model_ms']['median_reload_ms']} ms (median)")
+    print(f"memory: supernet process PSS {m['supernet_process_kb']['pss_kb'] / 1024:.0f} MiB vs "
+          f"{m['separate_models_kb']['models']} separate models {m['separate_models_kb']['pss_kb'] / 1024:.0f} MiB "
+          f"({m['pss_ratio']}x); weights {m['supernet_weights_bytes'] / 1e6:.2f} MB vs "
+          f"{m['separate_weights_file_bytes'] / 1e6:.2f} MB ({m['weights_ratio']}x)")
+    return 0

@@ -1,0 +1,86 @@
+"""Request parameters and inputs (DESIGN.md contracts), validated before anything is queued.
+Every error names the field, so front ends can answer 400 / INVALID_ARGUMENT as is."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from .errors import InvalidInput
+
+KNOWN = ("slo_ms", "min_accuracy", "subnet", "min_confidence")
+RESERVED = ("priority", "timeout")  # Triton's own; accepted and ignored
+INPUT_NAME, INPUT_SHAPE = "INPUT", (1, 28, 28)
+
+
+@dataclass(frozen=True)
+class RequestParams:
+    slo_ms: float
+    min_accuracy: float = 0.0
+    subnet: str | None = None
+    min_confidence: float | None = None
+
+
+def _number(name: str, value: Any) -> float:
+    """Ints, floats and numeric strings (perf_analyzer sends only int, bool or string)."""
+    if isinstance(value, bool):
+        raise InvalidInput(f"parameter '{name}' must be a number, got a bool")
+    if isinstance(value, (int, float)):
+        v = float(value)
+    elif isinstance(value, str):
+        try:
+            v = float(value.strip())
+        except ValueError:
+            raise InvalidInput(f"parameter '{name}' must be a number, got {value!r}") from None
+    else:
+        raise InvalidInput(f"parameter '{name}' must be a number, got {type(value).__name__}")
+    if not math.isfinite(v):
+        raise InvalidInput(f"parameter '{name}' must be finite, got {value!r}")
+    return v
+
+
+def _fraction(name: str, value: Any) -> float:
+    v = _number(name, value)
+    if not 0.0 <= v <= 1.0:
+        raise InvalidInput(f"parameter '{name}' must be in [0, 1], got {value!r}")
+    return v
+
+
+def parse_params(raw: Mapping[str, Any] | None, default_slo_ms: float) -> RequestParams:
+    raw = dict(raw or {})
+    unknown = sorted(k for k in raw if k not in KNOWN and k not in RESERVED)
+    if unknown:
+        raise InvalidInput(f"unknown request parameter(s) {unknown}; accepted: {list(KNOWN)} "
+                           f"(and Triton's {list(RESERVED)})")
+    slo = _number("slo_ms", raw["slo_ms"]) if "slo_ms" in raw else default_slo_ms
+    if slo <= 0:
+        raise InvalidInput(f"parameter 'slo_ms' must be > 0, got {raw.get('slo_ms')!r}")
+    subnet = raw.get("subnet")
+    if subnet is not None and (not isinstance(subnet, str) or not subnet.strip()):
+        raise InvalidInput(f"parameter 'subnet' must be a non-empty string, got {subnet!r}")
+    return RequestParams(
+        slo_ms=slo,
+        min_accuracy=_fraction("min_accuracy", raw["min_accuracy"]) if "min_accuracy" in raw else 0.0,
+        subnet=subnet,
+        min_confidence=_fraction("min_confidence", raw["min_confidence"]) if "min_confidence" in raw else None)
+
+
+def check_input(name: str, datatype: str, shape, array: np.ndarray | None, max_rows: int) -> np.ndarray:
+    """The one input, FP32 [B, 1, 28, 28] with 1 <= B <= max_rows."""
+    if name != INPUT_NAME:
+        raise InvalidInput(f"unexpected input {name!r}; the model takes one input named {INPUT_NAME!r}")
+    if datatype != "FP32":
+        raise InvalidInput(f"input '{INPUT_NAME}' must be FP32, got {datatype}")
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 4 or shape[1:] != INPUT_SHAPE or not 1 <= shape[0] <= max_rows:
+        raise InvalidInput(f"input '{INPUT_NAME}' must have shape [B, 1, 28, 28] with 1 <= B <= {max_rows}, "
+                           f"got {list(shape)}")
+    if array is None or array.size != int(np.prod(shape)):
+        raise InvalidInput(f"input '{INPUT_NAME}' holds {0 if array is None else array.size} values, "
+                           f"shape {list(shape)} needs {int(np.prod(shape))}")
+    array = np.ascontiguousarray(array, dtype=np.float32).reshape(shape)
+    if not np.isfinite(array).all():
+        raise InvalidInput(f"input '{INPUT_NAME}' holds NaN or infinite values")
+    return array

@@ -1,0 +1,185 @@
+"""The one command line, ``superserve <subcommand>``. Each subcommand lives in its own module;
+this file only parses arguments and configures logging."""
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import torch
+    from superserve.supernet.pipeline import train_supernet
+    from superserve.supernet.train import TrainConfig
+    from superserve.scheduler.paths import repo_root
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cfg = TrainConfig(epochs_largest=args.epochs_largest, epochs_sandwich=args.epochs_sandwich,
+                      batch_size=args.batch_size, lr=args.lr, seed=args.seed, limit=args.limit)
+    out = args.out or repo_root() / "backends/python_supernet/weights/supernet.pt"
+    command = "superserve " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    meta = train_supernet(out, cfg, args.data_dir, device, command)
+    print(f"weights: {out}  sha256 {meta['sha256']}")
+    print(f"{'subnet':24} {'val':>6} {'test':>6} {'ms@b8':>7} {'MMACs':>7}")
+    for r in meta["subnets"]:
+        if r["pareto"]:
+            print(f"{r['name']:24} {r['val_accuracy']:6.4f} {r.get('test_accuracy', 0):6.4f} "
+                  f"{r['latency_ms']:7.3f} {r['macs'] / 1e6:7.2f}")
+    return 0
+
+
+def _cmd_triton(args: argparse.Namespace) -> int:
+    from superserve.scheduler.triton_launcher import TritonConfig, run_forever
+
+    return run_forever(TritonConfig(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
+                                    metrics_port=args.metrics_port, model_repository=args.model_repository,
+                                    log_file=args.log_file, models=tuple(args.model or ())))
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from superserve.client.demo import main as demo
+
+    return demo(requests=args.requests, log_file=args.log_file)
+
+
+def _cmd_bench_subnetact(args: argparse.Namespace) -> int:
+    from superserve.client.subnetact_bench import main as bench
+
+    return bench(args.name, args.reps)
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    import json
+    import contextlib
+
+    import tritonclient.grpc as grpcclient
+
+    from superserve.scheduler import paths
+    from superserve.scheduler.hardware import hardware_name
+    from superserve.scheduler.ports import free_ports
+    from superserve.scheduler.profiler import BATCH_SIZES, build_profile, write_profile
+    from superserve.scheduler.triton_launcher import TritonConfig, TritonProcess
+
+    meta = json.loads(paths.default_weights().with_suffix(".json").read_text())
+    hardware = args.hardware or hardware_name()
+    out = Path(args.out) if args.out else paths.repo_root() / "profiles" / f"{hardware}.json"
+    with contextlib.ExitStack() as stack:
+        url = args.triton_grpc
+        if not url:
+            http, grpc, metrics = free_ports(3)
+            triton = stack.enter_context(TritonProcess(TritonConfig(http_port=http, grpc_port=grpc, metrics_port=metrics)))
+            url = triton.cfg.grpc_url
+        client = grpcclient.InferenceServerClient(url)
+        batches = tuple(int(b) for b in args.batch_sizes.split(",")) if args.batch_sizes else BATCH_SIZES
+        prof = build_profile(client, meta, hardware, batches, args.reps)
+    write_profile(prof, out)
+    print(f"wrote {out} ({len(prof['subnets'])} subnets, batches {prof['batch_sizes']})")
+    print(f"{'subnet':22} {'acc':>6} " + " ".join(f"{'b' + str(b):>8}" for b in prof["batch_sizes"]) + "   (mean ms)")
+    for r in prof["subnets"]:
+        print(f"{r['name']:22} {r['accuracy']:6.4f} "
+              + " ".join(f"{r['latency_ms'][str(b)]['mean']:8.2f}" for b in prof["batch_sizes"]))
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from superserve.scheduler.engine import EngineConfig
+    from superserve.scheduler.server import ServeConfig, serve_forever
+    from superserve.scheduler.triton_launcher import TritonConfig
+
+    cfg = ServeConfig(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port, policy=args.policy,
+                      subnet=args.subnet, workers=tuple(args.worker or ()), profile=args.profile,
+                      latency_stat=args.latency_stat,
+                      triton=TritonConfig(host=args.host, http_port=args.triton_http_port,
+                                          grpc_port=args.triton_grpc_port, metrics_port=args.triton_metrics_port,
+                                          log_file=args.triton_log_file),
+                      engine=EngineConfig(default_slo_ms=args.default_slo_ms, queue_capacity=args.queue_capacity,
+                                          max_inflight_per_worker=args.max_inflight))
+    return asyncio.run(serve_forever(cfg))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="superserve", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train the supernet on Fashion-MNIST, calibrate, write weights")
+    t.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX .gz files "
+                   "(default /usr/share/datasets/fashion-mnist)")
+    t.add_argument("--out", help="weights path (default backends/python_supernet/weights/supernet.pt)")
+    t.add_argument("--epochs-largest", type=int, default=4)
+    t.add_argument("--epochs-sandwich", type=int, default=3)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--lr", type=float, default=0.1)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--limit", type=int, help="train on the first N images only (smoke runs)")
+    t.add_argument("--device", help="cpu or cuda (default: cuda if available)")
+    t.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    t.set_defaults(func=_cmd_train)
+
+    tr = sub.add_parser("triton", help="run tritonserver (from the nvidia-pytriton wheel) on our model repository")
+    tr.add_argument("--host", default="127.0.0.1")
+    tr.add_argument("--http-port", type=int, default=8000)
+    tr.add_argument("--grpc-port", type=int, default=8001)
+    tr.add_argument("--metrics-port", type=int, default=8002)
+    tr.add_argument("--model-repository", help="default: the repository's model_repository/")
+    tr.add_argument("--model", action="append", help="load only these models (explicit model control); repeatable")
+    tr.add_argument("--log-file", help="server log (default: a file under the system temp dir)")
+    tr.set_defaults(func=_cmd_triton)
+
+    d = sub.add_parser("demo", help="start Triton on free ports and send a short burst of real requests")
+    d.add_argument("--requests", type=int, default=200)
+    d.add_argument("--log-file", help="tritonserver log (default: a temp file)")
+    d.set_defaults(func=_cmd_demo)
+
+    sv = sub.add_parser("serve", help="the SuperServe scheduler (KServe v2 HTTP + gRPC) in front of Triton")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--http-port", type=int, default=8010)
+    sv.add_argument("--grpc-port", type=int, default=8011)
+    sv.add_argument("--policy", default="slackfit", help="slackfit or fixed")
+    sv.add_argument("--subnet", help="the subnet policy 'fixed' serves")
+    sv.add_argument("--triton-http-port", type=int, default=8000)
+    sv.add_argument("--triton-grpc-port", type=int, default=8001)
+    sv.add_argument("--triton-metrics-port", type=int, default=8002)
+    sv.add_argument("--triton-log-file", help="embedded Triton's log (default: a temp file)")
+    sv.add_argument("--worker", action="append", metavar="URL",
+                    help="gRPC host:port of a running Triton worker (repeatable); default: start one")
+    sv.add_argument("--profile", help="profile JSON (default profiles/<hardware>.json)")
+    sv.add_argument("--latency-stat", choices=("mean", "p99"), default="mean",
+                    help="which profiled latency the policy plans with")
+    sv.add_argument("--default-slo-ms", type=float, default=100.0, help="slo_ms of requests that set none")
+    sv.add_argument("--queue-capacity", type=int, default=4096, help="queued requests beyond this get 503")
+    sv.add_argument("--max-inflight", type=int, default=1, help="batches in flight per Triton worker")
+    sv.set_defaults(func=_cmd_serve)
+
+    pr = sub.add_parser("profile", help="measure end-to-end latency of the Pareto subnets through Triton and "
+                        "write profiles/<hardware>.json")
+    pr.add_argument("--triton-grpc", help="a running Triton's gRPC host:port (default: start one on free ports)")
+    pr.add_argument("--reps", type=int, default=30, help="timed requests per (subnet, batch) point")
+    pr.add_argument("--batch-sizes", help="comma-separated (default 1,2,4,8,16,32,64)")
+    pr.add_argument("--hardware", help="hardware name (default: detected CPU model and cores, or GPU name)")
+    pr.add_argument("--out", help="default profiles/<hardware>.json")
+    pr.set_defaults(func=_cmd_profile)
+
+    b = sub.add_parser("bench-subnetact", help="measure SubNetAct through Triton: latency per subnet, switch "
+                       "cost, load time of separate models, memory; writes results/<name>.json")
+    b.add_argument("--name", default="subnetact")
+    b.add_argument("--reps", type=int, default=40, help="timed requests per (subnet, batch) point")
+    b.set_defaults(func=_cmd_bench_subnetact)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

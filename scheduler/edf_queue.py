@@ -1,0 +1,49 @@
+"""Queued requests ordered by deadline (earliest first). State only: policies read a snapshot."""
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Pending:
+    """What a policy may know about a queued request. Times are ms on the scheduler's clock."""
+
+    id: int
+    arrival_ms: float
+    deadline_ms: float
+    min_accuracy: float = 0.0
+    subnet: str | None = None
+    """Pinned subnet, or None for the policy's choice."""
+    rows: int = 1
+    """Batch rows this request carries (tritonclient may send B > 1 images in one request)."""
+
+    def admits(self, subnet: str, accuracy: float) -> bool:
+        return (self.subnet is None or self.subnet == subnet) and accuracy >= self.min_accuracy
+
+
+@dataclass
+class EDFQueue:
+    """Bounded deadline-ordered queue; ``push`` raises OverflowError when full."""
+
+    capacity: int = 10_000
+    _items: list[tuple[float, int, Pending]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def push(self, p: Pending) -> None:
+        if len(self._items) >= self.capacity:
+            raise OverflowError(f"queue full ({self.capacity} requests)")
+        bisect.insort(self._items, (p.deadline_ms, p.id, p))
+
+    def snapshot(self) -> tuple[Pending, ...]:
+        return tuple(item[2] for item in self._items)
+
+    def remove(self, ids) -> list[Pending]:
+        """Take these requests out (those still here); returns them in deadline order."""
+        ids = set(ids)
+        taken = [it[2] for it in self._items if it[1] in ids]
+        if taken:
+            self._items = [it for it in self._items if it[1] not in ids]
+        return taken

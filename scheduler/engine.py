@@ -1,0 +1,226 @@
+"""The live scheduler: admission, the EDF queue, the policy pump and dispatch to workers.
+
+Whenever a request arrives or a worker frees, the policy decides on a snapshot of the queue;
+its drops are answered 504 at once and its batch goes to a free worker as one ModelInfer.
+Every request gets exactly one answer: a result or a typed error (errors.py)."""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .admission import RequestParams
+from .clock import Clock, MonotonicClock
+from .edf_queue import EDFQueue, Pending
+from .errors import DeadlineInfeasible, InvalidInput, Overloaded, ServeError, WorkerFailed
+from .metrics import Stats
+from .policies import Batch, Policy, WorkerView
+from .policies.base import drop_infeasible_head
+from .profile import Profile
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    default_slo_ms: float = 100.0
+    """Latency target of requests that set no slo_ms."""
+    queue_capacity: int = 4096
+    """Queued requests beyond this get 503."""
+    max_inflight_per_worker: int = 1
+    """Batches sent to one Triton worker before it answers (1: the profile's latencies hold)."""
+    worker_timeout_grace_ms: float = 2000.0
+    """A batch still unanswered this long after its latest deadline fails with 500."""
+
+    def __post_init__(self):
+        if self.default_slo_ms <= 0:
+            raise ValueError(f"default_slo_ms must be > 0, got {self.default_slo_ms}")
+        if self.queue_capacity < 1 or self.max_inflight_per_worker < 1:
+            raise ValueError(f"queue_capacity and max_inflight_per_worker must be >= 1, got "
+                             f"{self.queue_capacity}, {self.max_inflight_per_worker}")
+
+
+@dataclass
+class Answer:
+    logits: np.ndarray
+    infos: list[dict]
+    """INFO per row (DESIGN.md), with queue_ms filled in by the scheduler."""
+
+
+@dataclass
+class _Job:
+    pending: Pending
+    image: np.ndarray
+    future: asyncio.Future
+    accuracy: float | None = None
+
+
+class Engine:
+    def __init__(self, cfg: EngineConfig, profile: Profile, policy: Policy, workers: list,
+                 clock: Clock | None = None, stats: Stats | None = None):
+        if not workers:
+            raise ValueError("the scheduler needs at least one worker")
+        self.cfg, self.profile, self.policy, self.workers = cfg, profile, policy, workers
+        self.clock = clock or MonotonicClock()
+        self.stats = stats or Stats()
+        self.queue = EDFQueue(cfg.queue_capacity)
+        self._jobs: dict[int, _Job] = {}
+        self._ids = itertools.count(1)
+        self._sweep: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    # -- admission ---------------------------------------------------------------------------
+    async def infer(self, image: np.ndarray, params: RequestParams) -> Answer:
+        now = self.clock.now_ms()
+        p = Pending(next(self._ids), now, now + params.slo_ms, params.min_accuracy, params.subnet, len(image))
+        try:
+            self._admit(p, params)
+        except ServeError as e:
+            self._count_error(e)
+            raise
+        job = _Job(p, image, asyncio.get_running_loop().create_future())
+        self._jobs[p.id] = job
+        self.queue.push(p)
+        self.stats.queue_depth = len(self.queue)
+        self._pump()
+        try:
+            return await job.future
+        except asyncio.CancelledError:  # the client went away: forget it if still queued
+            if self.queue.remove([p.id]):
+                self._jobs.pop(p.id, None)
+                self.stats.queue_depth = len(self.queue)
+            raise
+
+    def _admit(self, p: Pending, params: RequestParams) -> None:
+        if params.min_confidence is not None:
+            raise InvalidInput("parameter 'min_confidence' needs the cascade policy, which this server "
+                               f"does not run (policy {self.policy.name})")
+        if p.subnet is not None and self.profile.get(p.subnet) is None:
+            raise InvalidInput(f"parameter 'subnet': {p.subnet!r} is not a profiled subnet; choose from "
+                               f"{[s.name for s in self.profile.subnets]}")
+        fastest = self.policy.fastest_ms(p, self.profile)
+        if fastest is None:
+            best = self.profile.subnets[-1].accuracy
+            raise InvalidInput(f"parameter 'min_accuracy' {p.min_accuracy} cannot be met"
+                               + (f" by subnet {p.subnet!r}" if p.subnet else f" (most accurate subnet: {best})")
+                               + f" under policy {self.policy.name}")
+        if p.deadline_ms - p.arrival_ms < fastest:
+            raise DeadlineInfeasible(f"slo_ms {p.deadline_ms - p.arrival_ms:g} is below the fastest admissible "
+                                     f"point ({fastest:.2f} ms for {p.rows} row(s)); dropped at once")
+        if not any(w.healthy for w in self.workers):
+            raise Overloaded("no Triton worker is alive")
+        if len(self.queue) >= self.queue.capacity:
+            raise Overloaded(f"queue full ({self.queue.capacity} requests waiting)")
+
+    def _count_error(self, e: ServeError) -> None:
+        outcome = {"InvalidInput": "invalid", "DeadlineInfeasible": "dropped", "Overloaded": "overloaded"}
+        self.stats.requests[outcome.get(type(e).__name__, "error")] += 1
+        if isinstance(e, DeadlineInfeasible):
+            self.stats.deadline_misses += 1
+
+    # -- the pump ----------------------------------------------------------------------------
+    def _free_worker(self):
+        free = [w for w in self.workers if w.healthy and w.inflight < self.cfg.max_inflight_per_worker]
+        return min(free, key=lambda w: w.inflight) if free else None
+
+    def _pump(self) -> None:
+        while len(self.queue):
+            worker = self._free_worker()
+            if worker is None:
+                break
+            snapshot, now = self.queue.snapshot(), self.clock.now_ms()
+            t = time.perf_counter()
+            decision = self.policy.decide(snapshot, now, self.profile, WorkerView(id(worker), worker.inflight))
+            self.stats.decision_seconds.observe(time.perf_counter() - t)
+            self._drop(decision.drop, now)
+            if decision.batch is None:
+                break
+            jobs = [self._jobs.pop(p.id) for p in self.queue.remove(decision.batch.requests)]
+            task = asyncio.get_running_loop().create_task(self._run(worker, decision.batch, jobs))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        self.stats.queue_depth = len(self.queue)
+        self._arm_sweep()
+
+    def _drop(self, ids, now: float) -> None:
+        for p in self.queue.remove(ids):
+            job = self._jobs.pop(p.id)
+            self._count_error(DeadlineInfeasible())
+            if not job.future.done():
+                job.future.set_exception(DeadlineInfeasible(
+                    f"deadline cannot be met: {p.deadline_ms - now:.2f} ms of slack left, less than the "
+                    f"fastest admissible subnet needs; dropped after {now - p.arrival_ms:.1f} ms in the queue"))
+
+    def _arm_sweep(self) -> None:
+        """While every worker is busy, drop queued requests at the moment they become infeasible
+        rather than when a worker frees."""
+        if self._sweep:
+            self._sweep.cancel()
+            self._sweep = None
+        if not len(self.queue):
+            return
+        head = self.queue.snapshot()[0]
+        fastest = self.policy.fastest_ms(head, self.profile) or 0.0
+        delay_ms = max(0.0, head.deadline_ms - fastest - self.clock.now_ms()) + 0.05
+        self._sweep = asyncio.get_running_loop().call_later(delay_ms / 1000, self._on_sweep)
+
+    def _on_sweep(self) -> None:
+        self._sweep = None
+        now = self.clock.now_ms()
+        dropped, _ = drop_infeasible_head(self.policy, self.queue.snapshot(), now, self.profile)
+        self._drop(dropped, now)
+        self._pump()
+
+    # -- dispatch ----------------------------------------------------------------------------
+    async def _run(self, worker, batch: Batch, jobs: list[_Job]) -> None:
+        worker.inflight += 1
+        self.stats.worker_inflight[worker.url] = worker.inflight
+        dispatched = self.clock.now_ms()
+        images = np.concatenate([j.image for j in jobs]) if len(jobs) > 1 else jobs[0].image
+        self.stats.batch_size.observe(len(images))
+        timeout_s = (max(j.pending.deadline_ms for j in jobs) - dispatched + self.cfg.worker_timeout_grace_ms) / 1000
+        try:
+            logits, infos = await worker.infer(images, batch.subnet, timeout_s)
+        except Exception as e:  # every request of the batch gets this error, none is lost
+            err = e if isinstance(e, ServeError) else WorkerFailed(f"worker {worker.url}: {e}")
+            log.warning("batch of %d on %s failed: %s", len(jobs), batch.subnet, err)
+            for j in jobs:
+                self._count_error(err)
+                if not j.future.done():
+                    j.future.set_exception(err)
+            return
+        finally:
+            worker.inflight -= 1
+            self.stats.worker_inflight[worker.url] = worker.inflight
+            self._pump()
+        done = self.clock.now_ms()
+        accuracy = self.profile.get(batch.subnet).accuracy
+        row = 0
+        for j in jobs:
+            n = j.pending.rows
+            rows_info = [dict(i, queue_ms=round(dispatched - j.pending.arrival_ms, 3)) for i in infos[row:row + n]]
+            answer = Answer(logits[row:row + n], rows_info)
+            row += n
+            late = done > j.pending.deadline_ms
+            self.stats.requests["late" if late else "ok"] += 1
+            if late:
+                self.stats.deadline_misses += 1
+            else:
+                self.stats.served_accuracy_sum += accuracy
+            self.stats.subnet_selected[batch.subnet] += 1
+            self.stats.queue_wait_seconds.observe((dispatched - j.pending.arrival_ms) / 1000)
+            self.stats.request_latency_seconds.observe((done - j.pending.arrival_ms) / 1000)
+            if not j.future.done():
+                j.future.set_result(answer)
+
+    async def close(self) -> None:
+        if self._sweep:
+            self._sweep.cancel()
+        for t in list(self._tasks):
+            t.cancel()
+        for w in self.workers:
+            await w.close()

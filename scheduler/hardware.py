@@ -1,0 +1,47 @@
+"""A short, stable name for the machine, used to key profiles and label results."""
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def gpu_name() -> str | None:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def hardware_name(device: str = "cpu") -> str:
+    """e.g. ``cpu-intel-xeon-platinum-8375c-2c`` or ``gpu-nvidia-a100-sxm4-40gb``: a file-name-safe slug."""
+    if device.startswith("cuda"):
+        raw = "gpu " + (gpu_name() or "unknown")
+    else:
+        raw = f"cpu {cpu_model()} {len(os.sched_getaffinity(0))}c"
+    raw = re.sub(r"\(r\)|\(tm\)|cpu @.*?(?= \d+c$)|@ [\d.]+ghz", "", raw.lower())
+    return re.sub(r"[^a-z0-9]+", "-", raw).strip("-")
+
+
+def git_commit(root) -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"

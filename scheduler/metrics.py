@@ -1,0 +1,82 @@
+"""Scheduler statistics and their Prometheus text exposition (STYLE.md section 6 names).
+
+The engine fills a ``Stats``; ``render`` publishes it at /metrics. Base units (seconds), counters
+end in ``_total``, labels have bounded values (outcomes, subnets, worker urls)."""
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from dataclasses import dataclass, field
+
+OUTCOMES = ("ok", "late", "dropped", "invalid", "overloaded", "error")
+
+
+@dataclass
+class Histogram:
+    buckets: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+    n: int = 0
+
+    def __post_init__(self):
+        self.counts = [0] * len(self.buckets)
+
+    def observe(self, v: float) -> None:
+        i = bisect.bisect_left(self.buckets, v)
+        if i < len(self.counts):
+            self.counts[i] += 1
+        self.total += v
+        self.n += 1
+
+    def lines(self, name: str, labels: str = "") -> list[str]:
+        out, cum = [], 0
+        sep = "," if labels else ""
+        for b, c in zip(self.buckets, self.counts):
+            cum += c
+            out.append(f'{name}_bucket{{{labels}{sep}le="{b:g}"}} {cum}')
+        out.append(f'{name}_bucket{{{labels}{sep}le="+Inf"}} {self.n}')
+        lb = f"{{{labels}}}" if labels else ""
+        out += [f"{name}_sum{lb} {self.total:.9g}", f"{name}_count{lb} {self.n}"]
+        return out
+
+
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+@dataclass
+class Stats:
+    requests: Counter = field(default_factory=Counter)
+    """By outcome (OUTCOMES)."""
+    deadline_misses: int = 0
+    served_accuracy_sum: float = 0.0
+    subnet_selected: Counter = field(default_factory=Counter)
+    """Requests served per subnet."""
+    queue_depth: int = 0
+    worker_inflight: dict = field(default_factory=dict)
+    batch_size: Histogram = field(default_factory=lambda: Histogram((1, 2, 4, 8, 16, 32, 64)))
+    decision_seconds: Histogram = field(default_factory=lambda: Histogram((1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 1e-2)))
+    queue_wait_seconds: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_S))
+    request_latency_seconds: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_S))
+
+
+def render(s: Stats) -> str:
+    out = ["# HELP sched_requests_total Requests answered, by outcome (late = answered after its deadline).",
+           "# TYPE sched_requests_total counter"]
+    out += [f'sched_requests_total{{outcome="{o}"}} {s.requests[o]}' for o in OUTCOMES]
+    out += ["# HELP sched_deadline_misses_total Requests answered after their deadline or dropped as infeasible.",
+            "# TYPE sched_deadline_misses_total counter", f"sched_deadline_misses_total {s.deadline_misses}",
+            "# HELP sched_served_accuracy_sum Sum of the profiled accuracy of the subnets that answered in time.",
+            "# TYPE sched_served_accuracy_sum counter", f"sched_served_accuracy_sum {s.served_accuracy_sum:.6f}",
+            "# HELP sched_queue_depth Requests waiting in the EDF queue.",
+            "# TYPE sched_queue_depth gauge", f"sched_queue_depth {s.queue_depth}",
+            "# HELP sched_subnet_selected_total Requests served per subnet.",
+            "# TYPE sched_subnet_selected_total counter"]
+    out += [f'sched_subnet_selected_total{{subnet="{k}"}} {v}' for k, v in sorted(s.subnet_selected.items())]
+    out += ["# HELP sched_worker_inflight Batches in flight per Triton worker.", "# TYPE sched_worker_inflight gauge"]
+    out += [f'sched_worker_inflight{{worker="{k}"}} {v}' for k, v in sorted(s.worker_inflight.items())]
+    for name, h, help_ in (("sched_batch_size", s.batch_size, "Rows per dispatched batch."),
+                           ("sched_decision_seconds", s.decision_seconds, "Time the policy took per decision."),
+                           ("sched_queue_wait_seconds", s.queue_wait_seconds, "Arrival to dispatch."),
+                           ("sched_request_latency_seconds", s.request_latency_seconds, "Arrival to answer.")):
+        out += [f"# HELP {name} {help_}", f"# TYPE {name} histogram"] + h.lines(name)
+    return "\n".join(out) + "\n"

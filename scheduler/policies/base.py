@@ -1,0 +1,70 @@
+"""What every policy takes and returns. Policies are pure: a frozen snapshot in, a frozen
+decision out; no clock, no I/O, no mutation. The live scheduler and the simulator both call them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+from ..edf_queue import Pending
+from ..profile import Profile
+
+
+@dataclass(frozen=True)
+class Batch:
+    requests: tuple[int, ...]
+    """Request ids, earliest deadline first."""
+    subnet: str
+    expected_ms: float
+    """Profiled latency of this (subnet, batch) point."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    batch: Batch | None = None
+    drop: tuple[int, ...] = ()
+    """Requests no admissible point can serve by their deadline: answer 504 now."""
+
+
+@dataclass(frozen=True)
+class WorkerView:
+    id: int
+    inflight: int
+
+
+class Policy(Protocol):
+    name: str
+
+    def fastest_ms(self, req: Pending, profile: Profile) -> float | None:
+        """Latency of the fastest point that may serve ``req`` alone; None if no subnet may."""
+
+    def decide(self, queue: Sequence[Pending], now_ms: float, profile: Profile, worker: WorkerView) -> Decision:
+        """What to run next on ``worker`` (queue is in deadline order)."""
+
+
+def drop_infeasible_head(policy: Policy, queue: Sequence[Pending], now_ms: float, profile: Profile):
+    """Split off the leading requests whose slack is below their fastest admissible point.
+    Returns (dropped ids, index of the first request that can still be served)."""
+    dropped, i = [], 0
+    while i < len(queue):
+        fastest = policy.fastest_ms(queue[i], profile)
+        if fastest is not None and queue[i].deadline_ms - now_ms >= fastest:
+            break
+        dropped.append(queue[i].id)
+        i += 1
+    return tuple(dropped), i
+
+
+def fill(queue: Sequence[Pending], start: int, subnet: str, accuracy: float, max_rows: int) -> tuple[int, ...]:
+    """Earliest-deadline requests from ``start`` that admit ``subnet``, up to ``max_rows`` rows."""
+    ids, rows = [], 0
+    for p in queue[start:]:
+        if rows + p.rows > max_rows:
+            if rows:
+                break
+            continue
+        if p.admits(subnet, accuracy):
+            ids.append(p.id)
+            rows += p.rows
+            if rows >= max_rows:
+                break
+    return tuple(ids)

@@ -1,0 +1,40 @@
+"""Fixed: one subnet for every request, EDF, the largest profiled batch that still meets the
+earliest deadline (the scheduler-side counterpart of a single pinned Triton model)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from ..edf_queue import Pending
+from ..profile import Profile, ProfileError
+from .base import Batch, Decision, WorkerView, drop_infeasible_head, fill
+
+
+@dataclass
+class Fixed:
+    subnet: str
+    name: str = "fixed"
+
+    def _sub(self, profile: Profile):
+        s = profile.get(self.subnet)
+        if s is None:
+            raise ProfileError(f"policy fixed: subnet {self.subnet!r} is not in the profile "
+                               f"({', '.join(x.name for x in profile.subnets)})")
+        return s
+
+    def fastest_ms(self, req: Pending, profile: Profile) -> float | None:
+        s = self._sub(profile)
+        return s.at(req.rows) if req.admits(s.name, s.accuracy) else None
+
+    def decide(self, queue: Sequence[Pending], now_ms: float, profile: Profile, worker: WorkerView) -> Decision:
+        dropped, start = drop_infeasible_head(self, queue, now_ms, profile)
+        if start >= len(queue):
+            return Decision(None, dropped)
+        s = self._sub(profile)
+        slack = queue[start].deadline_ms - now_ms
+        fits = [b for b in profile.batch_sizes if s.latency_ms[b] <= slack and b >= queue[start].rows]
+        b = max(fits)
+        queued_rows = sum(p.rows for p in queue[start:start + profile.max_batch])
+        b = next((x for x in sorted(fits) if x >= min(b, queued_rows)), b)
+        ids = fill(queue, start, s.name, s.accuracy, b)
+        return Decision(Batch(ids, s.name, s.latency_ms[b]), dropped)

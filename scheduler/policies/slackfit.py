@@ -1,0 +1,87 @@
+"""SlackFit (SuperServe, NSDI'25).
+
+The profile's (subnet, batch) points are put in latency buckets. For the slack of the earliest
+deadline, take the bucket just under it and, within it, the point with the largest batch that the
+queue can fill, then the most accurate subnet. At low load (short queue, large slack) that is the
+most accurate subnet; in a burst (long queue, shrinking slack) a large batch on a smaller subnet.
+Requests whose slack is below the fastest point that may serve them are dropped at once.
+"""
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from ..edf_queue import Pending
+from ..profile import Profile
+from .base import Batch, Decision, WorkerView, drop_infeasible_head, fill
+
+
+@dataclass(frozen=True)
+class _Point:
+    latency_ms: float
+    batch: int
+    accuracy: float
+    subnet: str
+
+
+@dataclass(frozen=True)
+class _Table:
+    edges: tuple[float, ...]
+    """Upper latency edge of each bucket, ascending."""
+    buckets: tuple[tuple[_Point, ...], ...]
+    fastest_any: float
+
+
+def build_table(profile: Profile, n_buckets: int) -> _Table:
+    points = [_Point(s.latency_ms[b], b, s.accuracy, s.name) for s in profile.subnets for b in profile.batch_sizes]
+    lo, hi = min(p.latency_ms for p in points), max(p.latency_ms for p in points)
+    width = (hi - lo) / n_buckets or 1.0
+    edges = tuple(lo + width * (i + 1) for i in range(n_buckets))
+    buckets = [[] for _ in range(n_buckets)]
+    for p in points:
+        buckets[min(n_buckets - 1, bisect.bisect_left(edges, p.latency_ms))].append(p)
+    return _Table(edges, tuple(tuple(b) for b in buckets), lo)
+
+
+@dataclass
+class SlackFit:
+    n_buckets: int = 16
+    name: str = "slackfit"
+    _tables: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self):
+        if self.n_buckets < 1:
+            raise ValueError(f"n_buckets must be >= 1, got {self.n_buckets}")
+
+    def table(self, profile: Profile) -> _Table:
+        key = id(profile)  # a memo of a pure function of the (immutable) profile
+        if key not in self._tables:
+            self._tables = {key: build_table(profile, self.n_buckets)}
+        return self._tables[key]
+
+    def fastest_ms(self, req: Pending, profile: Profile) -> float | None:
+        return min((s.at(req.rows) for s in profile.subnets if req.admits(s.name, s.accuracy)), default=None)
+
+    def decide(self, queue: Sequence[Pending], now_ms: float, profile: Profile, worker: WorkerView) -> Decision:
+        dropped, start = drop_infeasible_head(self, queue, now_ms, profile)
+        if start >= len(queue):
+            return Decision(None, dropped)
+        head = queue[start]
+        slack = head.deadline_ms - now_ms
+        queued_rows = sum(p.rows for p in queue[start:start + profile.max_batch])
+        t = self.table(profile)
+        best = None
+        for i in range(min(len(t.buckets) - 1, bisect.bisect_left(t.edges, slack)), -1, -1):
+            for p in t.buckets[i]:
+                if p.latency_ms <= slack and p.batch >= head.rows and head.admits(p.subnet, p.accuracy):
+                    key = (min(p.batch, queued_rows), p.accuracy, -p.latency_ms)
+                    if best is None or key > best[0]:
+                        best = (key, p)
+            if best:
+                break
+        if best is None:  # cannot happen after drop_infeasible_head; kept as a guard
+            return Decision(None, dropped + (head.id,))
+        p = best[1]
+        ids = fill(queue, start, p.subnet, p.accuracy, p.batch)
+        return Decision(Batch(ids, p.subnet, p.latency_ms), dropped)

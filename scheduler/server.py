@@ -1,0 +1,146 @@
+"""``superserve serve``: the sidecar scheduler (KServe v2 HTTP + gRPC) in front of Triton workers,
+starting an embedded Triton unless ``--worker`` URLs are given."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from aiohttp import web
+from google.protobuf import json_format
+
+from . import paths
+from .api_grpc import GrpcFrontend, add_to_server
+from .api_http import HttpFrontend, ModelSurface
+from .dispatcher import TritonWorker
+from .engine import Engine, EngineConfig
+from .hardware import hardware_name
+from .policies import make_policy
+from .profile import Profile, ProfileError
+from .triton_launcher import TritonConfig, TritonProcess
+
+log = logging.getLogger(__name__)
+MODEL = "supernet"
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    host: str = "127.0.0.1"
+    http_port: int = 8010
+    grpc_port: int = 8011
+    policy: str = "slackfit"
+    subnet: str | None = None
+    """The subnet of policy 'fixed'."""
+    workers: tuple[str, ...] = ()
+    """gRPC host:port of running Triton workers; empty: start one embedded Triton."""
+    triton: TritonConfig = field(default_factory=TritonConfig)
+    profile: str | None = None
+    """Profile path; default profiles/<hardware>.json, else the one committed profile (with a warning)."""
+    latency_stat: str = "mean"
+    engine: EngineConfig = field(default_factory=EngineConfig)
+
+
+def find_profile(explicit: str | None) -> Path:
+    if explicit:
+        return Path(explicit)
+    hw = hardware_name()
+    own = paths.repo_root() / "profiles" / f"{hw}.json"
+    if own.exists():
+        return own
+    others = sorted((paths.repo_root() / "profiles").glob("*.json"))
+    if not others:
+        raise ProfileError(f"no profile in profiles/ for this hardware ({hw}); run 'superserve profile'")
+    log.warning("no profile for this hardware (%s); using %s. Latency targets will be off until you run "
+                "'superserve profile' here.", hw, others[0].name)
+    return others[0]
+
+
+def _int_lists(d):
+    """json_format renders int64 as strings; Triton's HTTP API renders dims and shapes as numbers."""
+    if isinstance(d, dict):
+        return {k: ([int(x) for x in v] if k in ("dims", "shape") and isinstance(v, list) else _int_lists(v))
+                for k, v in d.items()}
+    if isinstance(d, list):
+        return [_int_lists(x) for x in d]
+    return d
+
+
+class Sidecar:
+    """The running scheduler: engine, front ends and (maybe) an embedded Triton."""
+
+    def __init__(self, cfg: ServeConfig):
+        self.cfg = cfg
+        self.triton: TritonProcess | None = None
+        self.engine: Engine | None = None
+        self._runner: web.AppRunner | None = None
+        self._grpc: grpc.aio.Server | None = None
+
+    async def start(self) -> "Sidecar":
+        cfg = self.cfg
+        weights_meta = json.loads(paths.default_weights().with_suffix(".json").read_text())
+        profile = Profile.load(find_profile(cfg.profile), expect_supernet=weights_meta["sha256"], stat=cfg.latency_stat)
+        policy = make_policy(cfg.policy, subnet=cfg.subnet)
+        if cfg.subnet and profile.get(cfg.subnet) is None:
+            raise ProfileError(f"--subnet {cfg.subnet!r} is not in the profile")
+        urls = list(cfg.workers)
+        if not urls:
+            self.triton = await asyncio.to_thread(TritonProcess(cfg.triton).start)
+            urls = [cfg.triton.grpc_url]
+        workers = [TritonWorker(u, MODEL) for u in urls]
+        for w in workers:
+            if not await w.ready():
+                raise RuntimeError(f"Triton worker {w.url} has no ready model {MODEL!r}")
+        meta_pb = await workers[0].client.get_model_metadata(MODEL)
+        config_pb = await workers[0].client.get_model_config(MODEL)
+        meta = json_format.MessageToDict(meta_pb, preserving_proto_field_name=True)
+        surface = ModelSurface(MODEL, _int_lists(meta),
+                               _int_lists(json_format.MessageToDict(config_pb.config, preserving_proto_field_name=True)),
+                               max_rows=profile.max_batch)
+        self.engine = Engine(cfg.engine, profile, policy, workers)
+        app = HttpFrontend(self.engine, surface).app
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, cfg.host, cfg.http_port).start()
+        self._grpc = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 << 20),
+                                              ("grpc.max_send_message_length", 64 << 20)])
+        add_to_server(self._grpc, GrpcFrontend(self.engine, surface, meta_pb, config_pb))
+        if self._grpc.add_insecure_port(f"{cfg.host}:{cfg.grpc_port}") == 0:
+            raise OSError(f"cannot bind gRPC to {cfg.host}:{cfg.grpc_port}")
+        await self._grpc.start()
+        log.info("scheduler ready: policy %s, profile %s (%d subnets), workers %s", policy.name, profile.hardware,
+                 len(profile.subnets), urls)
+        return self
+
+    async def stop(self) -> None:
+        if self._grpc:
+            await self._grpc.stop(grace=1)
+        if self._runner:
+            await self._runner.cleanup()
+        if self.engine:
+            await self.engine.close()
+        if self.triton:
+            await asyncio.to_thread(self.triton.stop)
+
+
+async def serve_forever(cfg: ServeConfig) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    sidecar = Sidecar(cfg)
+    try:
+        await sidecar.start()
+        print(f"SuperServe ready  HTTP http://{cfg.host}:{cfg.http_port}  gRPC {cfg.host}:{cfg.grpc_port}  "
+              f"metrics http://{cfg.host}:{cfg.http_port}/metrics  policy {cfg.policy}"
+              + (f"  Triton {cfg.triton.grpc_url} (log {sidecar.triton.log_path})" if sidecar.triton else ""),
+              flush=True)
+        await stop.wait()
+    finally:
+        with contextlib.suppress(Exception):
+            await sidecar.stop()
+    return 0

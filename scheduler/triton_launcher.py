@@ -1,0 +1,220 @@
+"""Run the ``tritonserver`` binary shipped in the nvidia-pytriton wheel on our model repository.
+
+The wheel's binary needs: the wheel's bundled shared libraries on LD_LIBRARY_PATH; a backend
+directory holding ``python/`` (libtriton_python.so, triton_python_backend_utils.py and the stub
+built for *this* Python) beside our ``python_supernet/``; and this venv's ``bin/`` first on PATH,
+because the stub finds its interpreter and site-packages through ``python3`` on PATH.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import paths
+
+log = logging.getLogger(__name__)
+
+
+class TritonStartError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class TritonConfig:
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    model_repository: str | None = None
+    """Default: the repository's model_repository/."""
+    models: tuple[str, ...] = ()
+    """Load only these models (explicit model control). Empty: every model in the repository."""
+    explicit: bool = False
+    """Explicit model control even with no model named (clients load and unload models)."""
+    log_file: str | None = None
+    ready_timeout_s: float = 120.0
+    exit_timeout_s: int = 2
+    """Triton's --exit-timeout-secs; its default of 30 makes every SIGTERM slow."""
+    extra_args: tuple[str, ...] = field(default=())
+
+    def __post_init__(self):
+        for name in ("http_port", "grpc_port", "metrics_port"):
+            port = getattr(self, name)
+            if not 0 < port < 65536:
+                raise ValueError(f"{name} must be in 1..65535, got {port}")
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.host}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+
+def wheel_dir() -> Path:
+    try:
+        import pytriton
+    except ImportError as e:
+        raise TritonStartError("nvidia-pytriton is not installed; run the README's set-up command") from e
+    d = Path(pytriton.__file__).parent / "tritonserver"
+    if not (d / "bin" / "tritonserver").exists():
+        raise TritonStartError(f"no tritonserver binary in {d}")
+    return d
+
+
+def libs_dir() -> Path:
+    return wheel_dir().parent.parent / "nvidia_pytriton.libs"
+
+
+def backend_directory() -> Path:
+    """Build (once, idempotently) the backend directory Triton is pointed at."""
+    src = wheel_dir()
+    py = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = src / "python_backend_stubs" / py / "triton_python_backend_stub"
+    if not stub.exists():
+        raise TritonStartError(f"the nvidia-pytriton wheel has no Python backend stub for Python {py}")
+    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "superserve" / f"backends-py{py}"
+    py_dir = root / "python"
+    py_dir.mkdir(parents=True, exist_ok=True)
+    for f in [src / "backends/python/libtriton_python.so", src / "backends/python/triton_python_backend_utils.py", stub]:
+        dst = py_dir / f.name
+        if not dst.exists() or dst.stat().st_size != f.stat().st_size:
+            tmp = dst.with_suffix(".tmp")
+            shutil.copy2(f, tmp)
+            tmp.replace(dst)
+    link = root / "python_supernet"
+    target = paths.backend_dir().resolve()
+    if link.is_symlink() and link.resolve() != target:
+        link.unlink()
+    if not link.exists():
+        link.symlink_to(target, target_is_directory=True)
+    return root
+
+
+def environment() -> dict[str, str]:
+    env = dict(os.environ)
+    libs = str(libs_dir())
+    env["LD_LIBRARY_PATH"] = libs + (":" + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else "")
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def command(cfg: TritonConfig, backends: Path) -> list[str]:
+    repo = cfg.model_repository or str(paths.model_repository())
+    cmd = [str(wheel_dir() / "bin" / "tritonserver"), f"--model-repository={repo}",
+           f"--backend-directory={backends}", f"--http-address={cfg.host}", f"--http-port={cfg.http_port}",
+           f"--grpc-address={cfg.host}", f"--grpc-port={cfg.grpc_port}", f"--metrics-address={cfg.host}",
+           f"--metrics-port={cfg.metrics_port}", f"--exit-timeout-secs={cfg.exit_timeout_s}",
+           "--allow-gpu-metrics=false", "--log-verbose=0"]
+    if cfg.models or cfg.explicit:
+        cmd.append("--model-control-mode=explicit")
+        cmd += [f"--load-model={m}" for m in cfg.models]
+    return cmd + list(cfg.extra_args)
+
+
+class TritonProcess:
+    """One running tritonserver. Use as a context manager, or start()/stop()."""
+
+    def __init__(self, cfg: TritonConfig):
+        self.cfg = cfg
+        self.proc: subprocess.Popen | None = None
+        self.log_path = Path(cfg.log_file or tempfile.mkstemp(prefix="tritonserver-", suffix=".log")[1])
+
+    def start(self) -> "TritonProcess":
+        backends = backend_directory()
+        cmd = command(self.cfg, backends)
+        log.info("starting tritonserver (log %s)", self.log_path)
+        log.debug("%s", " ".join(cmd))
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, env=environment(), stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        log.info("tritonserver ready: http %s grpc %s metrics %s:%d", self.cfg.http_url, self.cfg.grpc_url,
+                 self.cfg.host, self.cfg.metrics_port)
+        return self
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def wait_ready(self) -> None:
+        url = f"http://{self.cfg.http_url}/v2/health/ready"
+        deadline = time.monotonic() + self.cfg.ready_timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise TritonStartError(f"tritonserver exited with {self.proc.returncode}; log {self.log_path}:\n"
+                                       + self.log_tail())
+            try:
+                with urllib.request.urlopen(url, timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise TritonStartError(f"tritonserver not ready after {self.cfg.ready_timeout_s:.0f} s; log "
+                               f"{self.log_path}:\n" + self.log_tail())
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout_s: float = 15.0) -> int | None:
+        """SIGTERM the process group, then SIGKILL what is left after ``timeout_s``."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                log.warning("tritonserver did not stop in %.0f s; killing it", timeout_s)
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+            except ProcessLookupError:
+                pass
+        try:  # stubs left behind (e.g. the server was SIGKILLed) share the process group
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self._log.close()
+        return self.proc.returncode
+
+    def __enter__(self) -> "TritonProcess":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def run_forever(cfg: TritonConfig) -> int:
+    """``superserve triton``: start, print the URLs, stop cleanly on SIGINT/SIGTERM."""
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+    triton = TritonProcess(cfg).start()
+    print(f"Triton ready  HTTP http://{cfg.http_url}  gRPC {cfg.grpc_url}  "
+          f"metrics http://{cfg.host}:{cfg.metrics_port}/metrics  log {triton.log_path}", flush=True)
+    try:
+        while not stop and triton.alive():
+            time.sleep(0.2)
+    finally:
+        code = triton.stop()
+    if not stop:
+        print(f"tritonserver exited on its own with {code}; log {triton.log_path}", file=sys.stderr)
+        return 1
+    return 0

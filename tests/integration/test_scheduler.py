@@ -1,0 +1,233 @@
+"""The sidecar scheduler as users reach it: real tritonserver + real `superserve serve` processes on
+free loopback ports, tritonclient http/grpc (sync and aio), SlackFit choices read from INFO."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as grpcaio
+import tritonclient.http as httpclient
+import tritonclient.http.aio as httpaio
+from tritonclient.utils import InferenceServerException
+
+from superserve.scheduler import paths
+from superserve.scheduler.profile import Profile
+from tests.conftest import free_ports
+
+RNG = np.random.default_rng(0)
+
+
+def committed_profile() -> Profile:
+    files = sorted((paths.repo_root() / "profiles").glob("*.json"))
+    assert files, "no committed profile in profiles/"
+    return Profile.load(files[0])
+
+
+@pytest.fixture(scope="module")
+def sidecar(triton_plain, tmp_path_factory):
+    """`superserve serve --worker <triton>` as a subprocess; yields (http_url, grpc_url)."""
+    tmp = tmp_path_factory.mktemp("sidecar")
+    http, grpc = free_ports(2)
+    profile_file = sorted((paths.repo_root() / "profiles").glob("*.json"))[0]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "superserve.scheduler.cli", "serve", "--http-port", str(http), "--grpc-port", str(grpc),
+         "--worker", triton_plain.cfg.grpc_url, "--profile", str(profile_file)],
+        stdout=subprocess.PIPE, stderr=open(tmp / "serve.log", "w"), text=True, start_new_session=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("SuperServe ready"), line + (tmp / "serve.log").read_text()
+        yield f"127.0.0.1:{http}", f"127.0.0.1:{grpc}"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            assert proc.wait(timeout=15) == 0, (tmp / "serve.log").read_text()
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def image(rows=1):
+    return RNG.random((rows, 1, 28, 28), dtype=np.float32)
+
+
+def http_in(x, dt="FP32", mod=httpclient):
+    i = mod.InferInput("INPUT", list(x.shape), dt)
+    i.set_data_from_numpy(x)
+    return i
+
+
+def grpc_in(x, dt="FP32"):
+    i = grpcclient.InferInput("INPUT", list(x.shape), dt)
+    i.set_data_from_numpy(x)
+    return i
+
+
+def infos(result):
+    return [json.loads(v[0]) for v in result.as_numpy("INFO")]
+
+
+def check_answer(result, rows):
+    assert result.as_numpy("LOGITS").shape == (rows, 10)
+    for info in infos(result):
+        assert set(info) == {"subnet", "accuracy", "confidence", "queue_ms", "infer_ms", "batch_size", "escalations"}
+        assert info["queue_ms"] is not None and info["queue_ms"] >= 0
+
+
+def test_sync_clients_through_the_scheduler(sidecar):
+    http_url, grpc_url = sidecar
+    h = httpclient.InferenceServerClient(http_url)
+    assert h.is_server_live() and h.is_server_ready() and h.is_model_ready("supernet")
+    md = h.get_model_metadata("supernet")
+    assert [i["name"] for i in md["inputs"]] == ["INPUT"] and {o["name"] for o in md["outputs"]} == {"LOGITS", "INFO"}
+    assert h.get_model_config("supernet")["max_batch_size"] >= 64
+    check_answer(h.infer("supernet", [http_in(image(2))], parameters={"slo_ms": 500}), 2)
+    # JSON (non-binary) outputs work as well.
+    r = h.infer("supernet", [http_in(image())], outputs=[httpclient.InferRequestedOutput("LOGITS", binary_data=False)])
+    assert r.as_numpy("LOGITS").shape == (1, 10)
+    g = grpcclient.InferenceServerClient(grpc_url)
+    assert g.is_server_ready() and g.is_model_ready("supernet")
+    assert g.get_model_metadata("supernet").inputs[0].name == "INPUT"
+    check_answer(g.infer("supernet", [grpc_in(image(3))], parameters={"slo_ms": 500}), 3)
+
+
+def test_aio_clients_through_the_scheduler(sidecar):
+    http_url, grpc_url = sidecar
+
+    async def go():
+        h = httpaio.InferenceServerClient(http_url)
+        g = grpcaio.InferenceServerClient(grpc_url)
+        try:
+            r1 = await h.infer("supernet", [http_in(image(), mod=httpaio)], parameters={"slo_ms": 500})
+            r2 = await g.infer("supernet", [grpc_in(image())], parameters={"slo_ms": "500"})
+            return r1, r2
+        finally:
+            await h.close()
+            await g.close()
+
+    r1, r2 = asyncio.run(go())
+    check_answer(r1, 1)
+    check_answer(r2, 1)
+
+
+def test_pinned_subnet_and_min_accuracy(sidecar):
+    _, grpc_url = sidecar
+    prof = committed_profile()
+    g = grpcclient.InferenceServerClient(grpc_url)
+    small = prof.subnets[0].name
+    assert infos(g.infer("supernet", [grpc_in(image())], parameters={"subnet": small, "slo_ms": 1000}))[0]["subnet"] == small
+    floor = prof.subnets[-1].accuracy
+    info = infos(g.infer("supernet", [grpc_in(image())], parameters={"min_accuracy": floor, "slo_ms": 1000}))[0]
+    assert info["accuracy"] >= floor
+
+
+async def _burst(grpc_url, n, slo_ms):
+    client = grpcaio.InferenceServerClient(grpc_url)
+
+    async def one():
+        try:
+            return ("ok", infos(await client.infer("supernet", [grpc_in(image())], parameters={"slo_ms": slo_ms}))[0])
+        except InferenceServerException as e:
+            return (e.status(), str(e))
+
+    try:
+        return await asyncio.gather(*(one() for _ in range(n)))
+    finally:
+        await client.close()
+
+
+def test_tight_slo_burst_is_served_by_smaller_subnets_than_loose(sidecar):
+    _, grpc_url = sidecar
+    prof = committed_profile()
+    tight = 3 * prof.subnets[0].latency_ms[32]       # only small subnets at large batches fit
+    loose = 20 * prof.subnets[-1].latency_ms[64]     # the largest subnet fits at any batch
+    res = {}
+    for name, slo in (("tight", tight), ("loose", loose)):
+        out = asyncio.run(_burst(grpc_url, 200, slo))
+        assert len(out) == 200
+        oks = [i for s, i in out if s == "ok"]
+        others = {s for s, _ in out if s != "ok"}
+        assert others <= {"StatusCode.DEADLINE_EXCEEDED"}, others  # answered or explicitly dropped
+        assert len(oks) >= 100, (name, len(oks))
+        res[name] = oks
+    acc = {k: np.mean([i["accuracy"] for i in v]) for k, v in res.items()}
+    assert acc["tight"] < acc["loose"] - 0.005, acc
+    assert max(i["batch_size"] for i in res["tight"]) > 1
+
+
+def test_infeasible_slo_gets_deadline_exceeded_at_once(sidecar):
+    http_url, grpc_url = sidecar
+    g = grpcclient.InferenceServerClient(grpc_url)
+    t = time.monotonic()
+    with pytest.raises(InferenceServerException) as e:
+        g.infer("supernet", [grpc_in(image())], parameters={"slo_ms": 0.01})
+    assert e.value.status() == "StatusCode.DEADLINE_EXCEEDED" and "slo_ms" in str(e.value)
+    assert time.monotonic() - t < 0.5
+    h = httpclient.InferenceServerClient(http_url)
+    with pytest.raises(InferenceServerException) as e:
+        h.infer("supernet", [http_in(image())], parameters={"slo_ms": 0.01})
+    assert e.value.status() == "504"
+
+
+BAD = [  # (parameters, input array, dtype, model, field named in the error, http status)
+    ({"slo_ms": -5}, image(), "FP32", "supernet", "slo_ms", "400"),
+    ({"slo_ms": "soon"}, image(), "FP32", "supernet", "slo_ms", "400"),
+    ({"min_accuracy": 2}, image(), "FP32", "supernet", "min_accuracy", "400"),
+    ({"min_accuracy": 0.999}, image(), "FP32", "supernet", "min_accuracy", "400"),
+    ({"subnet": "d9.9.9-w1.1.1"}, image(), "FP32", "supernet", "subnet", "400"),
+    ({"colour": "blue"}, image(), "FP32", "supernet", "colour", "400"),
+    ({}, RNG.random((1, 1, 27, 28), dtype=np.float32), "FP32", "supernet", "shape", "400"),
+    ({}, image().astype(np.float64), "FP64", "supernet", "FP32", "400"),
+    ({}, image(), "FP32", "resnet", "resnet", "404"),
+]
+
+
+@pytest.mark.parametrize("params,x,dt,model,field,status", BAD, ids=[b[4] + "-" + b[5] for b in BAD])
+def test_bad_requests_get_clear_errors_and_serving_continues(sidecar, params, x, dt, model, field, status):
+    http_url, grpc_url = sidecar
+    h = httpclient.InferenceServerClient(http_url)
+    with pytest.raises(InferenceServerException) as e:
+        h.infer(model, [http_in(x, dt)], parameters=params or None)
+    assert e.value.status() == status and field in str(e.value), str(e.value)
+    g = grpcclient.InferenceServerClient(grpc_url)
+    with pytest.raises(InferenceServerException) as e:
+        g.infer(model, [grpc_in(x, dt)], parameters=params or None)
+    want = {"400": "StatusCode.INVALID_ARGUMENT", "404": "StatusCode.NOT_FOUND"}[status]
+    assert e.value.status() == want and field in str(e.value), str(e.value)
+    check_answer(g.infer("supernet", [grpc_in(image())]), 1)
+
+
+def test_metrics_count_outcomes(sidecar):
+    http_url, grpc_url = sidecar
+
+    def scrape():
+        text = urllib.request.urlopen(f"http://{http_url}/metrics").read().decode()
+        return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                if line and not line.startswith("#")}
+
+    before = scrape()
+    g = grpcclient.InferenceServerClient(grpc_url)
+    for _ in range(3):
+        g.infer("supernet", [grpc_in(image())], parameters={"slo_ms": 1000})
+    for p in ({"slo_ms": 0.01}, {"slo_ms": -1}):
+        with pytest.raises(InferenceServerException):
+            g.infer("supernet", [grpc_in(image())], parameters=p)
+    after = scrape()
+
+    def delta(k):
+        return after.get(k, 0) - before.get(k, 0)
+
+    assert delta('sched_requests_total{outcome="ok"}') == 3
+    assert delta('sched_requests_total{outcome="dropped"}') == 1
+    assert delta('sched_requests_total{outcome="invalid"}') == 1
+    assert delta("sched_batch_size_count") == 3 and delta("sched_decision_seconds_count") >= 3
+    assert sum(delta(k) for k in after if k.startswith("sched_subnet_selected_total")) == 3
+    assert "sched_queue_depth" in after and any(k.startswith("sched_worker_inflight") for k in after)

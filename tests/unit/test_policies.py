@@ -1,0 +1,130 @@
+"""SlackFit and fixed as pure functions of (queue, now, profile): no clock, no sockets."""
+import pytest
+
+from superserve.scheduler.edf_queue import EDFQueue, Pending
+from superserve.scheduler.policies import Fixed, SlackFit, WorkerView, make_policy
+from superserve.scheduler.profile import Profile, ProfileError
+
+# Three subnets; latency grows with batch (base + per-row cost).
+PROFILE = Profile.from_dict({
+    "hardware": "test", "supernet": "abc", "batch_sizes": [1, 2, 4, 8, 16, 32],
+    "subnets": [
+        {"name": "small", "accuracy": 0.85, "latency_ms": {str(b): {"mean": 1 + 0.1 * b, "p99": 2 + 0.2 * b} for b in (1, 2, 4, 8, 16, 32)}},
+        {"name": "mid", "accuracy": 0.89, "latency_ms": {str(b): {"mean": 3 + 0.5 * b, "p99": 4 + 0.6 * b} for b in (1, 2, 4, 8, 16, 32)}},
+        {"name": "big", "accuracy": 0.93, "latency_ms": {str(b): {"mean": 10 + 2.0 * b, "p99": 12 + 2.5 * b} for b in (1, 2, 4, 8, 16, 32)}},
+    ]})
+W = WorkerView(0, 0)
+
+
+def queue(n, now=0.0, slo=100.0, **kw):
+    return tuple(Pending(i, now, now + slo + i * 0.01, **kw) for i in range(n))
+
+
+def test_empty_queue_decides_nothing():
+    assert SlackFit().decide((), 0.0, PROFILE, W).batch is None
+    assert Fixed("big").decide((), 0.0, PROFILE, W).batch is None
+
+
+def test_low_load_large_slack_serves_the_most_accurate_subnet():
+    d = SlackFit().decide(queue(1, slo=100), 0.0, PROFILE, W)
+    assert d.batch.subnet == "big" and d.batch.requests == (0,) and d.drop == ()
+
+
+def test_burst_with_tight_slack_takes_a_large_batch_on_a_small_subnet():
+    d = SlackFit().decide(queue(40, slo=6), 0.0, PROFILE, W)
+    # slack 6 ms: big never fits; mid fits up to batch 4 (5 ms), small up to 32 (4.2 ms): largest batch wins
+    assert d.batch.subnet == "small" and len(d.batch.requests) == 32
+    assert d.batch.requests == tuple(range(32))  # earliest deadlines first
+    assert d.batch.expected_ms <= 6
+
+
+def test_slack_maps_to_the_bucket_just_under_it():
+    # With 8 queued and 30 ms slack the largest fillable batch (8) goes to the most accurate subnet
+    # whose batch-8 point fits: big@8 = 26 ms.
+    d = SlackFit(n_buckets=16).decide(queue(8, slo=30), 0.0, PROFILE, W)
+    assert (d.batch.subnet, len(d.batch.requests)) == ("big", 8)
+    # Less slack (20 ms): big@8 no longer fits; big@4 (18 ms) does but mid@8 (7 ms) has the larger batch.
+    d = SlackFit(n_buckets=16).decide(queue(8, slo=20), 0.0, PROFILE, W)
+    assert d.batch.subnet == "mid" and len(d.batch.requests) == 8
+
+
+def test_the_clock_moves_the_choice_not_the_queue():
+    q = queue(1, now=0.0, slo=15)
+    assert SlackFit().decide(q, 0.0, PROFILE, W).batch.subnet == "big"      # 15 ms left: big@1 = 12
+    assert SlackFit().decide(q, 10.0, PROFILE, W).batch.subnet == "mid"     # 5 ms left
+    assert SlackFit().decide(q, 13.5, PROFILE, W).batch.subnet == "small"   # 1.5 ms left
+    d = SlackFit().decide(q, 14.5, PROFILE, W)                               # 0.5 ms: nothing fits
+    assert d.batch is None and d.drop == (0,)
+
+
+def test_infeasible_heads_are_dropped_and_the_rest_served():
+    q = (Pending(0, 0, 0.5), Pending(1, 0, 0.8), Pending(2, 0, 50))
+    d = SlackFit().decide(q, 0.0, PROFILE, W)
+    assert d.drop == (0, 1) and d.batch.requests == (2,)
+
+
+def test_min_accuracy_is_honoured():
+    q = queue(20, slo=8, min_accuracy=0.88)
+    d = SlackFit().decide(q, 0.0, PROFILE, W)
+    assert d.batch.subnet == "mid"  # small (0.85) is not admissible; mid@8 = 7 ms fits
+    assert len(d.batch.requests) == 8
+    # Nothing admissible is fast enough: dropped.
+    d = SlackFit().decide(queue(1, slo=3, min_accuracy=0.9), 0.0, PROFILE, W)
+    assert d.batch is None and d.drop == (0,)
+
+
+def test_mixed_constraints_are_batched_only_where_admissible():
+    q = (Pending(0, 0, 8, min_accuracy=0.88), Pending(1, 0, 9), Pending(2, 0, 9.5, subnet="small"), Pending(3, 0, 10))
+    d = SlackFit().decide(q, 0.0, PROFILE, W)
+    assert d.batch.subnet == "mid" and d.batch.requests == (0, 1, 3)  # request 2 pinned elsewhere waits
+
+
+def test_pinned_subnet_is_served_on_that_subnet():
+    q = tuple(Pending(i, 0, 100, subnet="small") for i in range(3))
+    d = SlackFit().decide(q, 0.0, PROFILE, W)
+    assert d.batch.subnet == "small" and d.batch.requests == (0, 1, 2)
+
+
+def test_multi_row_requests_count_their_rows():
+    q = tuple(Pending(i, 0, 6, rows=4) for i in range(10))
+    d = SlackFit().decide(q, 0.0, PROFILE, W)
+    assert d.batch.subnet == "small" and len(d.batch.requests) == 8  # 32 rows
+
+
+def test_fixed_takes_the_largest_batch_meeting_the_earliest_deadline():
+    d = Fixed("mid").decide(queue(40, slo=8), 0.0, PROFILE, W)
+    assert d.batch.subnet == "mid" and len(d.batch.requests) == 8  # mid@8 = 7 ms, mid@16 = 11 ms
+    d = Fixed("mid").decide(queue(3, slo=100), 0.0, PROFILE, W)
+    assert len(d.batch.requests) == 3 and d.batch.expected_ms == PROFILE.get("mid").latency_ms[4]
+    d = Fixed("big").decide(queue(2, slo=5), 0.0, PROFILE, W)
+    assert d.batch is None and d.drop == (0, 1)
+
+
+def test_policies_do_not_mutate_their_input():
+    q = queue(10, slo=6)
+    before = tuple(q)
+    SlackFit().decide(q, 0.0, PROFILE, W)
+    assert q == before
+
+
+def test_registry_and_profile_errors():
+    assert isinstance(make_policy("slackfit"), SlackFit)
+    with pytest.raises(ValueError, match="unknown policy 'nope'"):
+        make_policy("nope")
+    with pytest.raises(ValueError, match="needs a subnet"):
+        make_policy("fixed")
+    with pytest.raises(ProfileError, match="not in the profile"):
+        Fixed("huge").decide(queue(1), 0.0, PROFILE, W)
+    with pytest.raises(ProfileError, match="missing field"):
+        Profile.from_dict({"hardware": "x"})
+
+
+def test_edf_queue_orders_by_deadline_and_is_bounded():
+    q = EDFQueue(capacity=3)
+    for i, d in enumerate([30, 10, 20]):
+        q.push(Pending(i, 0, d))
+    assert [p.id for p in q.snapshot()] == [1, 2, 0]
+    with pytest.raises(OverflowError, match="queue full"):
+        q.push(Pending(9, 0, 5))
+    assert [p.id for p in q.remove([2, 7])] == [2]
+    assert [p.id for p in q.snapshot()] == [1, 0]
