@@ -1,74 +1,106 @@
-"""``superserve demo``: start the real Triton on free loopback ports, send a short concurrent burst
-of labelled Fashion-MNIST test images over gRPC spread across the Pareto subnets, and print what
-came back (per subnet: answers, accuracy on the labels, latency, batch sizes)."""
+"""``superserve demo``: the main job in one command. Starts ``superserve serve`` (the scheduler and
+an embedded Triton) on free loopback ports, sends bursts of labelled Fashion-MNIST test images over
+gRPC at a loose and a tight latency target, plus an infeasible and a malformed request, and prints
+what came back: answers, drops, the subnets SlackFit chose, accuracy, latency. Every request sent is
+accounted for."""
 from __future__ import annotations
 
 import asyncio
 import json
-import statistics
+import os
+import signal
+import subprocess
+import sys
+import tempfile
 import time
-from collections import defaultdict
+from collections import Counter
 
 import numpy as np
-import tritonclient.grpc.aio as grpcaio
 import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as grpcaio
+from tritonclient.utils import InferenceServerException
 
-from superserve.scheduler.triton_launcher import TritonConfig, TritonProcess
+from superserve.scheduler.ports import free_ports
 from superserve.supernet.data import load_split
 
 
-async def _burst(url: str, subnets: list[str], images: np.ndarray, labels: np.ndarray) -> list[dict]:
-    client = grpcaio.InferenceServerClient(url)
-
-    async def one(i: int) -> dict:
-        subnet = subnets[i % len(subnets)]
-        inp = grpcclient.InferInput("INPUT", [1, 1, 28, 28], "FP32")
-        inp.set_data_from_numpy(images[i:i + 1])
-        t = time.perf_counter()
-        try:
-            r = await client.infer("supernet", [inp], parameters={"subnet": subnet})
-        except Exception as e:  # reported, never dropped
-            return {"subnet": subnet, "error": str(e)}
-        info = json.loads(r.as_numpy("INFO")[0][0])
-        return {"subnet": info["subnet"], "ms": (time.perf_counter() - t) * 1000, "batch": info["batch_size"],
-                "correct": int(r.as_numpy("LOGITS")[0].argmax() == labels[i]), "profiled": info["accuracy"]}
-
+async def _send(client, x: np.ndarray, label: int, params: dict) -> dict:
+    inp = grpcclient.InferInput("INPUT", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    t = time.perf_counter()
     try:
-        return await asyncio.gather(*(one(i) for i in range(len(labels))))
+        r = await client.infer("supernet", [inp], parameters=params)
+    except InferenceServerException as e:
+        return {"status": str(e.status()).replace("StatusCode.", ""), "message": e.message()}
+    info = json.loads(r.as_numpy("INFO")[0][0])
+    return {"status": "OK", "ms": (time.perf_counter() - t) * 1000, "info": info,
+            "correct": int(r.as_numpy("LOGITS")[0].argmax() == label)}
+
+
+async def _burst(url: str, images, labels, slo_ms: float) -> list[dict]:
+    client = grpcaio.InferenceServerClient(url)
+    try:
+        return await asyncio.gather(*(_send(client, images[i:i + 1], labels[i], {"slo_ms": slo_ms})
+                                      for i in range(len(labels))))
     finally:
         await client.close()
 
 
-def main(requests: int = 200, log_file: str | None = None) -> int:
-    from superserve.scheduler import paths
-    from superserve.scheduler.ports import free_ports
+def _report(title: str, results: list[dict]) -> None:
+    ok = [r for r in results if r["status"] == "OK"]
+    statuses = Counter(r["status"] for r in results)
+    print(f"\n{title}: {len(results)} sent -> " + ", ".join(f"{v} {k}" for k, v in statuses.most_common()))
+    if ok:
+        ms = np.array([r["ms"] for r in ok])
+        print(f"  served accuracy (profile) {np.mean([r['info']['accuracy'] for r in ok]):.4f}   "
+              f"on the labels {np.mean([r['correct'] for r in ok]):.4f}   latency p50 {np.percentile(ms, 50):.1f} ms "
+              f"p99 {np.percentile(ms, 99):.1f} ms   mean batch {np.mean([r['info']['batch_size'] for r in ok]):.1f}")
+        for subnet, n in Counter(r["info"]["subnet"] for r in ok).most_common(4):
+            print(f"  {n:4d} x {subnet}")
 
-    meta = json.loads(paths.default_weights().with_suffix(".json").read_text())
-    pareto = meta["pareto"]
-    subnets = [pareto[0], pareto[len(pareto) // 3], pareto[2 * len(pareto) // 3], pareto[-1]]
+
+def main(requests: int = 200, log_file: str | None = None) -> int:
     images, labels = load_split("test")
-    images, labels = images[:requests], labels[:requests]
-    http, grpc, metrics = free_ports(3)
-    with TritonProcess(TritonConfig(http_port=http, grpc_port=grpc, metrics_port=metrics, log_file=log_file)) as t:
-        print(f"Triton ready: HTTP http://{t.cfg.http_url}  gRPC {t.cfg.grpc_url}; sending a burst of "
-              f"{requests} requests over {len(subnets)} subnets", flush=True)
-        start = time.perf_counter()
-        results = asyncio.run(_burst(t.cfg.grpc_url, subnets, images, labels))
-        wall = time.perf_counter() - start
-    by = defaultdict(list)
-    errors = [r for r in results if "error" in r]
-    for r in results:
-        if "error" not in r:
-            by[r["subnet"]].append(r)
-    print(f"\n{'subnet':22} {'answers':>7} {'acc(labels)':>11} {'acc(profile)':>12} {'p50 ms':>7} {'max ms':>7} {'mean batch':>10}")
-    for s in subnets:
-        rows = by.get(s, [])
-        if rows:
-            ms = [r["ms"] for r in rows]
-            print(f"{s:22} {len(rows):7d} {statistics.mean(r['correct'] for r in rows):11.3f} "
-                  f"{rows[0]['profiled']:12.4f} {statistics.median(ms):7.1f} {max(ms):7.1f} "
-                  f"{statistics.mean(r['batch'] for r in rows):10.1f}")
-    print(f"\n{len(results)} sent, {len(results) - len(errors)} answered, {len(errors)} errors in {wall:.2f} s")
-    for e in errors[:5]:
-        print("  error:", e["error"])
-    return 0 if not errors and len(results) == requests else 1
+    http, grpc, th, tg, tm = free_ports(5)
+    log = log_file or tempfile.mkstemp(prefix="superserve-serve-", suffix=".log")[1]
+    cmd = [sys.executable, "-m", "superserve.scheduler.cli", "serve", "--http-port", str(http), "--grpc-port", str(grpc),
+           "--triton-http-port", str(th), "--triton-grpc-port", str(tg), "--triton-metrics-port", str(tm)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(log, "w"), text=True, start_new_session=True)
+    try:
+        line = proc.stdout.readline()
+        if not line.startswith("SuperServe ready"):
+            proc.wait(timeout=10)
+            print(f"superserve serve failed to start; its log ({log}):\n" + open(log).read()[-3000:])
+            return 1
+        print(line.strip())
+        url = f"127.0.0.1:{grpc}"
+        sent, answered = 0, 0
+        for title, slo in (("loose SLO 2000 ms", 2000.0), ("tight SLO 100 ms", 100.0)):
+            res = asyncio.run(_burst(url, images[sent:sent + requests], labels[sent:sent + requests], slo))
+            _report(f"burst of {requests}, {title}", res)
+            sent += len(res)
+            answered += len(res)
+        client = grpcclient.InferenceServerClient(url)
+        for title, params in (("slo_ms 0.01 (infeasible)", {"slo_ms": 0.01}), ("slo_ms -5 (malformed)", {"slo_ms": -5})):
+            r = asyncio.run(_burst_one(url, images[sent:sent + 1], labels[sent], params))
+            print(f"\n{title}: {r['status']}: {r.get('message', '')}")
+            sent += 1
+            answered += 1
+        print(f"\nserver still ready: {client.is_server_ready()}; {sent} requests sent, {answered} answered "
+              f"(metrics: http://127.0.0.1:{http}/metrics)")
+        return 0 if answered == sent else 1
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+async def _burst_one(url, x, label, params):
+    client = grpcaio.InferenceServerClient(url)
+    try:
+        return await _send(client, x, label, params)
+    finally:
+        await client.close()

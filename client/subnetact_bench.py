@@ -76,7 +76,7 @@ def export_repository(model, meta, root: Path) -> list[str]:
         (root / mname / "1").mkdir(parents=True)
         save_static(model, SubnetConfig.parse(name), root / mname / "1" / "subnet.pt", acc[name], meta["sha256"])
         text = config.replace('name: "supernet"', f'name: "{mname}"').replace(
-            'parameters { key: "weights"', f'parameters {{ key: "exported", value: {{ string_value: "{mname}/1/subnet.pt" }} }}\nparameters {{ key: "weights"')
+            'parameters { key: "weights"', f'parameters {{ key: "exported", value: {{ string_value: "1/subnet.pt" }} }}\nparameters {{ key: "weights"')
         (root / mname / "config.pbtxt").write_text(text)
         names.append(mname)
     (root / "supernet").mkdir()

@@ -8,10 +8,9 @@ import logging
 import grpc
 import numpy as np
 from tritonclient.grpc import service_pb2, service_pb2_grpc
-from tritonclient.utils import serialize_byte_tensor
 
 from .admission import check_input, parse_params
-from .api_http import ModelSurface
+from .api_http import ModelSurface, bytes_raw
 from .engine import Engine
 from .errors import InvalidInput, ServeError
 
@@ -88,6 +87,7 @@ class GrpcFrontend(service_pb2_grpc.GRPCInferenceServiceServicer):
             image = check_input(t.name, t.datatype, list(t.shape), _input_array(request, 0), self.model.max_rows)
             answer = await self.engine.infer(image, params)
         except ServeError as e:
+            self.engine.record_rejection(e)
             await self._abort(context, e)
             return
         rows = len(answer.logits)
@@ -100,7 +100,7 @@ class GrpcFrontend(service_pb2_grpc.GRPCInferenceServiceServicer):
             elif name == "INFO":
                 info = np.array([json.dumps(i).encode() for i in answer.infos], dtype=np.object_)
                 resp.outputs.add(name=name, datatype="BYTES", shape=[rows, 1])
-                resp.raw_output_contents.append(serialize_byte_tensor(info).tobytes())
+                resp.raw_output_contents.append(bytes_raw(info))
             else:
                 await self._abort(context, InvalidInput(f"unknown output {name!r}; outputs are LOGITS, INFO"))
         return resp

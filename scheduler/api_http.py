@@ -31,6 +31,12 @@ class ModelSurface:
                                 + f"; this server serves {self.name!r}")
 
 
+def bytes_raw(arr: np.ndarray) -> bytes:
+    """A BYTES tensor in the wire format (4-byte little-endian length, then the bytes, per element)."""
+    packed = serialize_byte_tensor(arr)
+    return packed.item() if packed.size else b""
+
+
 def _error(e: ServeError) -> web.Response:
     return web.json_response({"error": str(e)}, status=e.http_status)
 
@@ -134,6 +140,7 @@ class HttpFrontend:
                                 self.model.max_rows)
             answer = await self.engine.infer(image, params)
         except ServeError as e:
+            self.engine.record_rejection(e)
             return _error(e)
         return self._response(header, binary_default, answer)
 
@@ -152,7 +159,7 @@ class HttpFrontend:
             as_binary = (w.get("parameters") or {}).get("binary_data", binary_default)
             out = {"name": name, "datatype": dtype, "shape": shape}
             if as_binary:
-                raw = serialize_byte_tensor(arr).tobytes() if dtype == "BYTES" else arr.tobytes()
+                raw = bytes_raw(arr) if dtype == "BYTES" else arr.tobytes()
                 out["parameters"] = {"binary_data_size": len(raw)}
                 blobs.append(raw)
             else:

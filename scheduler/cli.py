@@ -103,6 +103,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return asyncio.run(serve_forever(cfg))
 
 
+def _cmd_bench_decide(args: argparse.Namespace) -> int:
+    from superserve.client.scheduler_bench import bench_decide
+
+    return bench_decide(args.reps)
+
+
+def _cmd_bench_overhead(args: argparse.Namespace) -> int:
+    from superserve.client.scheduler_bench import bench_overhead
+
+    return bench_overhead(args.reps)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="superserve", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -112,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX .gz files "
                    "(default /usr/share/datasets/fashion-mnist)")
     t.add_argument("--out", help="weights path (default backends/python_supernet/weights/supernet.pt)")
-    t.add_argument("--epochs-largest", type=int, default=4)
+    t.add_argument("--epochs-largest", type=int, default=5)
     t.add_argument("--epochs-sandwich", type=int, default=3)
     t.add_argument("--batch-size", type=int, default=128)
     t.add_argument("--lr", type=float, default=0.1)
@@ -171,6 +183,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--name", default="subnetact")
     b.add_argument("--reps", type=int, default=40, help="timed requests per (subnet, batch) point")
     b.set_defaults(func=_cmd_bench_subnetact)
+
+    bd = sub.add_parser("bench-decide", help="SlackFit decision time at queue lengths 10, 100, 1000 "
+                        "(results/slackfit_decision.json)")
+    bd.add_argument("--reps", type=int, default=2000)
+    bd.set_defaults(func=_cmd_bench_decide)
+
+    bo = sub.add_parser("bench-overhead", help="latency the sidecar adds over calling Triton directly, low load "
+                        "(results/sidecar_overhead.json)")
+    bo.add_argument("--reps", type=int, default=300)
+    bo.set_defaults(func=_cmd_bench_overhead)
     return p
 
 

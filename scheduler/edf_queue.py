@@ -37,6 +37,9 @@ class EDFQueue:
             raise OverflowError(f"queue full ({self.capacity} requests)")
         bisect.insort(self._items, (p.deadline_ms, p.id, p))
 
+    def head(self) -> Pending | None:
+        return self._items[0][2] if self._items else None
+
     def snapshot(self) -> tuple[Pending, ...]:
         return tuple(item[2] for item in self._items)
 

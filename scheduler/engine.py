@@ -116,7 +116,13 @@ class Engine:
         if len(self.queue) >= self.queue.capacity:
             raise Overloaded(f"queue full ({self.queue.capacity} requests waiting)")
 
+    def record_rejection(self, e: ServeError) -> None:
+        """Count an error raised at a front end before the request reached the engine."""
+        if not getattr(e, "counted", False):
+            self._count_error(e)
+
     def _count_error(self, e: ServeError) -> None:
+        e.counted = True
         outcome = {"InvalidInput": "invalid", "DeadlineInfeasible": "dropped", "Overloaded": "overloaded"}
         self.stats.requests[outcome.get(type(e).__name__, "error")] += 1
         if isinstance(e, DeadlineInfeasible):
@@ -140,6 +146,8 @@ class Engine:
             if decision.batch is None:
                 break
             jobs = [self._jobs.pop(p.id) for p in self.queue.remove(decision.batch.requests)]
+            worker.inflight += 1  # now, not in the task: the next loop turn must see the worker busy
+            self.stats.worker_inflight[worker.url] = worker.inflight
             task = asyncio.get_running_loop().create_task(self._run(worker, decision.batch, jobs))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -161,9 +169,9 @@ class Engine:
         if self._sweep:
             self._sweep.cancel()
             self._sweep = None
-        if not len(self.queue):
+        head = self.queue.head()
+        if head is None:
             return
-        head = self.queue.snapshot()[0]
         fastest = self.policy.fastest_ms(head, self.profile) or 0.0
         delay_ms = max(0.0, head.deadline_ms - fastest - self.clock.now_ms()) + 0.05
         self._sweep = asyncio.get_running_loop().call_later(delay_ms / 1000, self._on_sweep)
@@ -177,8 +185,7 @@ class Engine:
 
     # -- dispatch ----------------------------------------------------------------------------
     async def _run(self, worker, batch: Batch, jobs: list[_Job]) -> None:
-        worker.inflight += 1
-        self.stats.worker_inflight[worker.url] = worker.inflight
+        """Run one batch on ``worker`` (whose inflight count _pump already raised)."""
         dispatched = self.clock.now_ms()
         images = np.concatenate([j.image for j in jobs]) if len(jobs) > 1 else jobs[0].image
         self.stats.batch_size.observe(len(images))

@@ -37,7 +37,8 @@ class TritonPythonModel:
             import torch
             torch.set_num_threads(threads)
         # "subnet" pins the model to one subnet (fixed baselines); "exported" serves a subnet
-        # exported as its own weights file instead of the supernet.
+        # exported as its own weights file instead of the supernet (a relative path is taken from
+        # the model's folder; Triton passes that folder as args["model_repository"]).
         exported = _param(config, "exported", "")
         if exported and not os.path.isabs(exported):
             exported = os.path.join(args["model_repository"], exported)

@@ -147,20 +147,21 @@ async def _burst(grpc_url, n, slo_ms):
 def test_tight_slo_burst_is_served_by_smaller_subnets_than_loose(sidecar):
     _, grpc_url = sidecar
     prof = committed_profile()
-    tight = 3 * prof.subnets[0].latency_ms[32]       # only small subnets at large batches fit
-    loose = 20 * prof.subnets[-1].latency_ms[64]     # the largest subnet fits at any batch
+    # Tight: the largest subnet alone could not clear a 200-request burst in time (it needs about
+    # 3x its batch-64 latency), so SlackFit must move to smaller subnets. Loose: it can, many times over.
+    tight = 1.5 * prof.subnets[-1].latency_ms[64]
+    loose = 30 * prof.subnets[-1].latency_ms[64]
     res = {}
     for name, slo in (("tight", tight), ("loose", loose)):
         out = asyncio.run(_burst(grpc_url, 200, slo))
         assert len(out) == 200
-        oks = [i for s, i in out if s == "ok"]
         others = {s for s, _ in out if s != "ok"}
         assert others <= {"StatusCode.DEADLINE_EXCEEDED"}, others  # answered or explicitly dropped
-        assert len(oks) >= 100, (name, len(oks))
-        res[name] = oks
+        res[name] = [i for s, i in out if s == "ok"]
+    assert len(res["loose"]) == 200 and len(res["tight"]) >= 20, {k: len(v) for k, v in res.items()}
     acc = {k: np.mean([i["accuracy"] for i in v]) for k, v in res.items()}
     assert acc["tight"] < acc["loose"] - 0.005, acc
-    assert max(i["batch_size"] for i in res["tight"]) > 1
+    assert max(i["batch_size"] for i in res["tight"]) > 1 and max(i["batch_size"] for i in res["loose"]) > 1
 
 
 def test_infeasible_slo_gets_deadline_exceeded_at_once(sidecar):

@@ -123,8 +123,9 @@ def test_edf_queue_orders_by_deadline_and_is_bounded():
     q = EDFQueue(capacity=3)
     for i, d in enumerate([30, 10, 20]):
         q.push(Pending(i, 0, d))
-    assert [p.id for p in q.snapshot()] == [1, 2, 0]
+    assert [p.id for p in q.snapshot()] == [1, 2, 0] and q.head().id == 1
     with pytest.raises(OverflowError, match="queue full"):
         q.push(Pending(9, 0, 5))
     assert [p.id for p in q.remove([2, 7])] == [2]
     assert [p.id for p in q.snapshot()] == [1, 0]
+    assert EDFQueue().head() is None

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs_largest: int = 4
+    epochs_largest: int = 5
     """Epochs training only the largest subnet."""
     epochs_sandwich: int = 3
     """Epochs of sandwich rule + in-place distillation."""
@@ -34,6 +34,8 @@ class TrainConfig:
     lr: float = 0.1
     """Peak SGD learning rate (cosine decay over all epochs, short linear warm-up)."""
     weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    """On the largest subnet's loss against the labels (the others learn from its soft output)."""
     n_random: int = 1
     """Random subnets per sandwich step, besides the largest and the smallest."""
     seed: int = 0
@@ -83,7 +85,8 @@ def train(model: ElasticCNN, images: np.ndarray, labels: np.ndarray, cfg: TrainC
     total_steps, warmup = steps_per_epoch * epochs, max(1, steps_per_epoch // 4)
     opt = torch.optim.SGD(_param_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=0.9, nesterov=True)
     space, history, step = model.space, [], 0
-    model.to(device).train()
+    # channels_last is ~10% faster for these convolutions on CPU; weights are saved contiguous.
+    model.to(device, memory_format=torch.channels_last).train()
     for epoch in range(epochs):
         sandwich = epoch >= cfg.epochs_largest
         phase = "sandwich" if sandwich else "largest"
@@ -95,11 +98,11 @@ def train(model: ElasticCNN, images: np.ndarray, labels: np.ndarray, cfg: TrainC
             for g in opt.param_groups:
                 g["lr"] = lr
             idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            x = augment(x_all[idx], gen).to(device)
+            x = augment(x_all[idx], gen).to(device, memory_format=torch.channels_last)
             y = y_all[idx].to(device)
             opt.zero_grad(set_to_none=True)
             logits = model(x, space.largest)
-            loss = F.cross_entropy(logits, y)
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
             loss.backward()
             if sandwich:
                 soft = F.softmax(logits.detach(), dim=1)
@@ -114,6 +117,7 @@ def train(model: ElasticCNN, images: np.ndarray, labels: np.ndarray, cfg: TrainC
                         "seconds": round(time.monotonic() - t0, 1)})
         log.info("epoch %d/%d (%s): loss %.4f in %.0f s", epoch + 1, epochs, phase,
                  history[-1]["loss_largest"], history[-1]["seconds"])
+    model.to(memory_format=torch.contiguous_format)
     return history
 
 
