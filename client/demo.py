@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import Counter
 
 import numpy as np
@@ -59,6 +60,12 @@ def _report(title: str, results: list[dict]) -> None:
             print(f"  {n:4d} x {subnet}")
 
 
+def _outcomes(http_url: str) -> Counter:
+    text = urllib.request.urlopen(f"http://{http_url}/metrics", timeout=5).read().decode()
+    return Counter({line.split('"')[1]: int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+                    if line.startswith("sched_requests_total{")})
+
+
 def main(requests: int = 200, log_file: str | None = None) -> int:
     images, labels = load_split("test")
     http, grpc, th, tg, tm = free_ports(5)
@@ -76,8 +83,12 @@ def main(requests: int = 200, log_file: str | None = None) -> int:
         url = f"127.0.0.1:{grpc}"
         sent, answered = 0, 0
         for title, slo in (("loose SLO 2000 ms", 2000.0), ("tight SLO 100 ms", 100.0)):
+            before = _outcomes(f"127.0.0.1:{http}")
             res = asyncio.run(_burst(url, images[sent:sent + requests], labels[sent:sent + requests], slo))
             _report(f"burst of {requests}, {title}", res)
+            seen = _outcomes(f"127.0.0.1:{http}") - before
+            print(f"  scheduler's view (deadline from arrival at the scheduler): {seen['ok']} in time, "
+                  f"{seen['late']} late, {seen['dropped']} dropped as infeasible")
             sent += len(res)
             answered += len(res)
         client = grpcclient.InferenceServerClient(url)

@@ -157,11 +157,12 @@ class Engine:
     def _drop(self, ids, now: float) -> None:
         for p in self.queue.remove(ids):
             job = self._jobs.pop(p.id)
-            self._count_error(DeadlineInfeasible())
+            err = DeadlineInfeasible(f"deadline cannot be met: {p.deadline_ms - now:.2f} ms of slack left, less than "
+                                     f"the fastest admissible subnet needs; dropped after {now - p.arrival_ms:.1f} ms "
+                                     "in the queue")
+            self._count_error(err)  # marks it counted, so the front end does not count it again
             if not job.future.done():
-                job.future.set_exception(DeadlineInfeasible(
-                    f"deadline cannot be met: {p.deadline_ms - now:.2f} ms of slack left, less than the "
-                    f"fastest admissible subnet needs; dropped after {now - p.arrival_ms:.1f} ms in the queue"))
+                job.future.set_exception(err)
 
     def _arm_sweep(self) -> None:
         """While every worker is busy, drop queued requests at the moment they become infeasible

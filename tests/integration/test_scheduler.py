@@ -144,8 +144,14 @@ async def _burst(grpc_url, n, slo_ms):
         await client.close()
 
 
+def scrape(http_url):
+    text = urllib.request.urlopen(f"http://{http_url}/metrics").read().decode()
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+            if line and not line.startswith("#")}
+
+
 def test_tight_slo_burst_is_served_by_smaller_subnets_than_loose(sidecar):
-    _, grpc_url = sidecar
+    http_url, grpc_url = sidecar
     prof = committed_profile()
     # Tight: the largest subnet alone could not clear a 200-request burst in time (it needs about
     # 3x its batch-64 latency), so SlackFit must move to smaller subnets. Loose: it can, many times over.
@@ -153,11 +159,17 @@ def test_tight_slo_burst_is_served_by_smaller_subnets_than_loose(sidecar):
     loose = 30 * prof.subnets[-1].latency_ms[64]
     res = {}
     for name, slo in (("tight", tight), ("loose", loose)):
+        before = scrape(http_url)
         out = asyncio.run(_burst(grpc_url, 200, slo))
+        after = scrape(http_url)
         assert len(out) == 200
         others = {s for s, _ in out if s != "ok"}
         assert others <= {"StatusCode.DEADLINE_EXCEEDED"}, others  # answered or explicitly dropped
         res[name] = [i for s, i in out if s == "ok"]
+        # The scheduler counted each request exactly once, as the client saw it.
+        d = {o: after[f'sched_requests_total{{outcome="{o}"}}'] - before[f'sched_requests_total{{outcome="{o}"}}']
+             for o in ("ok", "late", "dropped")}
+        assert d["ok"] + d["late"] == len(res[name]) and d["dropped"] == 200 - len(res[name]), (name, d)
     assert len(res["loose"]) == 200 and len(res["tight"]) >= 20, {k: len(v) for k, v in res.items()}
     acc = {k: np.mean([i["accuracy"] for i in v]) for k, v in res.items()}
     assert acc["tight"] < acc["loose"] - 0.005, acc
@@ -208,20 +220,14 @@ def test_bad_requests_get_clear_errors_and_serving_continues(sidecar, params, x,
 
 def test_metrics_count_outcomes(sidecar):
     http_url, grpc_url = sidecar
-
-    def scrape():
-        text = urllib.request.urlopen(f"http://{http_url}/metrics").read().decode()
-        return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                if line and not line.startswith("#")}
-
-    before = scrape()
+    before = scrape(http_url)
     g = grpcclient.InferenceServerClient(grpc_url)
     for _ in range(3):
         g.infer("supernet", [grpc_in(image())], parameters={"slo_ms": 1000})
     for p in ({"slo_ms": 0.01}, {"slo_ms": -1}):
         with pytest.raises(InferenceServerException):
             g.infer("supernet", [grpc_in(image())], parameters=p)
-    after = scrape()
+    after = scrape(http_url)
 
     def delta(k):
         return after.get(k, 0) - before.get(k, 0)
