@@ -7,6 +7,7 @@ because the stub finds its interpreter and site-packages through ``python3`` on 
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -83,7 +84,10 @@ def backend_directory() -> Path:
     stub = src / "python_backend_stubs" / py / "triton_python_backend_stub"
     if not stub.exists():
         raise TritonStartError(f"the nvidia-pytriton wheel has no Python backend stub for Python {py}")
-    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "superserve" / f"backends-py{py}"
+    target = paths.backend_dir().resolve()
+    # One folder per checkout, so two checkouts never re-point each other's python_supernet link.
+    key = hashlib.sha1(str(target).encode()).hexdigest()[:10]
+    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "superserve" / f"backends-py{py}-{key}"
     py_dir = root / "python"
     py_dir.mkdir(parents=True, exist_ok=True)
     for f in [src / "backends/python/libtriton_python.so", src / "backends/python/triton_python_backend_utils.py", stub]:
@@ -93,7 +97,6 @@ def backend_directory() -> Path:
             shutil.copy2(f, tmp)
             tmp.replace(dst)
     link = root / "python_supernet"
-    target = paths.backend_dir().resolve()
     if link.is_symlink() and link.resolve() != target:
         link.unlink()
     if not link.exists():
