@@ -7,10 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -22,6 +18,7 @@ import tritonclient.grpc.aio as grpcaio
 from tritonclient.utils import InferenceServerException
 
 from superserve.scheduler.ports import free_ports
+from superserve.scheduler.server import serve_subprocess
 from superserve.supernet.data import load_split
 
 
@@ -70,16 +67,10 @@ def main(requests: int = 200, log_file: str | None = None) -> int:
     images, labels = load_split("test")
     http, grpc, th, tg, tm = free_ports(5)
     log = log_file or tempfile.mkstemp(prefix="superserve-serve-", suffix=".log")[1]
-    cmd = [sys.executable, "-m", "superserve.scheduler.cli", "serve", "--http-port", str(http), "--grpc-port", str(grpc),
-           "--triton-http-port", str(th), "--triton-grpc-port", str(tg), "--triton-metrics-port", str(tm)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(log, "w"), text=True, start_new_session=True)
-    try:
-        line = proc.stdout.readline()
-        if not line.startswith("SuperServe ready"):
-            proc.wait(timeout=10)
-            print(f"superserve serve failed to start; its log ({log}):\n" + open(log).read()[-3000:])
-            return 1
-        print(line.strip())
+    args = ["--http-port", str(http), "--grpc-port", str(grpc), "--triton-http-port", str(th),
+            "--triton-grpc-port", str(tg), "--triton-metrics-port", str(tm)]
+    with serve_subprocess(args, log) as proc:
+        print(f"SuperServe ready: HTTP http://127.0.0.1:{http}  gRPC 127.0.0.1:{grpc}  (log {log})")
         url = f"127.0.0.1:{grpc}"
         sent, answered = 0, 0
         for title, slo in (("loose SLO 2000 ms", 2000.0), ("tight SLO 100 ms", 100.0)):
@@ -100,13 +91,6 @@ def main(requests: int = 200, log_file: str | None = None) -> int:
         print(f"\nserver still ready: {client.is_server_ready()}; {sent} requests sent, {answered} answered "
               f"(metrics: http://127.0.0.1:{http}/metrics)")
         return 0 if answered == sent else 1
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
 
 
 async def _burst_one(url, x, label, params):

@@ -9,11 +9,9 @@ gRPC and HTTP.
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import signal
-import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,7 +25,7 @@ from superserve.scheduler.hardware import git_commit, hardware_name
 from superserve.scheduler.policies import SlackFit, WorkerView
 from superserve.scheduler.ports import free_ports
 from superserve.scheduler.profile import Profile
-from superserve.scheduler.server import find_profile
+from superserve.scheduler.server import find_profile, serve_subprocess
 from superserve.scheduler.triton_launcher import TritonConfig, TritonProcess
 
 
@@ -67,44 +65,40 @@ def bench_decide(reps: int = 2000, lengths=(10, 100, 1000)) -> int:
     return 0
 
 
+def _overhead(x, subnet: str, reps: int, targets: dict) -> dict:
+    """Interleaved direct/sidecar requests per protocol; returns p50/p99 of each and the difference."""
+    result = {}
+    for proto, (mod, direct_url, sidecar_url) in targets.items():
+        clients = {"triton": mod.InferenceServerClient(direct_url), "sidecar": mod.InferenceServerClient(sidecar_url)}
+        inp = mod.InferInput("INPUT", [1, 1, 28, 28], "FP32")
+        inp.set_data_from_numpy(x)
+        times = {"triton": [], "sidecar": []}
+        for i in range(reps + 20):
+            for name in ("triton", "sidecar") if i % 2 else ("sidecar", "triton"):
+                params = {"subnet": subnet} | ({"slo_ms": 1000} if name == "sidecar" else {})
+                t = time.perf_counter()
+                clients[name].infer("supernet", [inp], parameters=params)
+                if i >= 20:
+                    times[name].append((time.perf_counter() - t) * 1000)
+        result[proto] = {k: {"p50_ms": _pct(v, 50), "p99_ms": _pct(v, 99), "n": len(v)} for k, v in times.items()}
+        result[proto]["added_p50_ms"] = round(result[proto]["sidecar"]["p50_ms"] - result[proto]["triton"]["p50_ms"], 3)
+        result[proto]["added_p99_ms"] = round(result[proto]["sidecar"]["p99_ms"] - result[proto]["triton"]["p99_ms"], 3)
+        print(f"{proto}: Triton direct p50 {result[proto]['triton']['p50_ms']:.2f} p99 {result[proto]['triton']['p99_ms']:.2f} ms; "
+              f"via sidecar p50 {result[proto]['sidecar']['p50_ms']:.2f} p99 {result[proto]['sidecar']['p99_ms']:.2f} ms; "
+              f"added p50 {result[proto]['added_p50_ms']:+.2f} ms p99 {result[proto]['added_p99_ms']:+.2f} ms")
+    return result
+
+
 def bench_overhead(reps: int = 300) -> int:
     profile = Profile.load(find_profile(None))
     subnet = profile.subnets[len(profile.subnets) // 2].name
     th, tg, tm, sh, sg = free_ports(5)
     x = np.random.default_rng(0).random((1, 1, 28, 28), dtype=np.float32)
     with TritonProcess(TritonConfig(http_port=th, grpc_port=tg, metrics_port=tm)) as triton:
-        proc = subprocess.Popen([sys.executable, "-m", "superserve.scheduler.cli", "serve", "--http-port", str(sh),
-                                 "--grpc-port", str(sg), "--worker", triton.cfg.grpc_url],
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
-        try:
-            assert proc.stdout.readline().startswith("SuperServe ready")
-            targets = {"grpc": (grpcclient, f"127.0.0.1:{tg}", f"127.0.0.1:{sg}"),
-                       "http": (httpclient, f"127.0.0.1:{th}", f"127.0.0.1:{sh}")}
-            result = {}
-            for proto, (mod, direct_url, sidecar_url) in targets.items():
-                clients = {"triton": mod.InferenceServerClient(direct_url), "sidecar": mod.InferenceServerClient(sidecar_url)}
-                inp = mod.InferInput("INPUT", [1, 1, 28, 28], "FP32")
-                inp.set_data_from_numpy(x)
-                times = {"triton": [], "sidecar": []}
-                for i in range(reps + 20):
-                    for name in ("triton", "sidecar") if i % 2 else ("sidecar", "triton"):
-                        params = {"subnet": subnet} | ({"slo_ms": 1000} if name == "sidecar" else {})
-                        t = time.perf_counter()
-                        clients[name].infer("supernet", [inp], parameters=params)
-                        if i >= 20:
-                            times[name].append((time.perf_counter() - t) * 1000)
-                result[proto] = {k: {"p50_ms": _pct(v, 50), "p99_ms": _pct(v, 99), "n": len(v)} for k, v in times.items()}
-                result[proto]["added_p50_ms"] = round(result[proto]["sidecar"]["p50_ms"] - result[proto]["triton"]["p50_ms"], 3)
-                result[proto]["added_p99_ms"] = round(result[proto]["sidecar"]["p99_ms"] - result[proto]["triton"]["p99_ms"], 3)
-                print(f"{proto}: Triton direct p50 {result[proto]['triton']['p50_ms']:.2f} p99 {result[proto]['triton']['p99_ms']:.2f} ms; "
-                      f"via sidecar p50 {result[proto]['sidecar']['p50_ms']:.2f} p99 {result[proto]['sidecar']['p99_ms']:.2f} ms; "
-                      f"added p50 {result[proto]['added_p50_ms']:+.2f} ms p99 {result[proto]['added_p99_ms']:+.2f} ms")
-        finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        with serve_subprocess(["--http-port", str(sh), "--grpc-port", str(sg), "--worker", triton.cfg.grpc_url],
+                              tempfile.mkstemp(prefix="superserve-serve-", suffix=".log")[1]):
+            result = _overhead(x, subnet, reps, {"grpc": (grpcclient, f"127.0.0.1:{tg}", f"127.0.0.1:{sg}"),
+                                                 "http": (httpclient, f"127.0.0.1:{th}", f"127.0.0.1:{sh}")})
     path = _write("sidecar_overhead", dict(_header(), subnet=subnet, batch=1, load="one request at a time",
                                            latency=result))
     print(f"wrote {path}")

@@ -49,11 +49,14 @@ class GrpcFrontend(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def ServerReady(self, request, context):
         return service_pb2.ServerReadyResponse(ready=self._ready())
 
-    async def ModelReady(self, request, context):
+    async def _check_model(self, request, context) -> None:
         try:
             self.model.check(request.name, request.version)
         except ServeError as e:
             await self._abort(context, e)
+
+    async def ModelReady(self, request, context):
+        await self._check_model(request, context)
         return service_pb2.ModelReadyResponse(ready=self._ready())
 
     async def ServerMetadata(self, request, context):
@@ -61,17 +64,11 @@ class GrpcFrontend(service_pb2_grpc.GRPCInferenceServiceServicer):
             name="superserve", version="0.1.0", extensions=["binary_tensor_data", "parameters", "model_configuration"])
 
     async def ModelMetadata(self, request, context):
-        try:
-            self.model.check(request.name, request.version)
-        except ServeError as e:
-            await self._abort(context, e)
+        await self._check_model(request, context)
         return self._metadata
 
     async def ModelConfig(self, request, context):
-        try:
-            self.model.check(request.name, request.version)
-        except ServeError as e:
-            await self._abort(context, e)
+        await self._check_model(request, context)
         return self._config
 
     async def ModelInfer(self, request, context):

@@ -99,26 +99,21 @@ class HttpFrontend:
     async def metrics(self, request):
         return web.Response(text=render(self.engine.stats), content_type="text/plain", charset="utf-8")
 
-    async def model_metadata(self, request):
+    def _model_error(self, request) -> web.Response | None:
         try:
             self.model.check(request.match_info["model"], request.match_info.get("version"))
         except ServeError as e:
             return _error(e)
-        return web.json_response(self.model.metadata)
+        return None
+
+    async def model_metadata(self, request):
+        return self._model_error(request) or web.json_response(self.model.metadata)
 
     async def model_ready(self, request):
-        try:
-            self.model.check(request.match_info["model"], request.match_info.get("version"))
-        except ServeError as e:
-            return _error(e)
-        return web.Response(status=200 if self._ready() else 503)
+        return self._model_error(request) or web.Response(status=200 if self._ready() else 503)
 
     async def model_config(self, request):
-        try:
-            self.model.check(request.match_info["model"], request.match_info.get("version"))
-        except ServeError as e:
-            return _error(e)
-        return web.json_response(self.model.config)
+        return self._model_error(request) or web.json_response(self.model.config)
 
     async def infer(self, request):
         try:

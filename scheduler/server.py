@@ -144,3 +144,32 @@ async def serve_forever(cfg: ServeConfig) -> int:
         with contextlib.suppress(Exception):
             await sidecar.stop()
     return 0
+
+
+@contextlib.contextmanager
+def serve_subprocess(args: list[str], log_path: str):
+    """Run ``superserve serve <args>`` as its own process group, wait for its ready line, and stop
+    it with SIGINT (SIGKILL after 20 s) on exit. Yields the process; raises with the log's tail if
+    it does not come up. Used by the demo, benchmarks and tests: the real CLI, not an in-process copy."""
+    import os
+    import subprocess
+    import sys
+
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "superserve.scheduler.cli", "serve", *args],
+                                stdout=subprocess.PIPE, stderr=log_file, text=True, start_new_session=True)
+    try:
+        line = proc.stdout.readline()
+        if not line.startswith("SuperServe ready"):
+            proc.wait(timeout=10)
+            raise RuntimeError(f"superserve serve did not start (exit {proc.returncode}); log {log_path}:\n"
+                               + Path(log_path).read_text()[-3000:])
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 import urllib.request
 
@@ -21,6 +18,7 @@ from tritonclient.utils import InferenceServerException
 
 from superserve.scheduler import paths
 from superserve.scheduler.profile import Profile
+from superserve.scheduler.server import serve_subprocess
 from tests.conftest import free_ports
 
 RNG = np.random.default_rng(0)
@@ -38,21 +36,12 @@ def sidecar(triton_plain, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sidecar")
     http, grpc = free_ports(2)
     profile_file = sorted((paths.repo_root() / "profiles").glob("*.json"))[0]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "superserve.scheduler.cli", "serve", "--http-port", str(http), "--grpc-port", str(grpc),
-         "--worker", triton_plain.cfg.grpc_url, "--profile", str(profile_file)],
-        stdout=subprocess.PIPE, stderr=open(tmp / "serve.log", "w"), text=True, start_new_session=True)
-    try:
-        line = proc.stdout.readline()
-        assert line.startswith("SuperServe ready"), line + (tmp / "serve.log").read_text()
+    args = ["--http-port", str(http), "--grpc-port", str(grpc), "--worker", triton_plain.cfg.grpc_url,
+            "--profile", str(profile_file)]
+    with serve_subprocess(args, str(tmp / "serve.log")) as proc:
         yield f"127.0.0.1:{http}", f"127.0.0.1:{grpc}"
-    finally:
         proc.send_signal(signal.SIGINT)
-        try:
-            assert proc.wait(timeout=15) == 0, (tmp / "serve.log").read_text()
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=15) == 0, (tmp / "serve.log").read_text()
 
 
 def image(rows=1):
