@@ -94,12 +94,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     cfg = ServeConfig(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port, policy=args.policy,
                       subnet=args.subnet, workers=tuple(args.worker or ()), profile=args.profile,
-                      latency_stat=args.latency_stat,
+                      latency_stat=args.latency_stat, variant_repository=args.variant_repository,
+                      memory_budget=args.memory_budget, load_ms=args.load_ms,
                       triton=TritonConfig(host=args.host, http_port=args.triton_http_port,
                                           grpc_port=args.triton_grpc_port, metrics_port=args.triton_metrics_port,
                                           log_file=args.triton_log_file),
                       engine=EngineConfig(default_slo_ms=args.default_slo_ms, queue_capacity=args.queue_capacity,
-                                          max_inflight_per_worker=args.max_inflight))
+                                          max_inflight_per_worker=args.max_inflight,
+                                          adapt_latency=args.adapt_latency))
     return asyncio.run(serve_forever(cfg))
 
 
@@ -113,6 +115,26 @@ def _cmd_bench_overhead(args: argparse.Namespace) -> int:
     from superserve.client.scheduler_bench import bench_overhead
 
     return bench_overhead(args.reps)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from superserve.client.bench import main as bench
+
+    return bench(args)
+
+
+def _cmd_baselines(args: argparse.Namespace) -> int:
+    from superserve.client import triton_fixed
+    from superserve.scheduler import paths
+    from superserve.scheduler.profile import Profile
+    from superserve.scheduler.server import find_profile
+
+    profile = Profile.load(find_profile(None))
+    out = Path(args.out) if args.out else paths.model_repository()
+    subnets = [triton_fixed.pick(profile, s) for s in args.subnets.split(",") if s]
+    for name in triton_fixed.write_models(out, profile, subnets, args.slo_ms):
+        print(f"wrote {out / name / 'config.pbtxt'}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,8 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--http-port", type=int, default=8010)
     sv.add_argument("--grpc-port", type=int, default=8011)
-    sv.add_argument("--policy", default="slackfit", help="slackfit or fixed")
-    sv.add_argument("--subnet", help="the subnet policy 'fixed' serves")
+    sv.add_argument("--policy", default="slackfit", help="slackfit, fixed, clipper or infaas")
+    sv.add_argument("--subnet", help="the one subnet policies fixed and clipper serve")
     sv.add_argument("--triton-http-port", type=int, default=8000)
     sv.add_argument("--triton-grpc-port", type=int, default=8001)
     sv.add_argument("--triton-metrics-port", type=int, default=8002)
@@ -167,6 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--default-slo-ms", type=float, default=100.0, help="slo_ms of requests that set none")
     sv.add_argument("--queue-capacity", type=int, default=4096, help="queued requests beyond this get 503")
     sv.add_argument("--max-inflight", type=int, default=1, help="batches in flight per Triton worker")
+    sv.add_argument("--memory-budget", type=int, default=4, help="policy infaas: variant models loaded at once")
+    sv.add_argument("--load-ms", type=float, default=5000.0,
+                    help="policy infaas: expected variant load time (replaced by the warm-up load's measured time)")
+    sv.add_argument("--variant-repository", help="policy infaas: folder for the exported per-subnet models "
+                    "(default: a cache folder keyed by the weights' sha256)")
+    sv.add_argument("--no-adapt-latency", dest="adapt_latency", action="store_false",
+                    help="plan with the profile as measured, not scaled by the observed/profiled batch latency")
     sv.set_defaults(func=_cmd_serve)
 
     pr = sub.add_parser("profile", help="measure end-to-end latency of the Pareto subnets through Triton and "
@@ -193,6 +222,37 @@ def build_parser() -> argparse.ArgumentParser:
                         "(results/sidecar_overhead.json)")
     bo.add_argument("--reps", type=int, default=300)
     bo.set_defaults(func=_cmd_bench_overhead)
+
+    from superserve.client.traces import add_parser as add_trace_parser
+
+    add_trace_parser(sub)  # superserve trace {poisson,bursty,ramp,azure} ... --out FILE
+    bl = sub.add_parser("baselines", help="write the triton-fixed baseline models (smallest, middle, largest "
+                        "Pareto subnet, Triton's dynamic batcher tuned for an SLO) into model_repository/")
+    bl.add_argument("--slo-ms", type=float, default=100.0)
+    bl.add_argument("--subnets", default="smallest,middle,largest", help="roles or subnet names, comma-separated")
+    bl.add_argument("--out", help="model repository to write into (default model_repository/)")
+    bl.set_defaults(func=_cmd_baselines)
+
+    b = sub.add_parser("bench", help="policies side by side on one open-loop trace; results/<name>.json + plots")
+    b.add_argument("--policies", help="comma-separated (default: slackfit,clipper,infaas,"
+                   "triton-fixed:smallest,triton-fixed:middle,triton-fixed:largest)")
+    b.add_argument("--trace-kind", default="bursty", choices=("poisson", "bursty", "ramp", "azure"))
+    b.add_argument("--trace", help="a saved trace file (superserve trace ...) instead of generating one")
+    b.add_argument("--azure-file", help="Azure Functions 2019 per-minute file for --trace-kind azure "
+                   "(default: the small synthetic sample in client/data/)")
+    b.add_argument("--rate", type=float, default=1.0, help="mean rate as a multiple of the measured capacity")
+    b.add_argument("--cv2", type=float, default=8.0, help="burstiness of the bursty trace (CV² of inter-arrivals)")
+    b.add_argument("--duration", type=float, help="trace seconds (default 60, --quick 12)")
+    b.add_argument("--slo-ms", default="100", help='latency target, or classes "50:0.5,200:0.5"')
+    b.add_argument("--min-accuracy", help='accuracy-floor classes sent as min_accuracy, e.g. "0:0.6,0.92:0.4" '
+                   "(plain Triton cannot honour them: its answers below a floor count as misses)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--capacity-rps", type=float, help="use this capacity instead of measuring it")
+    b.add_argument("--quick", action="store_true", help="short CI smoke run: slackfit, clipper, triton-fixed:largest for 12 s")
+    b.add_argument("--name", help="results/<name>.json (default bench, or bench-quick)")
+    b.add_argument("--out-dir", help="default results/")
+    b.add_argument("--records", action="store_true", help="also write every request's record")
+    b.set_defaults(func=_cmd_bench)
     return p
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from .admission import RequestParams
 from .clock import Clock, MonotonicClock
 from .edf_queue import EDFQueue, Pending
+from .latency_tracker import LatencyTracker
 from .errors import DeadlineInfeasible, InvalidInput, Overloaded, ServeError, WorkerFailed
 from .metrics import Stats
 from .policies import Batch, Policy, WorkerView
@@ -35,6 +36,8 @@ class EngineConfig:
     """Batches sent to one Triton worker before it answers (1: the profile's latencies hold)."""
     worker_timeout_grace_ms: float = 2000.0
     """A batch still unanswered this long after its latest deadline fails with 500."""
+    adapt_latency: bool = True
+    """Plan with the profile scaled by observed/profiled batch latency (latency_tracker.py)."""
 
     def __post_init__(self):
         if self.default_slo_ms <= 0:
@@ -64,7 +67,11 @@ class Engine:
                  clock: Clock | None = None, stats: Stats | None = None):
         if not workers:
             raise ValueError("the scheduler needs at least one worker")
-        self.cfg, self.profile, self.policy, self.workers = cfg, profile, policy, workers
+        self.cfg, self.policy, self.workers = cfg, policy, workers
+        self.base_profile = self.profile = profile
+        """``profile`` is what policies plan with: the base profile scaled by the latency tracker."""
+        self.latency = LatencyTracker()
+        self._scaled: dict[float, Profile] = {1.0: profile}
         self.clock = clock or MonotonicClock()
         self.stats = stats or Stats()
         self.queue = EDFQueue(cfg.queue_capacity)
@@ -140,7 +147,8 @@ class Engine:
                 break
             snapshot, now = self.queue.snapshot(), self.clock.now_ms()
             t = time.perf_counter()
-            decision = self.policy.decide(snapshot, now, self.profile, WorkerView(id(worker), worker.inflight))
+            view = WorkerView(id(worker), worker.inflight, getattr(worker, "loaded", None))
+            decision = self.policy.decide(snapshot, now, self.profile, view)
             self.stats.decision_seconds.observe(time.perf_counter() - t)
             self._drop(decision.drop, now)
             if decision.batch is None:
@@ -171,7 +179,7 @@ class Engine:
             self._sweep.cancel()
             self._sweep = None
         head = self.queue.head()
-        if head is None:
+        if head is None or not getattr(self.policy, "early_drop", True):
             return
         fastest = self.policy.fastest_ms(head, self.profile) or 0.0
         delay_ms = max(0.0, head.deadline_ms - fastest - self.clock.now_ms()) + 0.05
@@ -206,7 +214,10 @@ class Engine:
             self.stats.worker_inflight[worker.url] = worker.inflight
             self._pump()
         done = self.clock.now_ms()
-        accuracy = self.profile.get(batch.subnet).accuracy
+        self._track_latency(worker, batch.subnet, len(images), done - dispatched)
+        if hasattr(self.policy, "observe"):
+            self.policy.observe(batch, done - dispatched, all(done <= j.pending.deadline_ms for j in jobs))
+        accuracy = self.base_profile.get(batch.subnet).accuracy
         row = 0
         for j in jobs:
             n = j.pending.rows
@@ -224,6 +235,20 @@ class Engine:
             self.stats.request_latency_seconds.observe((done - j.pending.arrival_ms) / 1000)
             if not j.future.done():
                 j.future.set_result(answer)
+
+    def _track_latency(self, worker, subnet: str, rows: int, observed_ms: float) -> None:
+        if getattr(worker, "last_call_loaded", False):
+            self.stats.model_loads += 1
+            self.stats.model_load_seconds_sum += worker.load_events[-1].seconds
+            return  # a call that first loaded a model (INFaaS variants) says nothing about forward speed
+        if not self.cfg.adapt_latency:
+            return
+        self.latency.observe(observed_ms, self.base_profile.get(subnet).at(rows))
+        f = self.latency.quantised
+        if f not in self._scaled:
+            self._scaled[f] = self.base_profile.scaled(f)
+        self.profile = self._scaled[f]
+        self.stats.latency_factor = f
 
     async def close(self) -> None:
         if self._sweep:

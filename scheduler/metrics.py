@@ -52,6 +52,11 @@ class Stats:
     subnet_selected: Counter = field(default_factory=Counter)
     """Requests served per subnet."""
     queue_depth: int = 0
+    model_loads: int = 0
+    """Models a worker loaded before it could run a batch (policy infaas), and the time they took."""
+    model_load_seconds_sum: float = 0.0
+    latency_factor: float = 1.0
+    """Observed/profiled batch latency the policy currently plans with."""
     worker_inflight: dict = field(default_factory=dict)
     batch_size: Histogram = field(default_factory=lambda: Histogram((1, 2, 4, 8, 16, 32, 64)))
     decision_seconds: Histogram = field(default_factory=lambda: Histogram((1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 1e-2)))
@@ -69,6 +74,12 @@ def render(s: Stats) -> str:
             "# TYPE sched_served_accuracy_sum counter", f"sched_served_accuracy_sum {s.served_accuracy_sum:.6f}",
             "# HELP sched_queue_depth Requests waiting in the EDF queue.",
             "# TYPE sched_queue_depth gauge", f"sched_queue_depth {s.queue_depth}",
+            "# HELP sched_model_loads_total Variant models loaded on demand before a batch could run (infaas).",
+            "# TYPE sched_model_loads_total counter", f"sched_model_loads_total {s.model_loads}",
+            "# HELP sched_model_load_seconds_total Time spent loading those models.",
+            "# TYPE sched_model_load_seconds_total counter", f"sched_model_load_seconds_total {s.model_load_seconds_sum:.3f}",
+            "# HELP sched_profile_latency_scale Observed over profiled batch latency that the policy plans with.",
+            "# TYPE sched_profile_latency_scale gauge", f"sched_profile_latency_scale {s.latency_factor}",
             "# HELP sched_subnet_selected_total Requests served per subnet.",
             "# TYPE sched_subnet_selected_total counter"]
     out += [f'sched_subnet_selected_total{{subnet="{k}"}} {v}' for k, v in sorted(s.subnet_selected.items())]

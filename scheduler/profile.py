@@ -49,6 +49,12 @@ class Profile:
     def max_batch(self) -> int:
         return max(self.batch_sizes)
 
+    def scaled(self, factor: float) -> "Profile":
+        """The same profile with every latency multiplied by ``factor`` (what the hardware delivers now)."""
+        subs = tuple(SubnetProfile(s.name, s.accuracy, {b: v * factor for b, v in s.latency_ms.items()})
+                     for s in self.subnets)
+        return Profile(self.hardware, self.supernet, self.batch_sizes, subs)
+
     def get(self, name: str) -> SubnetProfile | None:
         return next((s for s in self.subnets if s.name == name), None)
 

@@ -7,7 +7,7 @@ import contextlib
 import json
 import logging
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
@@ -23,6 +23,7 @@ from .hardware import hardware_name
 from .policies import make_policy
 from .profile import Profile, ProfileError
 from .triton_launcher import TritonConfig, TritonProcess
+from .variants import VariantWorker, build_variant_repository, default_variant_root
 
 log = logging.getLogger(__name__)
 MODEL = "supernet"
@@ -42,6 +43,12 @@ class ServeConfig:
     profile: str | None = None
     """Profile path; default profiles/<hardware>.json, else the one committed profile (with a warning)."""
     latency_stat: str = "mean"
+    variant_repository: str | None = None
+    """Policy infaas: where the per-subnet variant models are exported (default: a cache folder)."""
+    memory_budget: int = 4
+    """Policy infaas: variant models loaded at once per worker."""
+    load_ms: float = 5000.0
+    """Policy infaas: expected time to load a variant (replaced by the warm-up load's measured time)."""
     engine: EngineConfig = field(default_factory=EngineConfig)
 
 
@@ -84,19 +91,39 @@ class Sidecar:
         cfg = self.cfg
         weights_meta = json.loads(paths.default_weights().with_suffix(".json").read_text())
         profile = Profile.load(find_profile(cfg.profile), expect_supernet=weights_meta["sha256"], stat=cfg.latency_stat)
-        policy = make_policy(cfg.policy, subnet=cfg.subnet)
         if cfg.subnet and profile.get(cfg.subnet) is None:
             raise ProfileError(f"--subnet {cfg.subnet!r} is not in the profile")
+        infaas = cfg.policy == "infaas"
+        variants = {}
+        if infaas:  # INFaaS: one Triton model per subnet, loaded on demand (explicit model control)
+            root = Path(cfg.variant_repository) if cfg.variant_repository else default_variant_root()
+            variants = await asyncio.to_thread(build_variant_repository, root)
+            triton_cfg = replace(cfg.triton, model_repository=str(root), explicit=True, models=())
+        else:  # only the supernet: the repository's baseline models are for benchmarks
+            triton_cfg = cfg.triton if cfg.triton.models else replace(cfg.triton, models=(MODEL,))
         urls = list(cfg.workers)
         if not urls:
-            self.triton = await asyncio.to_thread(TritonProcess(cfg.triton).start)
+            self.triton = await asyncio.to_thread(TritonProcess(triton_cfg).start)
             urls = [cfg.triton.grpc_url]
-        workers = [TritonWorker(u, MODEL) for u in urls]
+        workers = [VariantWorker(u, variants, cfg.memory_budget) if infaas else TritonWorker(u, MODEL) for u in urls]
         for w in workers:
             if not await w.ready():
-                raise RuntimeError(f"Triton worker {w.url} has no ready model {MODEL!r}")
-        meta_pb = await workers[0].client.get_model_metadata(MODEL)
-        config_pb = await workers[0].client.get_model_config(MODEL)
+                raise RuntimeError(f"Triton worker {w.url} is not ready" + ("" if infaas else f" with model {MODEL!r}"))
+        load_ms = cfg.load_ms
+        if infaas:
+            largest = profile.subnets[-1].name
+            for w in workers:
+                await w.warm([largest])
+            measured = [s for w in workers for s in w.load_seconds]
+            load_ms = max(measured) * 1000 if measured else load_ms
+            log.info("infaas: variant load takes %.0f ms here; memory budget %d variants", load_ms, cfg.memory_budget)
+        policy = make_policy(cfg.policy, subnet=cfg.subnet, load_ms=load_ms)
+        surface_model = variants[profile.subnets[-1].name] if infaas else MODEL
+        meta_pb = await workers[0].client.get_model_metadata(surface_model)
+        config_pb = await workers[0].client.get_model_config(surface_model)
+        if infaas:  # clients see the one model name, whichever variant serves
+            meta_pb.name = MODEL
+            config_pb.config.name = MODEL
         meta = json_format.MessageToDict(meta_pb, preserving_proto_field_name=True)
         surface = ModelSurface(MODEL, _int_lists(meta),
                                _int_lists(json_format.MessageToDict(config_pb.config, preserving_proto_field_name=True)),

@@ -4,25 +4,31 @@ from __future__ import annotations
 from enum import Enum
 
 from .base import Batch, Decision, Policy, WorkerView
+from .clipper import AIMD, Clipper
 from .fixed import Fixed
+from .infaas import InfaasPolicy
 from .slackfit import SlackFit
 
 
 class PolicyName(str, Enum):
     SLACKFIT = "slackfit"
     FIXED = "fixed"
+    CLIPPER = "clipper"
+    INFAAS = "infaas"
 
 
-def make_policy(name: str, subnet: str | None = None, n_buckets: int = 16) -> Policy:
+def make_policy(name: str, subnet: str | None = None, n_buckets: int = 16, load_ms: float = 5000.0) -> Policy:
     try:
         kind = PolicyName(name)
     except ValueError:
         raise ValueError(f"unknown policy {name!r}; choose from {[p.value for p in PolicyName]}") from None
     if kind is PolicyName.SLACKFIT:
         return SlackFit(n_buckets=n_buckets)
+    if kind is PolicyName.INFAAS:
+        return InfaasPolicy(load_ms=load_ms)
     if not subnet:
-        raise ValueError("policy 'fixed' needs a subnet (--subnet NAME)")
-    return Fixed(subnet)
+        raise ValueError(f"policy {kind.value!r} needs a subnet (--subnet NAME)")
+    return Clipper(subnet) if kind is PolicyName.CLIPPER else Fixed(subnet)
 
 
-__all__ = ["Batch", "Decision", "Policy", "WorkerView", "PolicyName", "make_policy", "SlackFit", "Fixed"]
+__all__ = ["Batch", "Decision", "Policy", "WorkerView", "PolicyName", "make_policy", "SlackFit", "Fixed", "Clipper", "AIMD", "InfaasPolicy"]

@@ -29,6 +29,8 @@ class Decision:
 class WorkerView:
     id: int
     inflight: int
+    loaded: frozenset[str] | None = None
+    """Subnets this worker can run without loading a model first; None: any subnet (the supernet)."""
 
 
 class Policy(Protocol):
@@ -39,6 +41,14 @@ class Policy(Protocol):
 
     def decide(self, queue: Sequence[Pending], now_ms: float, profile: Profile, worker: WorkerView) -> Decision:
         """What to run next on ``worker`` (queue is in deadline order)."""
+
+
+class FeedbackPolicy(Policy, Protocol):
+    """A policy with state learnt from outcomes (e.g. Clipper's AIMD batch size). The engine calls
+    ``observe`` when a batch completes; ``decide`` stays a pure function of that state and its inputs."""
+
+    def observe(self, batch: Batch, latency_ms: float, met_deadlines: bool) -> None:
+        """``latency_ms``: dispatch to answer; ``met_deadlines``: every request of the batch was in time."""
 
 
 def drop_infeasible_head(policy: Policy, queue: Sequence[Pending], now_ms: float, profile: Profile):

@@ -57,8 +57,10 @@ class SlackFit:
     def table(self, profile: Profile) -> _Table:
         key = id(profile)  # a memo of a pure function of the (immutable) profile
         if key not in self._tables:
-            self._tables = {key: build_table(profile, self.n_buckets)}
-        return self._tables[key]
+            if len(self._tables) >= 64:
+                self._tables.clear()
+            self._tables[key] = (profile, build_table(profile, self.n_buckets))  # holding it keeps id unique
+        return self._tables[key][1]
 
     def fastest_ms(self, req: Pending, profile: Profile) -> float | None:
         return min((s.at(req.rows) for s in profile.subnets if req.admits(s.name, s.accuracy)), default=None)

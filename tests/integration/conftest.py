@@ -1,11 +1,13 @@
 """Real tritonserver processes on free loopback ports."""
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
 
 from superserve.scheduler import paths
+from superserve.scheduler.server import serve_subprocess
 from superserve.scheduler.triton_launcher import TritonConfig, TritonProcess
 from tests.conftest import free_ports
 
@@ -36,7 +38,22 @@ def triton(tmp_path_factory, weights_path):
     yield from run_triton(tmp, str(write_repository(tmp / "repo", 500_000)))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def triton_plain(tmp_path_factory, weights_path):
-    """Triton on the repository's own model_repository/, as `superserve triton` runs it."""
+    """Triton on the repository's own model_repository/ (supernet and the triton-fixed baselines), as
+    `superserve triton` runs it; shared by the modules that need a plain worker."""
     yield from run_triton(tmp_path_factory.mktemp("triton"), None)
+
+
+@pytest.fixture(scope="module")
+def sidecar(triton_plain, tmp_path_factory):
+    """`superserve serve --worker <triton>` as a subprocess; yields (http_url, grpc_url)."""
+    tmp = tmp_path_factory.mktemp("sidecar")
+    http, grpc = free_ports(2)
+    profile_file = sorted((paths.repo_root() / "profiles").glob("*.json"))[0]
+    args = ["--http-port", str(http), "--grpc-port", str(grpc), "--worker", triton_plain.cfg.grpc_url,
+            "--profile", str(profile_file)]
+    with serve_subprocess(args, str(tmp / "serve.log")) as proc:
+        yield f"127.0.0.1:{http}", f"127.0.0.1:{grpc}"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=15) == 0, (tmp / "serve.log").read_text()

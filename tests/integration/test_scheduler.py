@@ -30,20 +30,6 @@ def committed_profile() -> Profile:
     return Profile.load(files[0])
 
 
-@pytest.fixture(scope="module")
-def sidecar(triton_plain, tmp_path_factory):
-    """`superserve serve --worker <triton>` as a subprocess; yields (http_url, grpc_url)."""
-    tmp = tmp_path_factory.mktemp("sidecar")
-    http, grpc = free_ports(2)
-    profile_file = sorted((paths.repo_root() / "profiles").glob("*.json"))[0]
-    args = ["--http-port", str(http), "--grpc-port", str(grpc), "--worker", triton_plain.cfg.grpc_url,
-            "--profile", str(profile_file)]
-    with serve_subprocess(args, str(tmp / "serve.log")) as proc:
-        yield f"127.0.0.1:{http}", f"127.0.0.1:{grpc}"
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=15) == 0, (tmp / "serve.log").read_text()
-
-
 def image(rows=1):
     return RNG.random((rows, 1, 28, 28), dtype=np.float32)
 

@@ -52,9 +52,9 @@ class SupernetRunner:
             self.pinned = self.resolve(pinned or self.default_subnet)
 
     def warm_up(self) -> None:
-        """One forward per Pareto subnet so the first real requests do not pay lazy initialisation."""
+        """One forward per servable Pareto subnet so the first real requests do not pay lazy initialisation."""
         x = np.zeros((1, 1, 28, 28), dtype=np.float32)
-        for name in self.pareto:
+        for name in [self.pinned.name] if self.pinned else self.pareto:
             self.run(self.resolve(name), [x])
 
     def resolve(self, name: str | None) -> SubnetConfig:

@@ -1,0 +1,204 @@
+"""``superserve bench``: the policies side by side on one saved open-loop trace.
+
+Each policy runs on fresh servers (its own ``superserve serve``, or for ``triton-fixed:*`` a plain
+Triton with the pinned model), is warmed up, then gets exactly the same arrivals, images and SLOs.
+Rates are relative to this machine's capacity: the largest subnet's best throughput, measured here
+through the whole stack (load generator + Triton, same cores) unless ``--capacity-rps`` is given.
+Writes ``results/<name>.json`` (DESIGN.md format plus per-second series) and PNG plots beside it.
+
+Policies: ``slackfit`` (ours) · ``clipper[:subnet]`` (AIMD batch on one subnet, default largest)
+· ``infaas`` (cheapest variant per request; separate models loaded on demand) · ``fixed:<subnet>``
+(our scheduler, one subnet) · ``triton-fixed:<subnet>`` (Triton's dynamic batcher, no sidecar).
+``<subnet>`` is ``smallest``, ``middle``, ``largest`` or a profiled subnet name.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import shlex
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from superserve.client import report, traces, triton_fixed
+from superserve.client.loadgen import Target, assign_slos, records_json, run_open_loop, slo_classes, summarize
+from superserve.scheduler import paths
+from superserve.scheduler.hardware import git_commit, hardware_name
+from superserve.scheduler.ports import free_ports
+from superserve.scheduler.profile import Profile
+from superserve.scheduler.server import find_profile, serve_subprocess
+from superserve.scheduler.triton_launcher import TritonConfig, TritonProcess
+from superserve.supernet.data import load_split
+
+log = logging.getLogger(__name__)
+DEFAULT_POLICIES = ("slackfit", "clipper", "infaas", "triton-fixed:smallest", "triton-fixed:middle",
+                    "triton-fixed:largest")
+QUICK_POLICIES = ("slackfit", "clipper", "triton-fixed:largest")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    name: str = "bench"
+    policies: tuple[str, ...] = DEFAULT_POLICIES
+    kind: str = "bursty"
+    """Trace kind: poisson, bursty, ramp or azure (ignored with ``trace_file``)."""
+    rate_x: float = 1.0
+    """Mean arrival rate as a multiple of the capacity."""
+    cv2: float = 8.0
+    duration_s: float = 60.0
+    seed: int = 0
+    slo: str = "100"
+    """slo_ms, or classes "50:0.5,200:0.5"."""
+    min_accuracy: str | None = None
+    """Accuracy-floor classes "0:0.6,0.92:0.4" sent as min_accuracy (INFaaS's request contract)."""
+    trace_file: str | None = None
+    capacity_rps: float | None = None
+    """Skip the capacity measurement and use this."""
+    azure_file: str | None = None
+    warmup: int = 40
+    out_dir: Path = field(default_factory=lambda: paths.repo_root() / "results")
+    records: bool = False
+    """Also write every request's record (large) to results/<name>.records.json."""
+
+    def __post_init__(self):
+        if self.rate_x <= 0 or self.duration_s <= 0:
+            raise ValueError(f"rate_x and duration_s must be > 0, got {self.rate_x}, {self.duration_s}")
+        slo_classes(self.slo)
+        if self.min_accuracy:
+            slo_classes(self.min_accuracy, allow_zero=True)
+        for p in self.policies:
+            if p.split(":")[0] not in ("slackfit", "clipper", "infaas", "fixed", "triton-fixed"):
+                raise ValueError(f"unknown policy {p!r}; choose from slackfit, clipper[:subnet], infaas, "
+                                 "fixed:<subnet>, triton-fixed:<subnet>")
+
+
+def make_trace(cfg: BenchConfig, rate_rps: float) -> traces.Trace:
+    if cfg.trace_file:
+        return traces.Trace.load(cfg.trace_file)
+    if cfg.kind == "poisson":
+        return traces.poisson(rate_rps, cfg.duration_s, cfg.seed)
+    if cfg.kind == "bursty":  # half steady, half in Gamma bursts (SuperServe's synthetic traces)
+        return traces.bursty(rate_rps / 2, rate_rps / 2, cfg.cv2, cfg.duration_s, cfg.seed)
+    if cfg.kind == "ramp":
+        return traces.ramp(rate_rps / 2, rate_rps * 1.5, rate_rps / cfg.duration_s, cfg.duration_s, cfg.seed)
+    if cfg.kind == "azure":
+        path = cfg.azure_file or paths.repo_root() / "client" / "data" / "azure_functions_sample.csv"
+        return traces.azure(path, rate_rps, cfg.duration_s, cfg.seed)
+    raise ValueError(f"unknown trace kind {cfg.kind!r}")
+
+
+@contextlib.contextmanager
+def policy_server(policy: str, profile: Profile, slo_ms: float, workdir: Path):
+    """Fresh servers for one policy; yields the load generator's Target."""
+    kind, _, arg = policy.partition(":")
+    if kind == "triton-fixed":
+        subnet = triton_fixed.pick(profile, arg or "largest")
+        repo = workdir / "repo"
+        model = triton_fixed.write_models(repo, profile, [subnet], slo_ms)[0]
+        http, grpc, metrics = free_ports(3)
+        with TritonProcess(TritonConfig(http_port=http, grpc_port=grpc, metrics_port=metrics, model_repository=str(repo),
+                                        models=(model,), log_file=str(workdir / "triton.log"))) as t:
+            yield Target(t.cfg.grpc_url, model=model, slo_param=False, triton_timeout=True)
+        return
+    http, grpc, th, tg, tm = free_ports(5)
+    args = ["--http-port", str(http), "--grpc-port", str(grpc), "--triton-http-port", str(th),
+            "--triton-grpc-port", str(tg), "--triton-metrics-port", str(tm), "--policy", kind,
+            "--default-slo-ms", str(slo_ms), "--triton-log-file", str(workdir / "triton.log")]
+    if kind in ("clipper", "fixed"):
+        args += ["--subnet", triton_fixed.pick(profile, arg or "largest")]
+    with serve_subprocess(args, str(workdir / "serve.log")):
+        yield Target(f"127.0.0.1:{grpc}")
+
+
+async def _warm(target: Target, images, labels, n: int) -> None:
+    """Closed-loop warm-up outside the measurement (first calls pay lazy initialisation)."""
+    if n:
+        arr = np.linspace(0, n / 200, n)
+        await run_open_loop(target, arr, np.full(n, 10_000.0), images, labels)
+
+
+def measure_capacity(profile: Profile, images, labels, seconds: float = 6.0) -> dict:
+    """The largest subnet's best throughput on this machine, load generator included: Triton's
+    dynamic batcher on a model pinned to it, offered far more than it can take (open loop, requests
+    rejected from Triton's queue after 1 s); capacity = answers per second."""
+    largest = profile.subnets[-1].name
+    rate = 4 * max(b * 1000 / profile.subnets[-1].latency_ms[b] for b in profile.batch_sizes)
+    arr = np.sort(np.random.default_rng(1).uniform(0, seconds, int(rate * seconds)))
+    with tempfile.TemporaryDirectory(prefix="superserve-capacity-") as d, \
+            policy_server(f"triton-fixed:{largest}", profile, 1000.0, Path(d)) as target:
+        asyncio.run(_warm(target, images, labels, 40))
+        recs = asyncio.run(run_open_loop(target, arr, np.full(len(arr), 1000.0), images, labels))
+    answered = [r for r in recs if r.outcome in ("ok", "late")]
+    span = max(r.send_s + r.latency_ms / 1000 for r in answered) - min(r.send_s for r in answered)
+    cap = len(answered) / span
+    profiled = max(b * 1000 / profile.subnets[-1].latency_ms[b] for b in profile.batch_sizes)
+    print(f"capacity: {largest} answers {cap:.0f} req/s through the whole stack on this machine "
+          f"(profile alone: {profiled:.0f} req/s)", flush=True)
+    return {"rps": round(cap, 1), "subnet": largest, "profiled_rps": round(profiled, 1), "method": "triton-fixed "
+            "largest, open loop at 4x its profiled throughput for %.0f s, answers per second" % seconds}
+
+
+def run(cfg: BenchConfig, command: str) -> Path:
+    profile = Profile.load(find_profile(None))
+    images, labels = load_split("test")
+    capacity = {"rps": cfg.capacity_rps, "method": "given (--capacity-rps)"} if cfg.capacity_rps else \
+        measure_capacity(profile, images, labels)
+    trace = make_trace(cfg, cfg.rate_x * capacity["rps"])
+    classes = slo_classes(cfg.slo)
+    slos = assign_slos(len(trace.arrivals_s), classes, cfg.seed)
+    floors = assign_slos(len(trace.arrivals_s), slo_classes(cfg.min_accuracy, allow_zero=True), cfg.seed, stream=104729) \
+        if cfg.min_accuracy else None
+    print(f"trace: {trace.kind}, {len(trace.arrivals_s)} requests over {trace.duration_s:.0f} s "
+          f"({trace.rate_rps:.0f} req/s = {trace.rate_rps / capacity['rps']:.2f}x capacity), slo_ms {cfg.slo}", flush=True)
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trace_path = trace.save(out_dir / f"{cfg.name}.trace.json")
+    result = {"command": command, "commit": git_commit(paths.repo_root()), "hardware": hardware_name(),
+              "trace": dict(trace.describe(), file=trace_path.name), "slo_ms": cfg.slo,
+              "min_accuracy": cfg.min_accuracy, "capacity": capacity,
+              "rate_x": cfg.rate_x, "policies": {}, "series": {}}
+    all_records = {}
+    for policy in cfg.policies:
+        t0 = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="superserve-bench-") as d:
+            with policy_server(policy, profile, max(s for s, _ in classes), Path(d)) as target:
+                asyncio.run(_warm(target, images, labels, cfg.warmup))
+                recs = asyncio.run(run_open_loop(target, trace.arrivals_s, slos, images, labels, floors))
+        summary = summarize(recs)
+        result["policies"][policy] = summary
+        result["series"][policy] = report.series(recs, trace.duration_s)
+        all_records[policy] = recs
+        print(f"{policy:28} attainment {summary['slo_attainment']:.3f}  served acc "
+              f"{summary['mean_served_accuracy'] or 0:.4f}  real acc {summary['real_accuracy']:.4f}  "
+              f"late {summary['late']}  below floor {summary['inaccurate']}  dropped {summary['dropped']}  errors {summary['errors']}  "
+              f"p99 {summary['p99_ms']} ms  ({time.monotonic() - t0:.0f} s)", flush=True)
+    result["arrivals_per_s"] = report.arrival_series(trace, 1.0)
+    path = out_dir / f"{cfg.name}.json"
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    if cfg.records:
+        (out_dir / f"{cfg.name}.records.json").write_text(
+            json.dumps({p: records_json(r) for p, r in all_records.items()}))
+    for png in report.plots(result, all_records, out_dir / cfg.name):
+        print(f"plot {png}")
+    print(f"wrote {path}")
+    return path
+
+
+def main(args) -> int:
+    policies = tuple(p for p in args.policies.split(",") if p) if args.policies else \
+        (QUICK_POLICIES if args.quick else DEFAULT_POLICIES)
+    cfg = BenchConfig(name=args.name or ("bench-quick" if args.quick else "bench"), policies=policies,
+                      kind=args.trace_kind, rate_x=args.rate, cv2=args.cv2,
+                      duration_s=args.duration or (12.0 if args.quick else 60.0), seed=args.seed, slo=args.slo_ms,
+                      min_accuracy=args.min_accuracy, trace_file=args.trace, capacity_rps=args.capacity_rps, azure_file=args.azure_file,
+                      warmup=20 if args.quick else 40, records=args.records,
+                      out_dir=Path(args.out_dir) if args.out_dir else paths.repo_root() / "results")
+    command = "superserve " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    run(cfg, command)
+    return 0

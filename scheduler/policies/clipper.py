@@ -1,0 +1,70 @@
+"""Clipper's adaptive batching (Crankshaw et al., NSDI'17) as a baseline: one fixed subnet, and a
+batch-size cap tuned by AIMD — grow it by ``step`` after every batch whose requests all met their
+deadlines, cut it by ``backoff`` (10%) after a batch with a miss. Like Clipper it never drops a
+queued request early: what cannot make its deadline is served late and counted as a miss.
+
+``decide`` is pure given the cap; the cap changes only in ``observe``, which the engine calls when a
+batch completes (the feedback loop is the algorithm)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from ..edf_queue import Pending
+from ..profile import Profile, ProfileError
+from .base import Batch, Decision, WorkerView, fill
+
+
+@dataclass(frozen=True)
+class AIMD:
+    """The additive-increase / multiplicative-decrease rule on a batch-size cap."""
+
+    step: float = 1.0
+    backoff: float = 0.9
+    min_cap: int = 1
+    max_cap: int = 64
+
+    def __post_init__(self):
+        if self.step <= 0 or not 0 < self.backoff < 1 or not 1 <= self.min_cap <= self.max_cap:
+            raise ValueError(f"AIMD needs step > 0, 0 < backoff < 1, 1 <= min_cap <= max_cap; got step {self.step}, "
+                             f"backoff {self.backoff}, caps {self.min_cap}..{self.max_cap}")
+
+    def next_cap(self, cap: float, met: bool) -> float:
+        if met:
+            return min(float(self.max_cap), cap + self.step)
+        return max(float(self.min_cap), math.floor(cap * self.backoff))
+
+
+@dataclass
+class Clipper:
+    subnet: str
+    aimd: AIMD = field(default_factory=AIMD)
+    cap: float = 1.0
+    """Current batch-size cap (rows)."""
+    name: str = "clipper"
+    early_drop: bool = False
+    """Clipper serves late rather than dropping; the engine's deadline sweep skips this policy."""
+
+    def _sub(self, profile: Profile):
+        s = profile.get(self.subnet)
+        if s is None:
+            raise ProfileError(f"policy clipper: subnet {self.subnet!r} is not in the profile "
+                               f"({', '.join(x.name for x in profile.subnets)})")
+        return s
+
+    def fastest_ms(self, req: Pending, profile: Profile) -> float | None:
+        s = self._sub(profile)
+        return s.at(req.rows) if req.admits(s.name, s.accuracy) else None
+
+    def decide(self, queue: Sequence[Pending], now_ms: float, profile: Profile, worker: WorkerView) -> Decision:
+        if not queue:
+            return Decision()
+        s = self._sub(profile)
+        rows = max(int(self.cap), queue[0].rows)
+        ids = fill(queue, 0, s.name, s.accuracy, min(rows, profile.max_batch))
+        n = sum(p.rows for p in queue if p.id in set(ids))
+        return Decision(Batch(ids, s.name, s.at(n)))
+
+    def observe(self, batch: Batch, latency_ms: float, met_deadlines: bool) -> None:
+        self.cap = self.aimd.next_cap(self.cap, met_deadlines)
