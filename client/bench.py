@@ -63,6 +63,8 @@ class BenchConfig:
     azure_file: str | None = None
     warmup: int = 40
     out_dir: Path = field(default_factory=lambda: paths.repo_root() / "results")
+    serve_args: tuple[str, ...] = ()
+    """Extra options for every ``superserve serve`` (e.g. --margin-ms 10)."""
     records: bool = False
     """Also write every request's record (large) to results/<name>.records.json."""
 
@@ -94,7 +96,7 @@ def make_trace(cfg: BenchConfig, rate_rps: float) -> traces.Trace:
 
 
 @contextlib.contextmanager
-def policy_server(policy: str, profile: Profile, slo_ms: float, workdir: Path):
+def policy_server(policy: str, profile: Profile, slo_ms: float, workdir: Path, serve_args=()):
     """Fresh servers for one policy; yields the load generator's Target."""
     kind, _, arg = policy.partition(":")
     if kind == "triton-fixed":
@@ -112,8 +114,25 @@ def policy_server(policy: str, profile: Profile, slo_ms: float, workdir: Path):
             "--default-slo-ms", str(slo_ms), "--triton-log-file", str(workdir / "triton.log")]
     if kind in ("clipper", "fixed"):
         args += ["--subnet", triton_fixed.pick(profile, arg or "largest")]
+    args += list(serve_args)
     with serve_subprocess(args, str(workdir / "serve.log")):
-        yield Target(f"127.0.0.1:{grpc}")
+        yield Target(f"127.0.0.1:{grpc}", metrics_url=f"http://127.0.0.1:{http}/metrics")
+
+
+def scheduler_view(target: Target) -> dict:
+    """The sidecar's own counts (deadline from arrival at the scheduler, not at the client), to tell
+    profile error from client and transport time."""
+    if not target.metrics_url:
+        return {}
+    import urllib.request
+
+    text = urllib.request.urlopen(target.metrics_url, timeout=10).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith(("sched_requests_total{", "sched_model_load", "sched_profile_latency_scale")):
+            key, value = line.rsplit(" ", 1)
+            out[key.replace("sched_requests_total{outcome=", "").strip('"}')] = float(value)
+    return out
 
 
 async def _warm(target: Target, images, labels, n: int) -> None:
@@ -123,25 +142,43 @@ async def _warm(target: Target, images, labels, n: int) -> None:
         await run_open_loop(target, arr, np.full(n, 10_000.0), images, labels)
 
 
-def measure_capacity(profile: Profile, images, labels, seconds: float = 6.0) -> dict:
+async def _closed_loop(target: Target, images, seconds: float, concurrency: int) -> int:
+    """``concurrency`` clients sending back to back for ``seconds``; returns the answers received."""
+    import tritonclient.grpc as grpcclient
+    import tritonclient.grpc.aio as grpcaio
+
+    client = grpcaio.InferenceServerClient(target.url)
+    stop = time.perf_counter() + seconds
+    done = 0
+
+    async def loop(k: int) -> None:
+        nonlocal done
+        inp = grpcclient.InferInput("INPUT", [1, 1, 28, 28], "FP32")
+        inp.set_data_from_numpy(images[k:k + 1])
+        while time.perf_counter() < stop:
+            await client.infer(target.model, [inp])
+            done += 1
+    try:
+        await asyncio.gather(*(loop(k) for k in range(concurrency)))
+    finally:
+        await client.close()
+    return done
+
+
+def measure_capacity(profile: Profile, images, labels, seconds: float = 6.0, concurrency: int = 64) -> dict:
     """The largest subnet's best throughput on this machine, load generator included: Triton's
-    dynamic batcher on a model pinned to it, offered far more than it can take (open loop, requests
-    rejected from Triton's queue after 1 s); capacity = answers per second."""
+    dynamic batcher on a model pinned to it, kept saturated by ``concurrency`` closed-loop clients
+    (enough to fill its largest batches; an open-loop flood would measure the client's collapse)."""
     largest = profile.subnets[-1].name
-    rate = 4 * max(b * 1000 / profile.subnets[-1].latency_ms[b] for b in profile.batch_sizes)
-    arr = np.sort(np.random.default_rng(1).uniform(0, seconds, int(rate * seconds)))
     with tempfile.TemporaryDirectory(prefix="superserve-capacity-") as d, \
             policy_server(f"triton-fixed:{largest}", profile, 1000.0, Path(d)) as target:
         asyncio.run(_warm(target, images, labels, 40))
-        recs = asyncio.run(run_open_loop(target, arr, np.full(len(arr), 1000.0), images, labels))
-    answered = [r for r in recs if r.outcome in ("ok", "late")]
-    span = max(r.send_s + r.latency_ms / 1000 for r in answered) - min(r.send_s for r in answered)
-    cap = len(answered) / span
+        cap = asyncio.run(_closed_loop(target, images, seconds, concurrency)) / seconds
     profiled = max(b * 1000 / profile.subnets[-1].latency_ms[b] for b in profile.batch_sizes)
     print(f"capacity: {largest} answers {cap:.0f} req/s through the whole stack on this machine "
           f"(profile alone: {profiled:.0f} req/s)", flush=True)
-    return {"rps": round(cap, 1), "subnet": largest, "profiled_rps": round(profiled, 1), "method": "triton-fixed "
-            "largest, open loop at 4x its profiled throughput for %.0f s, answers per second" % seconds}
+    return {"rps": round(cap, 1), "subnet": largest, "profiled_rps": round(profiled, 1),
+            "method": f"triton-fixed largest, {concurrency} closed-loop gRPC clients for {seconds:.0f} s"}
 
 
 def run(cfg: BenchConfig, command: str) -> Path:
@@ -161,22 +198,28 @@ def run(cfg: BenchConfig, command: str) -> Path:
     trace_path = trace.save(out_dir / f"{cfg.name}.trace.json")
     result = {"command": command, "commit": git_commit(paths.repo_root()), "hardware": hardware_name(),
               "trace": dict(trace.describe(), file=trace_path.name), "slo_ms": cfg.slo,
-              "min_accuracy": cfg.min_accuracy, "capacity": capacity,
+              "min_accuracy": cfg.min_accuracy, "serve_args": list(cfg.serve_args), "capacity": capacity,
               "rate_x": cfg.rate_x, "policies": {}, "series": {}}
     all_records = {}
     for policy in cfg.policies:
         t0 = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="superserve-bench-") as d:
-            with policy_server(policy, profile, max(s for s, _ in classes), Path(d)) as target:
+            with policy_server(policy, profile, max(s for s, _ in classes), Path(d), cfg.serve_args) as target:
                 asyncio.run(_warm(target, images, labels, cfg.warmup))
+                before = scheduler_view(target)
                 recs = asyncio.run(run_open_loop(target, trace.arrivals_s, slos, images, labels, floors))
+                after = scheduler_view(target)
         summary = summarize(recs)
+        if after:
+            summary["scheduler_view"] = {k: round(v - before.get(k, 0), 3) if not k.endswith("scale") else v
+                                         for k, v in after.items()}
         result["policies"][policy] = summary
         result["series"][policy] = report.series(recs, trace.duration_s)
         all_records[policy] = recs
         print(f"{policy:28} attainment {summary['slo_attainment']:.3f}  served acc "
               f"{summary['mean_served_accuracy'] or 0:.4f}  real acc {summary['real_accuracy']:.4f}  "
-              f"late {summary['late']}  below floor {summary['inaccurate']}  dropped {summary['dropped']}  errors {summary['errors']}  "
+              f"late {summary['late']}  below floor {summary['inaccurate']}  dropped {summary['dropped']}  "
+              f"rejected {summary['rejected']}  errors {summary['errors']}  "
               f"p99 {summary['p99_ms']} ms  ({time.monotonic() - t0:.0f} s)", flush=True)
     result["arrivals_per_s"] = report.arrival_series(trace, 1.0)
     path = out_dir / f"{cfg.name}.json"
@@ -198,6 +241,7 @@ def main(args) -> int:
                       duration_s=args.duration or (12.0 if args.quick else 60.0), seed=args.seed, slo=args.slo_ms,
                       min_accuracy=args.min_accuracy, trace_file=args.trace, capacity_rps=args.capacity_rps, azure_file=args.azure_file,
                       warmup=20 if args.quick else 40, records=args.records,
+                      serve_args=tuple(shlex.split(args.serve_args or "")),
                       out_dir=Path(args.out_dir) if args.out_dir else paths.repo_root() / "results")
     command = "superserve " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     run(cfg, command)

@@ -10,7 +10,8 @@ Outcomes, judged at the client (send to response, the latency a user sees):
 ``ok`` answered within slo_ms (by a subnet meeting the request's accuracy floor, if it set one)
 · ``late`` answered after it · ``inaccurate`` answered in time by a subnet below the floor (plain
 Triton cannot honour floors) · ``dropped`` refused because the deadline could not be met (the
-sidecar's 504/DEADLINE_EXCEEDED, Triton's queue-timeout rejection) · ``error`` anything else.
+sidecar's 504/DEADLINE_EXCEEDED, Triton's queue-timeout rejection) · ``rejected`` refused for
+overload (503/UNAVAILABLE: queue full) · ``error`` anything else.
 """
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ class Target:
     """Send ``slo_ms`` as a request parameter (the sidecar); False for plain Triton models."""
     triton_timeout: bool = False
     """Send the SLO as Triton's per-request queue timeout (``timeout`` in µs), for Triton's queue policy."""
+    metrics_url: str | None = None
+    """The sidecar's Prometheus endpoint, if any (for the scheduler's own view of a run)."""
 
 
 @dataclass
@@ -100,7 +103,7 @@ async def _one(client, target: Target, rec: Record, x: np.ndarray, label: int, s
     except InferenceServerException as e:
         rec.latency_ms = (time.perf_counter() - t) * 1000
         rec.status, rec.message = str(e.status()).replace("StatusCode.", ""), (e.message() or "")[:200]
-        rec.outcome = "dropped" if _dropped(e) else "error"
+        rec.outcome = "dropped" if _dropped(e) else "rejected" if "UNAVAILABLE" in rec.status else "error"
         return
     except Exception as e:  # noqa: BLE001 - a transport failure is still an answer to account for
         rec.status, rec.message, rec.outcome = type(e).__name__, str(e)[:200], "error"
@@ -151,7 +154,8 @@ def summarize(records: Sequence[Record]) -> dict:
     return {"requests": n, "slo_attainment": round(len(ok) / n, 4) if n else None,
             "mean_served_accuracy": round(float(np.mean([r.accuracy for r in ok])), 4) if ok else None,
             "real_accuracy": round(sum(bool(r.correct) for r in ok) / n, 4) if n else None,
-            "late": by["late"], "inaccurate": by["inaccurate"], "dropped": by["dropped"], "errors": by["error"],
+            "late": by["late"], "inaccurate": by["inaccurate"], "dropped": by["dropped"],
+            "rejected": by["rejected"], "errors": by["error"],
             "p50_ms": pct(50), "p99_ms": pct(99),
             "send_lag_p99_ms": round(float(np.percentile([r.lag_ms for r in records], 99)), 3) if n else None,
             "subnets": dict(Counter(r.subnet for r in records if r.outcome in ("ok", "late")).most_common())}

@@ -27,9 +27,9 @@ from superserve.scheduler import paths
 from superserve.scheduler.hardware import git_commit, hardware_name
 from superserve.scheduler.ports import free_ports
 from superserve.scheduler.profiler import latency_stats, measure, timed_infer
+from superserve.scheduler.variants import build_variant_repository
 from superserve.scheduler.triton_launcher import TritonConfig, TritonProcess
 from superserve.supernet.checkpoint import load_checkpoint
-from superserve.supernet.export import save_static
 from superserve.supernet.progress import Progress
 from superserve.supernet.subnets import SubnetConfig
 
@@ -66,25 +66,6 @@ def actuation_us(runner_model, names: list[str], reps: int = 2000) -> float:
     return round((time.perf_counter() - t) / reps * 1e6, 2)
 
 
-def export_repository(model, meta, root: Path) -> list[str]:
-    """One Triton model per Pareto subnet, each holding only that subnet's exported weights."""
-    acc = {r["name"]: r.get("test_accuracy", r["val_accuracy"]) for r in meta["subnets"]}
-    config = (paths.model_repository() / "supernet" / "config.pbtxt").read_text()
-    names = []
-    for i, name in enumerate(meta["pareto"]):
-        mname = f"subnet_{i:02d}"
-        (root / mname / "1").mkdir(parents=True)
-        save_static(model, SubnetConfig.parse(name), root / mname / "1" / "subnet.pt", acc[name], meta["sha256"])
-        text = config.replace('name: "supernet"', f'name: "{mname}"').replace(
-            'parameters { key: "weights"', f'parameters {{ key: "exported", value: {{ string_value: "1/subnet.pt" }} }}\nparameters {{ key: "weights"')
-        (root / mname / "config.pbtxt").write_text(text)
-        names.append(mname)
-    (root / "supernet").mkdir()
-    (root / "supernet" / "1").mkdir()
-    (root / "supernet" / "config.pbtxt").write_text(config)
-    return names
-
-
 def stub_memory_kb(triton: TritonProcess) -> dict[str, dict]:
     """PSS/RSS (kB) of each Python-backend stub of this server, keyed by model name."""
     out = {}
@@ -111,7 +92,8 @@ def run(name: str, reps: int, command: str) -> Path:
               "supernet": meta["sha256"], "pareto": pareto}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "repo"
-        exported = export_repository(model, meta, root)
+        variants = build_variant_repository(root, with_supernet=True)
+        exported = [variants[name] for name in pareto]
         http, grpc, metrics = free_ports(3)
         cfg = TritonConfig(http_port=http, grpc_port=grpc, metrics_port=metrics, model_repository=str(root),
                            explicit=True, models=("supernet",), log_file=str(Path(tmp) / "triton.log"))

@@ -101,7 +101,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                                           log_file=args.triton_log_file),
                       engine=EngineConfig(default_slo_ms=args.default_slo_ms, queue_capacity=args.queue_capacity,
                                           max_inflight_per_worker=args.max_inflight,
-                                          adapt_latency=args.adapt_latency))
+                                          adapt_latency=args.adapt_latency, margin_ms=args.margin_ms))
     return asyncio.run(serve_forever(cfg))
 
 
@@ -194,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="policy infaas: expected variant load time (replaced by the warm-up load's measured time)")
     sv.add_argument("--variant-repository", help="policy infaas: folder for the exported per-subnet models "
                     "(default: a cache folder keyed by the weights' sha256)")
+    sv.add_argument("--margin-ms", type=float, default=10.0,
+                    help="plan every batch to finish this long before its deadline (reply path, client)")
     sv.add_argument("--no-adapt-latency", dest="adapt_latency", action="store_false",
                     help="plan with the profile as measured, not scaled by the observed/profiled batch latency")
     sv.set_defaults(func=_cmd_serve)
@@ -251,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="short CI smoke run: slackfit, clipper, triton-fixed:largest for 12 s")
     b.add_argument("--name", help="results/<name>.json (default bench, or bench-quick)")
     b.add_argument("--out-dir", help="default results/")
+    b.add_argument("--serve-args", help='extra options for every superserve serve, e.g. "--margin-ms 10"')
     b.add_argument("--records", action="store_true", help="also write every request's record")
     b.set_defaults(func=_cmd_bench)
     return p

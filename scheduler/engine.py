@@ -36,12 +36,17 @@ class EngineConfig:
     """Batches sent to one Triton worker before it answers (1: the profile's latencies hold)."""
     worker_timeout_grace_ms: float = 2000.0
     """A batch still unanswered this long after its latest deadline fails with 500."""
+    margin_ms: float = 10.0
+    """Time reserved after each batch for what the profile does not see (the answer's way back
+    through the scheduler and the client's own event loop): policies plan as if it were this much later."""
     adapt_latency: bool = True
     """Plan with the profile scaled by observed/profiled batch latency (latency_tracker.py)."""
 
     def __post_init__(self):
         if self.default_slo_ms <= 0:
             raise ValueError(f"default_slo_ms must be > 0, got {self.default_slo_ms}")
+        if self.margin_ms < 0:
+            raise ValueError(f"margin_ms must be >= 0, got {self.margin_ms}")
         if self.queue_capacity < 1 or self.max_inflight_per_worker < 1:
             raise ValueError(f"queue_capacity and max_inflight_per_worker must be >= 1, got "
                              f"{self.queue_capacity}, {self.max_inflight_per_worker}")
@@ -115,9 +120,11 @@ class Engine:
             raise InvalidInput(f"parameter 'min_accuracy' {p.min_accuracy} cannot be met"
                                + (f" by subnet {p.subnet!r}" if p.subnet else f" (most accurate subnet: {best})")
                                + f" under policy {self.policy.name}")
-        if p.deadline_ms - p.arrival_ms < fastest:
+        if p.deadline_ms - p.arrival_ms - self.cfg.margin_ms < fastest:
             raise DeadlineInfeasible(f"slo_ms {p.deadline_ms - p.arrival_ms:g} is below the fastest admissible "
-                                     f"point ({fastest:.2f} ms for {p.rows} row(s)); dropped at once")
+                                     f"point ({fastest:.2f} ms for {p.rows} row(s)"
+                                     + (f" + {self.cfg.margin_ms:g} ms margin" if self.cfg.margin_ms else "")
+                                     + "); dropped at once")
         if not any(w.healthy for w in self.workers):
             raise Overloaded("no Triton worker is alive")
         if len(self.queue) >= self.queue.capacity:
@@ -145,7 +152,7 @@ class Engine:
             worker = self._free_worker()
             if worker is None:
                 break
-            snapshot, now = self.queue.snapshot(), self.clock.now_ms()
+            snapshot, now = self.queue.snapshot(), self.clock.now_ms() + self.cfg.margin_ms
             t = time.perf_counter()
             view = WorkerView(id(worker), worker.inflight, getattr(worker, "loaded", None))
             decision = self.policy.decide(snapshot, now, self.profile, view)
@@ -165,9 +172,10 @@ class Engine:
     def _drop(self, ids, now: float) -> None:
         for p in self.queue.remove(ids):
             job = self._jobs.pop(p.id)
-            err = DeadlineInfeasible(f"deadline cannot be met: {p.deadline_ms - now:.2f} ms of slack left, less than "
-                                     f"the fastest admissible subnet needs; dropped after {now - p.arrival_ms:.1f} ms "
-                                     "in the queue")
+            real_now = now - self.cfg.margin_ms
+            err = DeadlineInfeasible(f"deadline cannot be met: {p.deadline_ms - real_now:.2f} ms of slack left, less "
+                                     f"than the fastest admissible subnet needs; dropped after "
+                                     f"{real_now - p.arrival_ms:.1f} ms in the queue")
             self._count_error(err)  # marks it counted, so the front end does not count it again
             if not job.future.done():
                 job.future.set_exception(err)
@@ -182,12 +190,12 @@ class Engine:
         if head is None or not getattr(self.policy, "early_drop", True):
             return
         fastest = self.policy.fastest_ms(head, self.profile) or 0.0
-        delay_ms = max(0.0, head.deadline_ms - fastest - self.clock.now_ms()) + 0.05
+        delay_ms = max(0.0, head.deadline_ms - fastest - self.cfg.margin_ms - self.clock.now_ms()) + 0.05
         self._sweep = asyncio.get_running_loop().call_later(delay_ms / 1000, self._on_sweep)
 
     def _on_sweep(self) -> None:
         self._sweep = None
-        now = self.clock.now_ms()
+        now = self.clock.now_ms() + self.cfg.margin_ms
         dropped, _ = drop_infeasible_head(self.policy, self.queue.snapshot(), now, self.profile)
         self._drop(dropped, now)
         self._pump()
@@ -216,7 +224,7 @@ class Engine:
         done = self.clock.now_ms()
         self._track_latency(worker, batch.subnet, len(images), done - dispatched)
         if hasattr(self.policy, "observe"):
-            self.policy.observe(batch, done - dispatched, all(done <= j.pending.deadline_ms for j in jobs))
+            self.policy.observe(batch, done - dispatched, min(j.pending.deadline_ms - j.pending.arrival_ms for j in jobs))
         accuracy = self.base_profile.get(batch.subnet).accuracy
         row = 0
         for j in jobs:

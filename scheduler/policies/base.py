@@ -47,8 +47,9 @@ class FeedbackPolicy(Policy, Protocol):
     """A policy with state learnt from outcomes (e.g. Clipper's AIMD batch size). The engine calls
     ``observe`` when a batch completes; ``decide`` stays a pure function of that state and its inputs."""
 
-    def observe(self, batch: Batch, latency_ms: float, met_deadlines: bool) -> None:
-        """``latency_ms``: dispatch to answer; ``met_deadlines``: every request of the batch was in time."""
+    def observe(self, batch: Batch, latency_ms: float, slo_ms: float) -> None:
+        """``latency_ms``: the batch's processing time (dispatch to answer); ``slo_ms``: the tightest
+        latency target among its requests."""
 
 
 def drop_infeasible_head(policy: Policy, queue: Sequence[Pending], now_ms: float, profile: Profile):

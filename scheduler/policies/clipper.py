@@ -1,7 +1,8 @@
 """Clipper's adaptive batching (Crankshaw et al., NSDI'17) as a baseline: one fixed subnet, and a
-batch-size cap tuned by AIMD — grow it by ``step`` after every batch whose requests all met their
-deadlines, cut it by ``backoff`` (10%) after a batch with a miss. Like Clipper it never drops a
-queued request early: what cannot make its deadline is served late and counted as a miss.
+batch-size cap tuned by AIMD on the batch's processing latency — grow the cap by ``step`` after a
+batch that ran within the SLO, cut it by ``backoff`` (10%) after one that did not. Queueing delay is
+not part of the signal (as in Clipper: otherwise a backlog would pin the cap at 1 and make it worse).
+Like Clipper it never drops a queued request early: what cannot make its deadline is served late.
 
 ``decide`` is pure given the cap; the cap changes only in ``observe``, which the engine calls when a
 batch completes (the feedback loop is the algorithm)."""
@@ -66,5 +67,5 @@ class Clipper:
         n = sum(p.rows for p in queue if p.id in set(ids))
         return Decision(Batch(ids, s.name, s.at(n)))
 
-    def observe(self, batch: Batch, latency_ms: float, met_deadlines: bool) -> None:
-        self.cap = self.aimd.next_cap(self.cap, met_deadlines)
+    def observe(self, batch: Batch, latency_ms: float, slo_ms: float) -> None:
+        self.cap = self.aimd.next_cap(self.cap, latency_ms <= slo_ms)

@@ -22,7 +22,7 @@ def test_bench_quick_end_to_end(tmp_path):
     for name, s in res["policies"].items():
         assert s["requests"] == n, name
         ok = round(s["slo_attainment"] * n)
-        assert ok + s["late"] + s["inaccurate"] + s["dropped"] + s["errors"] == n, (name, s)
+        assert ok + s["late"] + s["inaccurate"] + s["dropped"] + s["rejected"] + s["errors"] == n, (name, s)
         assert s["errors"] == 0, (name, s)
         assert 0 < s["slo_attainment"] <= 1 and 0.8 < s["mean_served_accuracy"] < 0.95, (name, s)
         assert sum(res["series"][name]["sent"]) == n

@@ -30,11 +30,11 @@ def test_batch_follows_the_cap_not_the_slack():
     c = Clipper("mid")
     assert len(c.decide(q(40), 0.0, PROFILE, W).batch.requests) == 1   # starts at 1
     for _ in range(7):
-        c.observe(Batch((0,), "mid", 1.0), 1.0, True)
+        c.observe(Batch((0,), "mid", 1.0), 1.0, 100.0)
     d = c.decide(q(40), 0.0, PROFILE, W)
     assert len(d.batch.requests) == 8 and d.batch.subnet == "mid"
     assert d.batch.requests == tuple(range(8))                        # earliest deadlines first
-    c.observe(d.batch, 50.0, False)
+    c.observe(d.batch, 150.0, 100.0)  # the batch itself ran over the SLO
     assert len(c.decide(q(40), 0.0, PROFILE, W).batch.requests) == 7  # floor(8 * 0.9)
 
 
