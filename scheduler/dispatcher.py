@@ -14,6 +14,21 @@ from .errors import InvalidInput, WorkerFailed
 log = logging.getLogger(__name__)
 
 
+def map_error(url: str, e: InferenceServerException, model: str | None = None) -> Exception:
+    """Triton's INVALID_ARGUMENT is the request's fault (400); anything else is the worker's (500)."""
+    if "INVALID_ARGUMENT" in str(e.status()):
+        return InvalidInput(e.message())
+    return WorkerFailed(f"worker {url}: {model + ': ' if model else ''}{e.status()}: {e.message()}")
+
+
+def split_result(url: str, r, rows: int) -> tuple[np.ndarray, list[dict]]:
+    """LOGITS and the parsed INFO of each row; a short answer is the worker's failure."""
+    logits = r.as_numpy("LOGITS")
+    if logits is None or len(logits) != rows:
+        raise WorkerFailed(f"worker {url} returned {0 if logits is None else len(logits)} rows for {rows}")
+    return logits, [json.loads(v[0]) for v in r.as_numpy("INFO")]
+
+
 class TritonWorker:
     """A Triton server reached over gRPC; tracks batches in flight."""
 
@@ -37,15 +52,8 @@ class TritonWorker:
             r = await self.client.infer(self.model, [inp], outputs=self._outputs, parameters={"subnet": subnet},
                                         client_timeout=timeout_s)
         except InferenceServerException as e:
-            if "INVALID_ARGUMENT" in str(e.status()):
-                raise InvalidInput(e.message()) from None
-            raise WorkerFailed(f"worker {self.url}: {e.status()}: {e.message()}") from None
-        logits = r.as_numpy("LOGITS")
-        infos = [json.loads(v[0]) for v in r.as_numpy("INFO")]
-        if logits is None or len(logits) != len(images):
-            raise WorkerFailed(f"worker {self.url} returned {0 if logits is None else len(logits)} rows for "
-                               f"{len(images)}")
-        return logits, infos
+            raise map_error(self.url, e) from None
+        return split_result(self.url, r, len(images))
 
     async def close(self) -> None:
         await self.client.close()

@@ -30,6 +30,7 @@ from tritonclient.utils import InferenceServerException
 
 from . import paths
 from .errors import InvalidInput, WorkerFailed
+from .dispatcher import map_error, split_result
 
 log = logging.getLogger(__name__)
 
@@ -318,18 +319,11 @@ class VariantWorker:
                 r = await self.client.infer(model, [inp], outputs=self._outputs, parameters={"subnet": subnet},
                                             client_timeout=timeout_s)
             except InferenceServerException as e:
-                if "INVALID_ARGUMENT" in str(e.status()):
-                    raise InvalidInput(e.message()) from None
-                raise WorkerFailed(f"worker {self.url}: {model}: {e.status()}: {e.message()}") from None
+                raise map_error(self.url, e, model) from None
         finally:
             self._busy[subnet] -= 1
         self.last_call_loaded = loaded_now
-        logits = r.as_numpy("LOGITS")
-        infos = [json.loads(v[0]) for v in r.as_numpy("INFO")]
-        if logits is None or len(logits) != len(images):
-            raise WorkerFailed(f"worker {self.url} returned {0 if logits is None else len(logits)} rows for "
-                               f"{len(images)}")
-        return logits, infos
+        return split_result(self.url, r, len(images))
 
     async def close(self) -> None:
         await self.client.close()

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 from ..edf_queue import Pending
-from ..profile import Profile
+from ..profile import Profile, ProfileError
 
 
 @dataclass(frozen=True)
@@ -79,3 +79,17 @@ def fill(queue: Sequence[Pending], start: int, subnet: str, accuracy: float, max
             if rows >= max_rows:
                 break
     return tuple(ids)
+
+
+def one_subnet(profile: Profile, subnet: str, policy: str):
+    """The profile entry of a single-subnet policy's subnet, or a clear error at start-up."""
+    s = profile.get(subnet)
+    if s is None:
+        raise ProfileError(f"policy {policy}: subnet {subnet!r} is not in the profile "
+                           f"({', '.join(x.name for x in profile.subnets)})")
+    return s
+
+
+def one_subnet_fastest_ms(req: Pending, profile: Profile, subnet: str, policy: str) -> float | None:
+    s = one_subnet(profile, subnet, policy)
+    return s.at(req.rows) if req.admits(s.name, s.accuracy) else None

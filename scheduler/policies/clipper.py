@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from ..edf_queue import Pending
-from ..profile import Profile, ProfileError
-from .base import Batch, Decision, WorkerView, fill
+from ..profile import Profile
+from .base import Batch, Decision, WorkerView, fill, one_subnet, one_subnet_fastest_ms
 
 
 @dataclass(frozen=True)
@@ -48,15 +48,10 @@ class Clipper:
     """Clipper serves late rather than dropping; the engine's deadline sweep skips this policy."""
 
     def _sub(self, profile: Profile):
-        s = profile.get(self.subnet)
-        if s is None:
-            raise ProfileError(f"policy clipper: subnet {self.subnet!r} is not in the profile "
-                               f"({', '.join(x.name for x in profile.subnets)})")
-        return s
+        return one_subnet(profile, self.subnet, self.name)
 
     def fastest_ms(self, req: Pending, profile: Profile) -> float | None:
-        s = self._sub(profile)
-        return s.at(req.rows) if req.admits(s.name, s.accuracy) else None
+        return one_subnet_fastest_ms(req, profile, self.subnet, self.name)
 
     def decide(self, queue: Sequence[Pending], now_ms: float, profile: Profile, worker: WorkerView) -> Decision:
         if not queue:

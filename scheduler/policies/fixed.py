@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from ..edf_queue import Pending
-from ..profile import Profile, ProfileError
-from .base import Batch, Decision, WorkerView, drop_infeasible_head, fill
+from ..profile import Profile
+from .base import Batch, Decision, WorkerView, drop_infeasible_head, fill, one_subnet, one_subnet_fastest_ms
 
 
 @dataclass
@@ -16,15 +16,10 @@ class Fixed:
     name: str = "fixed"
 
     def _sub(self, profile: Profile):
-        s = profile.get(self.subnet)
-        if s is None:
-            raise ProfileError(f"policy fixed: subnet {self.subnet!r} is not in the profile "
-                               f"({', '.join(x.name for x in profile.subnets)})")
-        return s
+        return one_subnet(profile, self.subnet, self.name)
 
     def fastest_ms(self, req: Pending, profile: Profile) -> float | None:
-        s = self._sub(profile)
-        return s.at(req.rows) if req.admits(s.name, s.accuracy) else None
+        return one_subnet_fastest_ms(req, profile, self.subnet, self.name)
 
     def decide(self, queue: Sequence[Pending], now_ms: float, profile: Profile, worker: WorkerView) -> Decision:
         dropped, start = drop_infeasible_head(self, queue, now_ms, profile)
