@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import shlex
 import sys
 import tempfile
@@ -36,7 +35,6 @@ from superserve.scheduler.server import find_profile, serve_subprocess
 from superserve.scheduler.triton_launcher import TritonConfig, TritonProcess
 from superserve.supernet.data import load_split
 
-log = logging.getLogger(__name__)
 DEFAULT_POLICIES = ("slackfit", "clipper", "infaas", "triton-fixed:smallest", "triton-fixed:middle",
                     "triton-fixed:largest")
 QUICK_POLICIES = ("slackfit", "clipper", "triton-fixed:largest")

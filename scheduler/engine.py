@@ -73,8 +73,8 @@ class Engine:
         if not workers:
             raise ValueError("the scheduler needs at least one worker")
         self.cfg, self.policy, self.workers = cfg, policy, workers
+        # ``profile`` is what policies plan with: ``base_profile`` scaled by the latency tracker.
         self.base_profile = self.profile = profile
-        """``profile`` is what policies plan with: the base profile scaled by the latency tracker."""
         self.latency = LatencyTracker()
         self._scaled: dict[float, Profile] = {1.0: profile}
         self.clock = clock or MonotonicClock()
