@@ -152,7 +152,7 @@ class Engine:
             worker = self._free_worker()
             if worker is None:
                 break
-            snapshot, now = self.queue.snapshot(), self.clock.now_ms() + self.cfg.margin_ms
+            snapshot, now = self.queue.snapshot(), self._plan_now()
             t = time.perf_counter()
             view = WorkerView(id(worker), worker.inflight, getattr(worker, "loaded", None))
             decision = self.policy.decide(snapshot, now, self.profile, view)
@@ -168,6 +168,10 @@ class Engine:
             task.add_done_callback(self._tasks.discard)
         self.stats.queue_depth = len(self.queue)
         self._arm_sweep()
+
+    def _plan_now(self) -> float:
+        """The time policies plan with: now plus the reply margin."""
+        return self.clock.now_ms() + self.cfg.margin_ms
 
     def _drop(self, ids, now: float) -> None:
         for p in self.queue.remove(ids):
@@ -190,12 +194,12 @@ class Engine:
         if head is None or not getattr(self.policy, "early_drop", True):
             return
         fastest = self.policy.fastest_ms(head, self.profile) or 0.0
-        delay_ms = max(0.0, head.deadline_ms - fastest - self.cfg.margin_ms - self.clock.now_ms()) + 0.05
+        delay_ms = max(0.0, head.deadline_ms - fastest - self._plan_now()) + 0.05
         self._sweep = asyncio.get_running_loop().call_later(delay_ms / 1000, self._on_sweep)
 
     def _on_sweep(self) -> None:
         self._sweep = None
-        now = self.clock.now_ms() + self.cfg.margin_ms
+        now = self._plan_now()
         dropped, _ = drop_infeasible_head(self.policy, self.queue.snapshot(), now, self.profile)
         self._drop(dropped, now)
         self._pump()
