@@ -95,14 +95,74 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     cfg = ServeConfig(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port, policy=args.policy,
                       subnet=args.subnet, workers=tuple(args.worker or ()), profile=args.profile,
                       latency_stat=args.latency_stat, variant_repository=args.variant_repository,
-                      memory_budget=args.memory_budget, load_ms=args.load_ms,
+                      memory_budget=args.memory_budget, load_ms=args.load_ms, plan=args.plan,
                       triton=TritonConfig(host=args.host, http_port=args.triton_http_port,
                                           grpc_port=args.triton_grpc_port, metrics_port=args.triton_metrics_port,
                                           log_file=args.triton_log_file),
                       engine=EngineConfig(default_slo_ms=args.default_slo_ms, queue_capacity=args.queue_capacity,
                                           max_inflight_per_worker=args.max_inflight,
-                                          adapt_latency=args.adapt_latency, margin_ms=args.margin_ms))
+                                          adapt_latency=args.adapt_latency, margin_ms=args.margin_ms,
+                                          default_min_confidence=args.min_confidence))
     return asyncio.run(serve_forever(cfg))
+
+
+def _command() -> str:
+    return "superserve " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _cmd_record(args: argparse.Namespace) -> int:
+    from superserve.scheduler import paths
+    from superserve.supernet import validation
+
+    weights = Path(args.weights) if args.weights else paths.default_weights()
+    rec = validation.record(weights, args.data_dir, command=_command(), split=args.split)
+    out = Path(args.out) if args.out else validation.default_path(paths.repo_root(), rec.supernet, args.split)
+    rec.save(out)
+    print(f"{args.split} record: {out}  ({len(rec.subnets)} subnets x {len(rec.labels)} images)")
+    for i, name in enumerate(rec.subnets):
+        print(f"  {name:24} {args.split} accuracy {float((rec.predictions[i] == rec.labels).mean()):.4f}  "
+              f"mean max-softmax {float(rec.max_softmax[i].mean()):.3f}")
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from superserve.scheduler import paths, planner
+    from superserve.scheduler.profile import Profile
+    from superserve.scheduler.server import find_profile
+    from superserve.supernet.validation import ValidationRecord, default_path
+
+    profile = Profile.load(find_profile(args.profile))
+    record = ValidationRecord.load(args.record or default_path(paths.repo_root(), profile.supernet),
+                                   expect_supernet=profile.supernet)
+    test_path = Path(args.test_record) if args.test_record else default_path(paths.repo_root(), profile.supernet, "test")
+    test = ValidationRecord.load(test_path, profile.supernet) if test_path.exists() else None
+    thresholds = tuple(float(t) for t in args.thresholds.split(",")) if args.thresholds else planner.THRESHOLDS
+    cfg = planner.PlanConfig(slo_ms=args.slo_ms, margin_ms=args.margin_ms, workers=args.workers,
+                             n_gears=args.gears, peak_rps=args.peak_rps)
+    plan = planner.build_plan(profile, record, cfg, thresholds, args.max_stages, args.measure, test, _command())
+    out = Path(args.out) if args.out else paths.repo_root() / "plans" / f"{profile.hardware}.json"
+    planner.write_plan(plan, out)
+    print(f"gear plan for SLO {args.slo_ms:g} ms, peak {plan['peak_rps']} req/s: {out}")
+    for g in plan["gears"]:
+        print(f"  {g['min_rps']:7.1f}-{g['max_rps']:7.1f} req/s  b<={g['max_batch']:<3} val acc {g['accuracy']:.4f}  "
+              f"sim p95 {g['simulated']['quantile_ms']} ms  " + " > ".join(
+                  s["subnet"] + (f"@{s['threshold']:g}" if s["threshold"] is not None else "") for s in g["stages"]))
+    if plan["infeasible_above_rps"] is not None:
+        print(f"  SLO {args.slo_ms:g} ms is infeasible at {plan['infeasible_above_rps']} req/s and above: "
+              "no cascade meets it there")
+    rep = plan["report"]
+    for key in ("batch_1", f"batch_{profile.max_batch}"):
+        e = rep[key]
+        print(f"  {key}: largest {rep['largest']['name']} val acc {rep['largest']['accuracy']:.4f}; best cascade "
+              f"at no more cost {e['best_at_equal_cost']['name']} {e['best_at_equal_cost']['accuracy']:.4f}; "
+              f"as accurate at {e['cheapest_as_accurate']['cost_ratio']:.2f}x the cost")
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from superserve.client.simulate import main as simulate
+
+    return simulate(args)
 
 
 def _cmd_bench_decide(args: argparse.Namespace) -> int:
@@ -175,7 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--http-port", type=int, default=8010)
     sv.add_argument("--grpc-port", type=int, default=8011)
-    sv.add_argument("--policy", default="slackfit", help="slackfit, fixed, clipper or infaas")
+    sv.add_argument("--policy", default="slackfit", help="slackfit, fixed, clipper, infaas or cascade")
+    sv.add_argument("--plan", help="policy cascade: gear plan JSON (default plans/<hardware>.json)")
+    sv.add_argument("--min-confidence", type=float, help="escalate answers below this confidence to a more "
+                    "accurate subnet while slack allows, for requests that set no min_confidence (any policy)")
     sv.add_argument("--subnet", help="the one subnet policies fixed and clipper serve")
     sv.add_argument("--triton-http-port", type=int, default=8000)
     sv.add_argument("--triton-grpc-port", type=int, default=8001)
@@ -208,6 +271,50 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--hardware", help="hardware name (default: detected CPU model and cores, or GPU name)")
     pr.add_argument("--out", help="default profiles/<hardware>.json")
     pr.set_defaults(func=_cmd_profile)
+
+    rv = sub.add_parser("record", help="record every Pareto subnet's predictions and confidences on the "
+                        "validation split (for the cascade planner): profiles/validation-<sha12>.npz")
+    rv.add_argument("--split", choices=("val", "test"), default="val",
+                    help="val (planning input); test only to report a plan's accuracy (profiles/test-<sha12>.npz)")
+    rv.add_argument("--weights", help="default backends/python_supernet/weights/supernet.pt")
+    rv.add_argument("--data-dir", help="Fashion-MNIST IDX files (default /usr/share/datasets/fashion-mnist)")
+    rv.add_argument("--out", help="default profiles/validation-<sha12>.npz")
+    rv.set_defaults(func=_cmd_record)
+
+    pl = sub.add_parser("plan", help="cascades on the validation record, their Pareto set and a gear plan per "
+                        "arrival-rate range for an SLO: plans/<hardware>.json")
+    pl.add_argument("--profile", help="default profiles/<hardware>.json")
+    pl.add_argument("--record", help="validation record (default profiles/validation-<sha12>.npz)")
+    pl.add_argument("--test-record", help="test-split record to report plan accuracy on (default "
+                    "profiles/test-<sha12>.npz if present)")
+    pl.add_argument("--slo-ms", type=float, default=100.0)
+    pl.add_argument("--margin-ms", type=float, default=10.0, help="as superserve serve's reply margin")
+    pl.add_argument("--workers", type=int, default=1, help="Triton workers the plan is for")
+    pl.add_argument("--gears", type=int, default=8, help="rate ranges between 0 and the peak rate")
+    pl.add_argument("--peak-rps", type=float, help="default: the fastest subnet's best throughput x workers")
+    pl.add_argument("--max-stages", type=int, default=3, choices=(1, 2, 3))
+    pl.add_argument("--measure", choices=("max_softmax", "margin"), default="max_softmax")
+    pl.add_argument("--thresholds", help="comma-separated confidence grid (default 0.5,0.6,...,0.99)")
+    pl.add_argument("--out", help="default plans/<hardware>.json")
+    pl.set_defaults(func=_cmd_plan)
+
+    sm = sub.add_parser("simulate", help="replay a trace through a policy on a virtual clock (profile latencies, "
+                        "validation-record answers); no Triton needed")
+    sm.add_argument("--policy", default="slackfit,cascade", help="comma-separated: slackfit, fixed:<subnet>, "
+                    "clipper:<subnet>, cascade")
+    sm.add_argument("--subnet", help="policies fixed and clipper")
+    sm.add_argument("--plan", help="policy cascade: the gear plan (default plans/<hardware>.json)")
+    sm.add_argument("--profile", help="default profiles/<hardware>.json")
+    sm.add_argument("--trace", help="a saved trace (superserve trace ...); default: bursty CV2 8 at --rate")
+    sm.add_argument("--rate", type=float, default=300.0, help="requests/s of the generated trace")
+    sm.add_argument("--duration", type=float, default=30.0)
+    sm.add_argument("--slo-ms", type=float, default=100.0)
+    sm.add_argument("--margin-ms", type=float, default=10.0)
+    sm.add_argument("--min-confidence", type=float, help="escalation threshold for every request")
+    sm.add_argument("--workers", type=int, default=1)
+    sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument("--out", help="write the summaries as JSON here")
+    sm.set_defaults(func=_cmd_simulate)
 
     b = sub.add_parser("bench-subnetact", help="measure SubNetAct through Triton: latency per subnet, switch "
                        "cost, load time of separate models, memory; writes results/<name>.json")

@@ -17,9 +17,16 @@ class Pending:
     """Pinned subnet, or None for the policy's choice."""
     rows: int = 1
     """Batch rows this request carries (tritonclient may send B > 1 images in one request)."""
+    min_confidence: float | None = None
+    """Cascade: escalate while the answer's confidence is below this (None: the policy's default)."""
+    stage: int = 0
+    """Cascade stage: 0 on arrival, k after k escalations."""
+    above_accuracy: float = -1.0
+    """After an escalation, only subnets more accurate than the last one that ran may serve it."""
 
     def admits(self, subnet: str, accuracy: float) -> bool:
-        return (self.subnet is None or self.subnet == subnet) and accuracy >= self.min_accuracy
+        return ((self.subnet is None or self.subnet == subnet) and accuracy >= self.min_accuracy
+                and accuracy > self.above_accuracy)
 
 
 @dataclass

@@ -9,13 +9,14 @@ import asyncio
 import itertools
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from .admission import RequestParams
 from .clock import Clock, MonotonicClock
 from .edf_queue import EDFQueue, Pending
+from .escalation import MEASURES, escalate, threshold_for
 from .latency_tracker import LatencyTracker
 from .errors import DeadlineInfeasible, InvalidInput, Overloaded, ServeError, WorkerFailed
 from .metrics import Stats
@@ -41,12 +42,17 @@ class EngineConfig:
     through the scheduler and the client's own event loop): policies plan as if it were this much later."""
     adapt_latency: bool = True
     """Plan with the profile scaled by observed/profiled batch latency (latency_tracker.py)."""
+    default_min_confidence: float | None = None
+    """Cascade escalation for requests that set no min_confidence and whose policy sets no threshold
+    (e.g. SlackFit picks the first stage, escalation runs on top); None: no escalation by default."""
 
     def __post_init__(self):
         if self.default_slo_ms <= 0:
             raise ValueError(f"default_slo_ms must be > 0, got {self.default_slo_ms}")
         if self.margin_ms < 0:
             raise ValueError(f"margin_ms must be >= 0, got {self.margin_ms}")
+        if self.default_min_confidence is not None and not 0 <= self.default_min_confidence <= 1:
+            raise ValueError(f"default_min_confidence must be in [0, 1], got {self.default_min_confidence}")
         if self.queue_capacity < 1 or self.max_inflight_per_worker < 1:
             raise ValueError(f"queue_capacity and max_inflight_per_worker must be >= 1, got "
                              f"{self.queue_capacity}, {self.max_inflight_per_worker}")
@@ -64,7 +70,10 @@ class _Job:
     pending: Pending
     image: np.ndarray
     future: asyncio.Future
-    accuracy: float | None = None
+    subnets: list[str] = field(default_factory=list)
+    """Subnets that have run this request so far (cascade stages)."""
+    fallback: Answer | None = None
+    """An escalated request's previous answer: returned if the next stage cannot run in time."""
 
 
 class Engine:
@@ -88,7 +97,10 @@ class Engine:
     # -- admission ---------------------------------------------------------------------------
     async def infer(self, image: np.ndarray, params: RequestParams) -> Answer:
         now = self.clock.now_ms()
-        p = Pending(next(self._ids), now, now + params.slo_ms, params.min_accuracy, params.subnet, len(image))
+        p = Pending(next(self._ids), now, now + params.slo_ms, params.min_accuracy, params.subnet, len(image),
+                    params.min_confidence)
+        if hasattr(self.policy, "on_arrival"):  # e.g. the cascade policy's arrival-rate window
+            self.policy.on_arrival(now, p.rows)
         try:
             self._admit(p, params)
         except ServeError as e:
@@ -108,9 +120,6 @@ class Engine:
             raise
 
     def _admit(self, p: Pending, params: RequestParams) -> None:
-        if params.min_confidence is not None:
-            raise InvalidInput("parameter 'min_confidence' needs the cascade policy, which this server "
-                               f"does not run (policy {self.policy.name})")
         if p.subnet is not None and self.profile.get(p.subnet) is None:
             raise InvalidInput(f"parameter 'subnet': {p.subnet!r} is not a profiled subnet; choose from "
                                f"{[s.name for s in self.profile.subnets]}")
@@ -177,6 +186,10 @@ class Engine:
         for p in self.queue.remove(ids):
             job = self._jobs.pop(p.id)
             real_now = now - self.cfg.margin_ms
+            if job.fallback is not None:  # an escalation that cannot run in time: the last stage's answer
+                self.stats.escalation_fallbacks += 1
+                self._finish(job, job.fallback, real_now)
+                continue
             err = DeadlineInfeasible(f"deadline cannot be met: {p.deadline_ms - real_now:.2f} ms of slack left, less "
                                      f"than the fastest admissible subnet needs; dropped after "
                                      f"{real_now - p.arrival_ms:.1f} ms in the queue")
@@ -212,41 +225,66 @@ class Engine:
         self.stats.batch_size.observe(len(images))
         timeout_s = (max(j.pending.deadline_ms for j in jobs) - dispatched + self.cfg.worker_timeout_grace_ms) / 1000
         try:
-            logits, infos = await worker.infer(images, batch.subnet, timeout_s)
-        except Exception as e:  # every request of the batch gets this error, none is lost
-            err = e if isinstance(e, ServeError) else WorkerFailed(f"worker {worker.url}: {e}")
-            log.warning("batch of %d on %s failed: %s", len(jobs), batch.subnet, err)
-            for j in jobs:
-                self._count_error(err)
-                if not j.future.done():
-                    j.future.set_exception(err)
-            return
-        finally:
-            worker.inflight -= 1
-            self.stats.worker_inflight[worker.url] = worker.inflight
+            try:
+                logits, infos = await worker.infer(images, batch.subnet, timeout_s)
+            except Exception as e:  # every request of the batch gets this error, none is lost
+                err = e if isinstance(e, ServeError) else WorkerFailed(f"worker {worker.url}: {e}")
+                log.warning("batch of %d on %s failed: %s", len(jobs), batch.subnet, err)
+                for j in jobs:
+                    self._count_error(err)
+                    if not j.future.done():
+                        j.future.set_exception(err)
+                return
+            finally:
+                worker.inflight -= 1
+                self.stats.worker_inflight[worker.url] = worker.inflight
+            done = self.clock.now_ms()
+            self._track_latency(worker, batch.subnet, len(images), done - dispatched)
+            if hasattr(self.policy, "observe"):
+                self.policy.observe(batch, done - dispatched,
+                                    min(j.pending.deadline_ms - j.pending.arrival_ms for j in jobs))
+            self._answer_or_escalate(batch.subnet, jobs, logits, infos, dispatched, done)
+        finally:  # after escalations are queued, so the worker just freed can take them
             self._pump()
-        done = self.clock.now_ms()
-        self._track_latency(worker, batch.subnet, len(images), done - dispatched)
-        if hasattr(self.policy, "observe"):
-            self.policy.observe(batch, done - dispatched, min(j.pending.deadline_ms - j.pending.arrival_ms for j in jobs))
-        accuracy = self.base_profile.get(batch.subnet).accuracy
+
+    def _answer_or_escalate(self, subnet: str, jobs: list[_Job], logits, infos, dispatched: float, done: float) -> None:
+        """Each request of a finished batch is answered, or re-queued for the next cascade stage
+        (escalation.py) with this answer kept as its fallback."""
+        ran = self.base_profile.get(subnet)
+        plan_now, measure = self._plan_now(), MEASURES[getattr(self.policy, "confidence_measure", "max_softmax")]
         row = 0
         for j in jobs:
             n = j.pending.rows
-            rows_info = [dict(i, queue_ms=round(dispatched - j.pending.arrival_ms, 3)) for i in infos[row:row + n]]
+            j.subnets.append(subnet)
+            rows_info = [dict(i, queue_ms=round(dispatched - j.pending.arrival_ms, 3), escalations=len(j.subnets) - 1,
+                              subnets=list(j.subnets)) for i in infos[row:row + n]]
             answer = Answer(logits[row:row + n], rows_info)
             row += n
-            late = done > j.pending.deadline_ms
-            self.stats.requests["late" if late else "ok"] += 1
-            if late:
-                self.stats.deadline_misses += 1
-            else:
-                self.stats.served_accuracy_sum += accuracy
-            self.stats.subnet_selected[batch.subnet] += 1
-            self.stats.queue_wait_seconds.observe((dispatched - j.pending.arrival_ms) / 1000)
-            self.stats.request_latency_seconds.observe((done - j.pending.arrival_ms) / 1000)
-            if not j.future.done():
-                j.future.set_result(answer)
+            threshold = threshold_for(j.pending, subnet, self.policy, self.cfg.default_min_confidence)
+            nxt = escalate(j.pending, ran.accuracy, min(i[measure] for i in rows_info), threshold, plan_now,
+                           self.policy, self.profile)
+            if nxt is not None and len(self.queue) < self.queue.capacity and not j.future.done():
+                j.pending, j.fallback = nxt, answer
+                self._jobs[nxt.id] = j
+                self.queue.push(nxt)
+                self.stats.escalations += 1
+                continue
+            self._finish(j, answer, done)
+
+    def _finish(self, j: _Job, answer: Answer, done: float) -> None:
+        """Answer ``j`` with ``answer`` (its last stage's result), counted once."""
+        p, subnet = j.pending, answer.infos[0]["subnet"]
+        late = done > p.deadline_ms
+        self.stats.requests["late" if late else "ok"] += 1
+        if late:
+            self.stats.deadline_misses += 1
+        else:
+            self.stats.served_accuracy_sum += self.base_profile.get(subnet).accuracy
+        self.stats.subnet_selected[subnet] += 1
+        self.stats.queue_wait_seconds.observe(answer.infos[0]["queue_ms"] / 1000)
+        self.stats.request_latency_seconds.observe((done - p.arrival_ms) / 1000)
+        if not j.future.done():
+            j.future.set_result(answer)
 
     def _track_latency(self, worker, subnet: str, rows: int, observed_ms: float) -> None:
         if getattr(worker, "last_call_loaded", False):

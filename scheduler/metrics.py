@@ -55,6 +55,10 @@ class Stats:
     model_loads: int = 0
     """Models a worker loaded before it could run a batch (policy infaas), and the time they took."""
     model_load_seconds_sum: float = 0.0
+    escalations: int = 0
+    """Requests re-queued for a more accurate cascade stage."""
+    escalation_fallbacks: int = 0
+    """Escalated requests answered with their previous stage's result (the next could not run in time)."""
     latency_factor: float = 1.0
     """Observed/profiled batch latency the policy currently plans with."""
     worker_inflight: dict = field(default_factory=dict)
@@ -78,6 +82,10 @@ def render(s: Stats) -> str:
             "# TYPE sched_model_loads_total counter", f"sched_model_loads_total {s.model_loads}",
             "# HELP sched_model_load_seconds_total Time spent loading those models.",
             "# TYPE sched_model_load_seconds_total counter", f"sched_model_load_seconds_total {s.model_load_seconds_sum:.3f}",
+            "# HELP sched_escalations_total Requests re-queued for a more accurate subnet (cascade stage).",
+            "# TYPE sched_escalations_total counter", f"sched_escalations_total {s.escalations}",
+            "# HELP sched_escalation_fallbacks_total Escalated requests answered with the previous stage's result.",
+            "# TYPE sched_escalation_fallbacks_total counter", f"sched_escalation_fallbacks_total {s.escalation_fallbacks}",
             "# HELP sched_profile_latency_scale Observed over profiled batch latency that the policy plans with.",
             "# TYPE sched_profile_latency_scale gauge", f"sched_profile_latency_scale {s.latency_factor}",
             "# HELP sched_subnet_selected_total Requests served per subnet.",

@@ -18,6 +18,7 @@ from . import paths
 from .api_grpc import GrpcFrontend, add_to_server
 from .api_http import HttpFrontend, ModelSurface
 from .dispatcher import TritonWorker
+from .gears import GearPlan
 from .engine import Engine, EngineConfig
 from .hardware import hardware_name
 from .policies import make_policy
@@ -49,6 +50,8 @@ class ServeConfig:
     """Policy infaas: variant models loaded at once per worker."""
     load_ms: float = 5000.0
     """Policy infaas: expected time to load a variant (replaced by the warm-up load's measured time)."""
+    plan: str | None = None
+    """Policy cascade: the gear plan (default plans/<hardware>.json, made by 'superserve plan')."""
     engine: EngineConfig = field(default_factory=EngineConfig)
 
 
@@ -117,7 +120,16 @@ class Sidecar:
             measured = [s for w in workers for s in w.load_seconds]
             load_ms = max(measured) * 1000 if measured else load_ms
             log.info("infaas: variant load takes %.0f ms here; memory budget %d variants", load_ms, cfg.memory_budget)
-        policy = make_policy(cfg.policy, subnet=cfg.subnet, load_ms=load_ms)
+        plan = None
+        if cfg.policy == "cascade":
+            plan_path = Path(cfg.plan) if cfg.plan else paths.repo_root() / "plans" / f"{profile.hardware}.json"
+            plan = GearPlan.load(plan_path)
+            if plan.supernet and plan.supernet != profile.supernet:
+                raise ProfileError(f"gear plan {plan_path} was made for weights {plan.supernet[:12]}, not "
+                                   f"{profile.supernet[:12]}; re-run 'superserve plan'")
+        policy = make_policy(cfg.policy, subnet=cfg.subnet, load_ms=load_ms, plan=plan)
+        if hasattr(policy, "check"):
+            policy.check(profile)
         surface_model = variants[profile.subnets[-1].name] if infaas else MODEL
         meta_pb = await workers[0].client.get_model_metadata(surface_model)
         config_pb = await workers[0].client.get_model_config(surface_model)

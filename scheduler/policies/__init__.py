@@ -4,6 +4,7 @@ from __future__ import annotations
 from enum import Enum
 
 from .base import Batch, Decision, Policy, WorkerView
+from .cascade import CascadePolicy
 from .clipper import AIMD, Clipper
 from .fixed import Fixed
 from .infaas import InfaasPolicy
@@ -15,9 +16,12 @@ class PolicyName(str, Enum):
     FIXED = "fixed"
     CLIPPER = "clipper"
     INFAAS = "infaas"
+    CASCADE = "cascade"
 
 
-def make_policy(name: str, subnet: str | None = None, n_buckets: int = 16, load_ms: float = 5000.0) -> Policy:
+def make_policy(name: str, subnet: str | None = None, n_buckets: int = 16, load_ms: float = 5000.0,
+                plan=None) -> Policy:
+    """``plan``: the cascade policy's GearPlan (gears.py)."""
     try:
         kind = PolicyName(name)
     except ValueError:
@@ -26,9 +30,13 @@ def make_policy(name: str, subnet: str | None = None, n_buckets: int = 16, load_
         return SlackFit(n_buckets=n_buckets)
     if kind is PolicyName.INFAAS:
         return InfaasPolicy(load_ms=load_ms)
+    if kind is PolicyName.CASCADE:
+        if plan is None:
+            raise ValueError("policy 'cascade' needs a gear plan (--plan FILE, made by 'superserve plan')")
+        return CascadePolicy(plan)
     if not subnet:
         raise ValueError(f"policy {kind.value!r} needs a subnet (--subnet NAME)")
     return Clipper(subnet) if kind is PolicyName.CLIPPER else Fixed(subnet)
 
 
-__all__ = ["Batch", "Decision", "Policy", "WorkerView", "PolicyName", "make_policy", "SlackFit", "Fixed", "Clipper", "AIMD", "InfaasPolicy"]
+__all__ = ["Batch", "Decision", "Policy", "WorkerView", "PolicyName", "make_policy", "SlackFit", "Fixed", "Clipper", "AIMD", "InfaasPolicy", "CascadePolicy"]

@@ -65,15 +65,17 @@ def drop_infeasible_head(policy: Policy, queue: Sequence[Pending], now_ms: float
     return tuple(dropped), i
 
 
-def fill(queue: Sequence[Pending], start: int, subnet: str, accuracy: float, max_rows: int) -> tuple[int, ...]:
-    """Earliest-deadline requests from ``start`` that admit ``subnet``, up to ``max_rows`` rows."""
+def fill(queue: Sequence[Pending], start: int, subnet: str, accuracy: float, max_rows: int,
+         rides=None) -> tuple[int, ...]:
+    """Earliest-deadline requests from ``start`` that admit ``subnet`` (and satisfy ``rides``, if
+    given), up to ``max_rows`` rows."""
     ids, rows = [], 0
     for p in queue[start:]:
         if rows + p.rows > max_rows:
             if rows:
                 break
             continue
-        if p.admits(subnet, accuracy):
+        if p.admits(subnet, accuracy) and (rides is None or rides(p)):
             ids.append(p.id)
             rows += p.rows
             if rows >= max_rows:

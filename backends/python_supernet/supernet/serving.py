@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .checkpoint import load_checkpoint
+from .confidence import confidence
 from .export import load_static
 from .subnets import SubnetConfig
 
@@ -90,12 +91,11 @@ class SupernetRunner:
     def info_rows(self, cfg: SubnetConfig, logits: np.ndarray, infer_ms: float, batch_size: int) -> np.ndarray:
         """INFO output, one JSON string per row (DESIGN.md). queue_ms is unknown inside Triton
         (null); the scheduler fills it in."""
-        z = logits - logits.max(axis=1, keepdims=True)
-        p = np.exp(z)
-        conf = (p / p.sum(axis=1, keepdims=True)).max(axis=1)
+        conf, margin = confidence(logits)
         rows = [json.dumps({"subnet": cfg.name, "accuracy": self.accuracy[cfg.name], "confidence": round(float(c), 6),
-                            "queue_ms": None, "infer_ms": round(infer_ms, 3), "batch_size": batch_size,
-                            "escalations": 0}).encode() for c in conf]
+                            "margin": round(float(m), 6), "queue_ms": None, "infer_ms": round(infer_ms, 3),
+                            "batch_size": batch_size, "escalations": 0, "subnets": [cfg.name]}).encode()
+                for c, m in zip(conf, margin)]
         return np.array(rows, dtype=np.object_).reshape(-1, 1)
 
 

@@ -1,0 +1,56 @@
+"""``superserve simulate``: policies side by side on one trace, on a virtual clock (scheduler/sim.py):
+batch latencies from the profile, each request's answers replayed from the validation record
+(one image per request, drawn with the trace's seed). No Triton, no sockets: a fast way to see how
+a policy or gear plan behaves before running ``superserve bench`` on the real stack."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from superserve.client import traces
+from superserve.scheduler import paths
+from superserve.scheduler.gears import GearPlan
+from superserve.scheduler.policies import make_policy
+from superserve.scheduler.profile import Profile
+from superserve.scheduler.server import find_profile
+from superserve.scheduler.sim import SimConfig, SimRequest, simulate, summarize
+from superserve.supernet.validation import ValidationRecord, default_path
+
+SIMULATABLE = ("slackfit", "fixed", "clipper", "cascade")
+
+
+def default_plan_path(profile: Profile) -> Path:
+    return paths.repo_root() / "plans" / f"{profile.hardware}.json"
+
+
+def main(args) -> int:
+    profile = Profile.load(find_profile(args.profile))
+    record = ValidationRecord.load(default_path(paths.repo_root(), profile.supernet), profile.supernet)
+    trace = traces.Trace.load(args.trace) if args.trace else \
+        traces.bursty(args.rate / 2, args.rate / 2, 8.0, args.duration, args.seed)
+    rng = np.random.default_rng(args.seed)
+    samples = rng.integers(0, len(record.labels), len(trace.arrivals_s))
+    reqs = [SimRequest(float(t) * 1000, args.slo_ms, int(s), min_confidence=args.min_confidence)
+            for t, s in zip(trace.arrivals_s, samples)]
+    result = {"command": "superserve simulate ...", "profile": profile.hardware, "trace": trace.describe(),
+              "slo_ms": args.slo_ms, "workers": args.workers, "policies": {}}
+    for name in args.policy.split(","):
+        kind, _, arg = name.partition(":")
+        if kind not in SIMULATABLE:
+            raise SystemExit(f"policy {kind!r} cannot be simulated; choose from {SIMULATABLE}")
+        plan = GearPlan.load(args.plan or default_plan_path(profile)) if kind == "cascade" else None
+        policy = make_policy(kind, subnet=arg or args.subnet, plan=plan)
+        t = time.perf_counter()
+        s = summarize(simulate(policy, profile, reqs, record,
+                               SimConfig(workers=args.workers, margin_ms=args.margin_ms)), profile)
+        s["wall_s"] = round(time.perf_counter() - t, 2)
+        result["policies"][name] = s
+        print(f"{name:22} attainment {s['slo_attainment']:.3f}  served acc {s['mean_served_accuracy'] or 0:.4f}  "
+              f"real acc {s['real_accuracy'] or 0:.4f}  escalated {s['escalated']}  dropped {s['dropped']}  "
+              f"p99 {s['p99_ms']} ms")
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    return 0
