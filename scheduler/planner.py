@@ -159,12 +159,13 @@ def plan_gears(cascades: list[Cascade], profile: Profile, record, cfg: PlanConfi
     edges = [peak * (i + 1) / cfg.n_gears for i in range(cfg.n_gears)]
     gears, sims, start, lo = [], [], 0, 0.0
     budget_ms = cfg.slo_ms - cfg.margin_ms
+    triggers = sorted({min(b, profile.max_batch) for b in cfg.batch_triggers}, reverse=True)
     bar = Progress(cfg.n_gears, "gear plan")
     for hi in edges:
         chosen = None
         for k in range(start, len(cascades)):
             c = cascades[k]
-            for b in sorted(cfg.batch_triggers, reverse=True):
+            for b in triggers:
                 if hi * c.cost_ms(profile, b) / 1000 / cfg.workers >= 0.95:
                     continue  # over capacity even with full batches: no need to simulate
                 r = simulate_gear(c, b, hi, profile, record, cfg, measure)
@@ -198,7 +199,8 @@ def report(cascades: list[Cascade], profile: Profile, test_record=None, measure:
         out["largest"]["test_accuracy"] = round(evaluate(largest, test_record, measure)[0], 4)
     for b in (1, profile.max_batch):
         budget = largest.cost_ms(profile, b)
-        best = max((c for c in cascades if c.cost_ms(profile, b) <= budget), key=lambda c: c.accuracy)
+        best = max((c for c in cascades if c.cost_ms(profile, b) <= budget),
+                   key=lambda c: (c.accuracy, -c.cost_ms(profile, b)))
         cheap = min((c for c in cascades if c.accuracy >= largest.accuracy), key=lambda c: c.cost_ms(profile, b))
         entry = {"best_at_equal_cost": dict(best.as_dict(profile), name=best.name),
                  "cheapest_as_accurate": dict(cheap.as_dict(profile), name=cheap.name,

@@ -53,7 +53,8 @@ def infos(result):
 def check_answer(result, rows):
     assert result.as_numpy("LOGITS").shape == (rows, 10)
     for info in infos(result):
-        assert set(info) == {"subnet", "accuracy", "confidence", "queue_ms", "infer_ms", "batch_size", "escalations"}
+        assert set(info) == {"subnet", "accuracy", "confidence", "margin", "queue_ms", "infer_ms", "batch_size",
+                             "escalations", "subnets"}
         assert info["queue_ms"] is not None and info["queue_ms"] >= 0
 
 

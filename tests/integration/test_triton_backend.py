@@ -41,7 +41,8 @@ def check_ok(result, supernet, name, x):
     _, meta = supernet
     for info in infos:
         assert info["subnet"] == name
-        assert set(info) == {"subnet", "accuracy", "confidence", "queue_ms", "infer_ms", "batch_size", "escalations"}
+        assert set(info) == {"subnet", "accuracy", "confidence", "margin", "queue_ms", "infer_ms", "batch_size",
+                             "escalations", "subnets"}
         row = next(r for r in meta["subnets"] if r["name"] == name)
         assert info["accuracy"] == row.get("test_accuracy", row["val_accuracy"])
         assert 0.1 <= info["confidence"] <= 1.0 and info["infer_ms"] > 0
