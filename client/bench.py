@@ -35,9 +35,12 @@ from superserve.scheduler.server import find_profile, serve_subprocess
 from superserve.scheduler.triton_launcher import TritonConfig, TritonProcess
 from superserve.supernet.data import load_split
 
-DEFAULT_POLICIES = ("slackfit", "clipper", "infaas", "triton-fixed:smallest", "triton-fixed:middle",
-                    "triton-fixed:largest")
+DEFAULT_POLICIES = ("slackfit", "cascade", "slackfit+escalate", "clipper", "infaas", "triton-fixed:smallest",
+                    "triton-fixed:middle", "triton-fixed:largest")
 QUICK_POLICIES = ("slackfit", "clipper", "triton-fixed:largest")
+KINDS = ("slackfit", "cascade", "slackfit+escalate", "clipper", "infaas", "fixed", "triton-fixed")
+ESCALATE_DEFAULT = "0.8"
+"""slackfit+escalate: SlackFit picks the first subnet, answers below this max-softmax go up while slack allows."""
 
 
 @dataclass(frozen=True)
@@ -73,9 +76,10 @@ class BenchConfig:
         if self.min_accuracy:
             slo_classes(self.min_accuracy, allow_zero=True)
         for p in self.policies:
-            if p.split(":")[0] not in ("slackfit", "clipper", "infaas", "fixed", "triton-fixed"):
-                raise ValueError(f"unknown policy {p!r}; choose from slackfit, clipper[:subnet], infaas, "
-                                 "fixed:<subnet>, triton-fixed:<subnet>")
+            if p.split(":")[0] not in KINDS:
+                raise ValueError(f"unknown policy {p!r}; choose from slackfit, cascade[:plan.json], "
+                                 "slackfit+escalate[:min_confidence], clipper[:subnet], infaas, fixed:<subnet>, "
+                                 "triton-fixed:<subnet>")
 
 
 def make_trace(cfg: BenchConfig, rate_rps: float) -> traces.Trace:
@@ -108,10 +112,15 @@ def policy_server(policy: str, profile: Profile, slo_ms: float, workdir: Path, s
         return
     http, grpc, th, tg, tm = free_ports(5)
     args = ["--http-port", str(http), "--grpc-port", str(grpc), "--triton-http-port", str(th),
-            "--triton-grpc-port", str(tg), "--triton-metrics-port", str(tm), "--policy", kind,
+            "--triton-grpc-port", str(tg), "--triton-metrics-port", str(tm),
+            "--policy", "slackfit" if kind == "slackfit+escalate" else kind,
             "--default-slo-ms", str(slo_ms), "--triton-log-file", str(workdir / "triton.log")]
     if kind in ("clipper", "fixed"):
         args += ["--subnet", triton_fixed.pick(profile, arg or "largest")]
+    if kind == "cascade" and arg:
+        args += ["--plan", arg]
+    if kind == "slackfit+escalate":
+        args += ["--min-confidence", arg or ESCALATE_DEFAULT]
     args += list(serve_args)
     with serve_subprocess(args, str(workdir / "serve.log")):
         yield Target(f"127.0.0.1:{grpc}", metrics_url=f"http://127.0.0.1:{http}/metrics")
@@ -127,7 +136,8 @@ def scheduler_view(target: Target) -> dict:
     text = urllib.request.urlopen(target.metrics_url, timeout=10).read().decode()
     out = {}
     for line in text.splitlines():
-        if line.startswith(("sched_requests_total{", "sched_model_load", "sched_profile_latency_scale")):
+        if line.startswith(("sched_requests_total{", "sched_model_load", "sched_profile_latency_scale",
+                            "sched_escalation")):
             key, value = line.rsplit(" ", 1)
             out[key.replace("sched_requests_total{outcome=", "").strip('"}')] = float(value)
     return out

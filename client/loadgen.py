@@ -57,6 +57,8 @@ class Record:
     accuracy: float | None = None
     correct: bool | None = None
     batch_size: int | None = None
+    escalations: int = 0
+    """Cascade stages run after the first (INFO's escalations)."""
     message: str = ""
 
 
@@ -112,6 +114,7 @@ async def _one(client, target: Target, rec: Record, x: np.ndarray, label: int, s
     info = json.loads(r.as_numpy("INFO")[0][0])
     rec.status = "OK"
     rec.subnet, rec.accuracy, rec.batch_size = info.get("subnet"), info.get("accuracy"), info.get("batch_size")
+    rec.escalations = info.get("escalations") or 0
     rec.outcome = "late" if rec.latency_ms > rec.slo_ms else "inaccurate" if rec.accuracy < rec.min_accuracy else "ok"
     rec.correct = bool(int(np.argmax(r.as_numpy("LOGITS")[0])) == int(label))
 
@@ -156,6 +159,7 @@ def summarize(records: Sequence[Record]) -> dict:
             "real_accuracy": round(sum(bool(r.correct) for r in ok) / n, 4) if n else None,
             "late": by["late"], "inaccurate": by["inaccurate"], "dropped": by["dropped"],
             "rejected": by["rejected"], "errors": by["error"],
+            "escalated": sum(r.escalations > 0 for r in records),
             "p50_ms": pct(50), "p99_ms": pct(99),
             "send_lag_p99_ms": round(float(np.percentile([r.lag_ms for r in records], 99)), 3) if n else None,
             "subnets": dict(Counter(r.subnet for r in records if r.outcome in ("ok", "late")).most_common())}

@@ -32,6 +32,7 @@ class CascadePolicy:
     switcher: GearSwitcher = field(init=False, repr=False)
 
     def __post_init__(self):
+        self._memo_key, self._memo = None, ()
         self.rates = RateWindow(self.window_ms)
         self.switcher = GearSwitcher(self.plan, self.down_hold_ms, self.hysteresis)
 
@@ -60,12 +61,19 @@ class CascadePolicy:
     def fastest_ms(self, req: Pending, profile: Profile) -> float | None:
         return min((s.at(req.rows) for s in profile.subnets if req.admits(s.name, s.accuracy)), default=None)
 
+    def _stages(self, profile: Profile) -> tuple[SubnetProfile, ...]:
+        """The current gear's stages as profile entries (memoised: decide runs per batch)."""
+        key = (id(profile), self.switcher.current)
+        if self._memo_key != key:
+            self._memo_key = key
+            self._memo = tuple(s for s in (profile.get(st.subnet) for st in self.gear.stages) if s is not None)
+        return self._memo
+
     def target(self, req: Pending, profile: Profile) -> SubnetProfile | None:
         """The subnet the gear plans for ``req``: its first stage it admits (escalated requests admit
         only stages above the one that answered), else the least accurate subnet it admits."""
-        for stage in self.gear.stages:
-            s = profile.get(stage.subnet)
-            if s is not None and req.admits(s.name, s.accuracy):
+        for s in self._stages(profile):
+            if req.admits(s.name, s.accuracy):
                 return s
         return next((s for s in profile.subnets if req.admits(s.name, s.accuracy)), None)
 
