@@ -26,15 +26,17 @@ UNSURE = np.flatnonzero(RECORD.confidence(FIRST) < 0.4)[:6]
 SURE = np.flatnonzero(RECORD.confidence(FIRST) > 0.97)[:6]
 
 
+PLAN = {"supernet": PROFILE.supernet, "measure": "max_softmax",
+        "gears": [{"min_rps": 0, "max_rps": 1e9, "max_batch": 16,
+                   "stages": [{"subnet": FIRST, "threshold": 0.5}, {"subnet": LAST, "threshold": None}]}]}
+
+
 @pytest.fixture(scope="module")
 def cascade_sidecar(triton_plain, tmp_path_factory):
     """Plan: one gear, the least accurate subnet (threshold 0.5) then the most accurate. No reply
     margin and no latency scaling, so a tight SLO leaves no room for a second stage."""
     tmp = tmp_path_factory.mktemp("cascade")
-    plan = {"supernet": PROFILE.supernet, "measure": "max_softmax",
-            "gears": [{"min_rps": 0, "max_rps": 1e9, "max_batch": 16,
-                       "stages": [{"subnet": FIRST, "threshold": 0.5}, {"subnet": LAST, "threshold": None}]}]}
-    (tmp / "plan.json").write_text(json.dumps(plan))
+    (tmp / "plan.json").write_text(json.dumps(PLAN))
     http, grpc = free_ports(2)
     args = ["--http-port", str(http), "--grpc-port", str(grpc), "--worker", triton_plain.cfg.grpc_url,
             "--profile", str(sorted((paths.repo_root() / "profiles").glob("*.json"))[0]), "--policy", "cascade",
@@ -100,3 +102,19 @@ def test_bad_min_confidence_is_a_clear_error(cascade_sidecar):
 def _metric(http_url, name):
     text = urllib.request.urlopen(f"http://{http_url}/metrics", timeout=5).read().decode()
     return float(next(line.split()[-1] for line in text.splitlines() if line.startswith(name + " ")))
+
+
+def test_live_decisions_match_the_simulator(cascade_sidecar):
+    """The simulator (virtual clock, answers replayed from the test-split record) and the live stack
+    run the same policy and escalation code: one request at a time, they choose the same subnets."""
+    from superserve.scheduler.gears import GearPlan
+    from superserve.scheduler.policies import CascadePolicy
+    from superserve.scheduler.sim import SimRequest, simulate
+
+    conf = RECORD.confidence(FIRST)
+    picks = [int(i) for i in np.flatnonzero(np.abs(conf - 0.5) > 0.05)[:24]]  # clear of the threshold
+    live = [ask(cascade_sidecar[1], i, slo_ms=2000)["subnets"] for i in picks]
+    sim = simulate(CascadePolicy(GearPlan.from_dict(PLAN)), PROFILE,
+                   [SimRequest(k * 1000.0, 2000.0, i) for k, i in enumerate(picks)], RECORD)
+    assert [o.subnets for o in sim] == live
+    assert 0 < sum(len(s) == 2 for s in live) < len(live)  # both kinds of decision were exercised
