@@ -18,10 +18,12 @@ from .clock import Clock, MonotonicClock
 from .edf_queue import EDFQueue, Pending
 from .latency_tracker import LatencyTracker
 from .errors import DeadlineInfeasible, InvalidInput, Overloaded, ServeError, WorkerFailed
+from .health import HealthConfig, Retry, retry_decision
 from .metrics import Stats
 from .policies import Batch, Policy, WorkerView
 from .policies.base import drop_infeasible_head
 from .profile import Profile
+from .worker_pool import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +67,13 @@ class _Job:
     image: np.ndarray
     future: asyncio.Future
     accuracy: float | None = None
+    attempts: int = 0
+    """Times dispatched to a worker (a failed worker's batch may be retried, health.py)."""
 
 
 class Engine:
     def __init__(self, cfg: EngineConfig, profile: Profile, policy: Policy, workers: list,
-                 clock: Clock | None = None, stats: Stats | None = None):
+                 clock: Clock | None = None, stats: Stats | None = None, health: HealthConfig | None = None):
         if not workers:
             raise ValueError("the scheduler needs at least one worker")
         self.cfg, self.policy, self.workers = cfg, policy, workers
@@ -84,6 +88,9 @@ class Engine:
         self._ids = itertools.count(1)
         self._sweep: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
+        self.pool = WorkerPool(workers, health or HealthConfig(), self.clock, self.stats,
+                               on_change=self._workers_changed)
+        """Worker health, probes and hang watch; ``pool.start()`` once a loop runs (server.py)."""
 
     # -- admission ---------------------------------------------------------------------------
     async def infer(self, image: np.ndarray, params: RequestParams) -> Answer:
@@ -144,8 +151,7 @@ class Engine:
 
     # -- the pump ----------------------------------------------------------------------------
     def _free_worker(self):
-        free = [w for w in self.workers if w.healthy and w.inflight < self.cfg.max_inflight_per_worker]
-        return min(free, key=lambda w: w.inflight) if free else None
+        return self.pool.pick(self.cfg.max_inflight_per_worker)
 
     def _pump(self) -> None:
         while len(self.queue):
@@ -211,15 +217,14 @@ class Engine:
         images = np.concatenate([j.image for j in jobs]) if len(jobs) > 1 else jobs[0].image
         self.stats.batch_size.observe(len(images))
         timeout_s = (max(j.pending.deadline_ms for j in jobs) - dispatched + self.cfg.worker_timeout_grace_ms) / 1000
+        for j in jobs:
+            j.attempts += 1
         try:
-            logits, infos = await worker.infer(images, batch.subnet, timeout_s)
-        except Exception as e:  # every request of the batch gets this error, none is lost
+            logits, infos = await self.pool.call(worker, worker.infer(images, batch.subnet, timeout_s), batch.expected_ms)
+        except Exception as e:  # every request of the batch is retried or gets an error, none is lost
             err = e if isinstance(e, ServeError) else WorkerFailed(f"worker {worker.url}: {e}")
             log.warning("batch of %d on %s failed: %s", len(jobs), batch.subnet, err)
-            for j in jobs:
-                self._count_error(err)
-                if not j.future.done():
-                    j.future.set_exception(err)
+            self._retry_or_fail(jobs, err)
             return
         finally:
             worker.inflight -= 1
@@ -248,6 +253,43 @@ class Engine:
             if not j.future.done():
                 j.future.set_result(answer)
 
+    def _workers_changed(self) -> None:
+        """A worker left or rejoined the rotation. With none left, queued requests get 503 now rather
+        than 504 at their deadline; otherwise the queue is re-planned on the workers there are."""
+        if not self.pool.any_healthy() and len(self.queue):
+            err = Overloaded("no Triton worker is alive")
+            for p in self.queue.remove([p.id for p in self.queue.snapshot()]):
+                job = self._jobs.pop(p.id)
+                self._count_error(err)
+                if not job.future.done():
+                    job.future.set_exception(err)
+            self.stats.queue_depth = 0
+        self._pump()
+
+    def _retry_or_fail(self, jobs: list[_Job], err: ServeError) -> None:
+        """After a failed batch: put back in the queue the requests another worker may still serve in
+        time (health.retry_decision), answer the others with ``err``, or Overloaded if no worker is left.
+        The failed call is over (failed, or cancelled as hung), so nothing answers these jobs twice."""
+        plan_now, any_healthy, requeued = self._plan_now(), self.pool.any_healthy(), 0
+        for j in jobs:
+            action = Retry.FAIL
+            if not isinstance(err, InvalidInput) and not j.future.done():
+                action = retry_decision(self.pool.cfg, j.attempts, j.pending.deadline_ms, plan_now,
+                                        self.policy.fastest_ms(j.pending, self.profile), any_healthy)
+            if action is Retry.REQUEUE and len(self.queue) < self.queue.capacity:
+                self._jobs[j.pending.id] = j
+                self.queue.push(j.pending)
+                requeued += 1
+                continue
+            e = Overloaded(f"no Triton worker is alive ({err})") if action is Retry.OVERLOADED else err
+            self._count_error(e)
+            if not j.future.done():
+                j.future.set_exception(e)
+        if requeued:
+            self.stats.batch_retries += 1
+            self.stats.request_retries += requeued
+            log.warning("retrying %d of %d requests on another worker (%s)", requeued, len(jobs), err)
+
     def _track_latency(self, worker, subnet: str, rows: int, observed_ms: float) -> None:
         if getattr(worker, "last_call_loaded", False):
             self.stats.model_loads += 1
@@ -265,6 +307,7 @@ class Engine:
     async def close(self) -> None:
         if self._sweep:
             self._sweep.cancel()
+        await self.pool.close()
         for t in list(self._tasks):
             t.cancel()
         for w in self.workers:
