@@ -89,11 +89,20 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
 
     from superserve.scheduler.engine import EngineConfig
+    from superserve.scheduler.health import HealthConfig
     from superserve.scheduler.server import ServeConfig, serve_forever
     from superserve.scheduler.triton_launcher import TritonConfig
 
+    if args.worker and args.workers is not None:
+        print("superserve serve: give --worker URL (running Tritons) or --workers N (start N here), not both",
+              file=sys.stderr)
+        return 2
+    if args.workers is not None and args.workers < 1:
+        print(f"superserve serve: --workers must be >= 1, got {args.workers}", file=sys.stderr)
+        return 2
     cfg = ServeConfig(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port, policy=args.policy,
-                      subnet=args.subnet, workers=tuple(args.worker or ()), profile=args.profile,
+                      subnet=args.subnet, workers=tuple(args.worker or ()), local_workers=args.workers or 1,
+                      profile=args.profile,
                       latency_stat=args.latency_stat, variant_repository=args.variant_repository,
                       memory_budget=args.memory_budget, load_ms=args.load_ms,
                       triton=TritonConfig(host=args.host, http_port=args.triton_http_port,
@@ -101,7 +110,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                                           log_file=args.triton_log_file),
                       engine=EngineConfig(default_slo_ms=args.default_slo_ms, queue_capacity=args.queue_capacity,
                                           max_inflight_per_worker=args.max_inflight,
-                                          adapt_latency=args.adapt_latency, margin_ms=args.margin_ms))
+                                          adapt_latency=args.adapt_latency, margin_ms=args.margin_ms),
+                      health=HealthConfig(probe_interval_s=args.probe_interval_ms / 1000,
+                                          max_backoff_s=max(args.probe_interval_ms / 1000, 2.0),
+                                          hang_factor=args.hang_factor, hang_floor_ms=args.hang_floor_ms,
+                                          max_attempts=args.max_attempts))
     return asyncio.run(serve_forever(cfg))
 
 
@@ -177,12 +190,23 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--grpc-port", type=int, default=8011)
     sv.add_argument("--policy", default="slackfit", help="slackfit, fixed, clipper or infaas")
     sv.add_argument("--subnet", help="the one subnet policies fixed and clipper serve")
-    sv.add_argument("--triton-http-port", type=int, default=8000)
+    sv.add_argument("--triton-http-port", type=int, default=8000,
+                    help="local Triton ports; with --workers N, worker i uses these + 3*i; 0: free ports")
     sv.add_argument("--triton-grpc-port", type=int, default=8001)
     sv.add_argument("--triton-metrics-port", type=int, default=8002)
-    sv.add_argument("--triton-log-file", help="embedded Triton's log (default: a temp file)")
+    sv.add_argument("--triton-log-file", help="embedded Triton's log (default: a temp file; worker i of "
+                    "--workers N writes FILE.i)")
     sv.add_argument("--worker", action="append", metavar="URL",
                     help="gRPC host:port of a running Triton worker (repeatable); default: start one")
+    sv.add_argument("--workers", type=int, metavar="N",
+                    help="start N local Triton workers (default 1); not with --worker")
+    sv.add_argument("--probe-interval-ms", type=float, default=500.0,
+                    help="readiness probe period per worker (backs off to 2 s while a worker is down)")
+    sv.add_argument("--hang-factor", type=float, default=10.0,
+                    help="a batch call is hung after max(hang-factor x its expected latency, --hang-floor-ms)")
+    sv.add_argument("--hang-floor-ms", type=float, default=500.0, help="see --hang-factor")
+    sv.add_argument("--max-attempts", type=int, default=3,
+                    help="dispatches per request before a worker failure is answered with an error")
     sv.add_argument("--profile", help="profile JSON (default profiles/<hardware>.json)")
     sv.add_argument("--latency-stat", choices=("mean", "p99"), default="mean",
                     help="which profiled latency the policy plans with")
