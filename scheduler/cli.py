@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="readiness probe period per worker (backs off to 2 s while a worker is down)")
     sv.add_argument("--hang-factor", type=float, default=10.0,
                     help="a batch call is hung after max(hang-factor x its expected latency, --hang-floor-ms)")
-    sv.add_argument("--hang-floor-ms", type=float, default=500.0, help="see --hang-factor")
+    sv.add_argument("--hang-floor-ms", type=float, default=2000.0, help="see --hang-factor")
     sv.add_argument("--max-attempts", type=int, default=3,
                     help="dispatches per request before a worker failure is answered with an error")
     sv.add_argument("--profile", help="profile JSON (default profiles/<hardware>.json)")

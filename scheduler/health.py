@@ -16,8 +16,11 @@ Rules (the numbers are ``HealthConfig`` fields):
   abandoned (the call is cancelled) and the worker is taken out as suspect. ``expected_ms`` is the
   latency the policy planned the batch with (the profile scaled by observed latency), so a machine
   that is uniformly slow does not trip it; the floor keeps tiny batches (2 ms expected) from being
-  declared hung by a scheduling hiccup. A suspect that still answers probes is back after one
-  probe interval: a false alarm costs a batch and half a second of one worker, not the worker.
+  declared hung by a scheduling hiccup. The floor is high (2 s) on purpose: a cancelled call still
+  runs to its end inside Triton (the Python backend does not stop a forward half-way), so a false
+  alarm under overload would re-admit a worker that is still busy and feed the overload; a real hang
+  costs only the batch (whose 100 ms deadlines are long gone) and 2 s of one worker. A suspect that
+  still answers probes is back after one probe interval.
 - **Retry**: a request of a failed batch goes back to the EDF queue (the policy re-plans it, maybe
   on a smaller subnet, on whichever worker is free) if it has been dispatched fewer than
   ``max_attempts`` times, some worker is still healthy, and its deadline still leaves room for the
@@ -42,7 +45,7 @@ class HealthConfig:
     """The warm-up inference sent before re-admission (a fresh Triton's first forward is slow)."""
     hang_factor: float = 10.0
     """A call is hung after this many times its expected latency ..."""
-    hang_floor_ms: float = 500.0
+    hang_floor_ms: float = 2000.0
     """... but never before this long."""
     max_attempts: int = 3
     """Dispatches per request, first one included, before a worker failure is answered as an error."""

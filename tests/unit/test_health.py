@@ -51,6 +51,7 @@ def test_hang_rule_is_a_multiple_of_the_expected_latency_with_a_floor():
     assert CFG.hang_after_ms(50.0) == 500.0
     assert CFG.hang_after_ms(138.0) == 1380.0
     assert HealthConfig(hang_factor=4, hang_floor_ms=100).hang_after_ms(30.0) == 120.0
+    assert HealthConfig().hang_after_ms(5.0) == 2000.0  # the default floor
 
 
 @pytest.mark.parametrize("attempts,deadline,fastest,healthy,want", [
