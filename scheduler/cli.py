@@ -136,6 +136,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return bench(args)
 
 
+def _cmd_bench_fault(args: argparse.Namespace) -> int:
+    from superserve.client.fault_bench import main as bench_fault
+
+    return bench_fault(args)
+
+
 def _cmd_baselines(args: argparse.Namespace) -> int:
     from superserve.client import triton_fixed
     from superserve.scheduler import paths
@@ -280,6 +286,30 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--serve-args", help='extra options for every superserve serve, e.g. "--margin-ms 10"')
     b.add_argument("--records", action="store_true", help="also write every request's record")
     b.set_defaults(func=_cmd_bench)
+
+    f = sub.add_parser("bench-fault", help="fault tolerance: 4 Triton workers under bursty load, kill -9 down to 2, "
+                       "restart them; attainment and served accuracy over time -> results/<name>.json + .png")
+    f.add_argument("--name", default="fault")
+    f.add_argument("--workers", type=int, default=4)
+    f.add_argument("--min-workers", type=int, default=2, help="kill down to this many")
+    f.add_argument("--duration", type=float, default=60.0, help="seconds of load")
+    f.add_argument("--kill-at", type=float, default=8.0)
+    f.add_argument("--kill-every", type=float, default=6.0)
+    f.add_argument("--restart-at", type=float, default=22.0)
+    f.add_argument("--restart-every", type=float, default=8.0)
+    f.add_argument("--rate", type=float, default=0.6, help="mean rate as a multiple of the measured capacity "
+                   "(of one Triton on all cores; default 0.6, so that half the cores cannot carry it on the largest subnet)")
+    f.add_argument("--capacity-rps", type=float, help="use this capacity instead of measuring it")
+    f.add_argument("--cv2", type=float, default=8.0, help="burstiness of the trace")
+    f.add_argument("--slo-ms", type=float, default=100.0)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--isolation", choices=("quota", "pin", "none"), default="quota",
+                   help="capacity per worker: a CPU quota each (cgroup, needs root; falls back to pin), one core "
+                   "per worker index (taskset), or none")
+    f.add_argument("--worker-cpu", type=float, default=0.3, help="cores per worker with --isolation quota")
+    f.add_argument("--out-dir", help="default results/")
+    f.add_argument("--serve-args", help='extra options for superserve serve, e.g. "--hang-floor-ms 1000"')
+    f.set_defaults(func=_cmd_bench_fault)
     return p
 
 

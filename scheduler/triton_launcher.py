@@ -47,6 +47,9 @@ class TritonConfig:
     exit_timeout_s: int = 2
     """Triton's --exit-timeout-secs; its default of 30 makes every SIGTERM slow."""
     extra_args: tuple[str, ...] = field(default=())
+    wrapper: tuple[str, ...] = ()
+    """A command that runs the server, e.g. ("taskset", "-c", "1") to pin it (and its backend stubs,
+    which inherit the affinity) to core 1; it must exec the server, so the process stays ours to stop."""
 
     def __post_init__(self):
         for name in ("http_port", "grpc_port", "metrics_port"):
@@ -123,7 +126,8 @@ def command(cfg: TritonConfig, backends: Path) -> list[str]:
     if cfg.models or cfg.explicit:
         cmd.append("--model-control-mode=explicit")
         cmd += [f"--load-model={m}" for m in cfg.models]
-    return cmd + list(cfg.extra_args)
+    cmd += list(cfg.extra_args)
+    return [*cfg.wrapper, *cmd]
 
 
 class TritonProcess:
