@@ -126,6 +126,53 @@ def test_killed_worker_is_retried_around_marked_down_and_readmitted(tmp_path):
                 p.stop()
 
 
+def test_hung_worker_is_abandoned_and_readmitted_when_it_answers_again(tmp_path):
+    """SIGSTOP freezes a worker (its TCP connections stay open, so calls hang rather than fail): its
+    batch is abandoned after the hang rule's time and served by the other worker; SIGCONT brings it back."""
+    a, b = TritonProcess(triton_config(tmp_path, "a")), TritonProcess(triton_config(tmp_path, "b"))
+    try:
+        start_all([a, b])
+        http, grpc = free_ports(2)
+        profile = sorted((paths.repo_root() / "profiles").glob("*.json"))[0]
+        args = ["--http-port", str(http), "--grpc-port", str(grpc), "--worker", a.cfg.grpc_url,
+                "--worker", b.cfg.grpc_url, "--profile", str(profile), "--hang-floor-ms", "300"]
+        with serve_subprocess(args, str(tmp_path / "serve.log")):
+            url = f"127.0.0.1:{http}"
+            bkey = f'worker="{b.cfg.grpc_url}"'
+            before = outcomes(scrape(url))
+            trace = poisson(60.0, 3.0, seed=2)
+            n = len(trace.arrivals_s)
+            images = np.random.default_rng(0).random((64, 1, 28, 28), dtype=np.float32)
+
+            async def load_and_freeze():
+                load = asyncio.create_task(run_open_loop(Target(f"127.0.0.1:{grpc}"), trace.arrivals_s,
+                                                         np.full(n, 3000.0), images, np.zeros(64, int)))
+                while scrape(url).get(f'sched_worker_batches_total{{{bkey},outcome="ok"}}', 0) < 3:
+                    assert not load.done(), "the load ended before worker b served 3 batches"
+                    await asyncio.sleep(0.05)
+                os.killpg(b.proc.pid, signal.SIGSTOP)
+                return await load
+
+            try:
+                records = asyncio.run(load_and_freeze())
+                m = wait_for(lambda: (lambda m: m if m[f"sched_worker_healthy{{{bkey}}}"] == 0 else None)(scrape(url)),
+                             10, "frozen worker b marked unhealthy")
+            finally:
+                os.killpg(b.proc.pid, signal.SIGCONT)
+            s = summarize(records)
+            grown = {k: v - before.get(k, 0) for k, v in outcomes(m).items()}
+            assert s["requests"] == n and sum(grown.values()) == n, grown
+            assert sum(r.outcome in ("ok", "late") for r in records) == n, \
+                [(r.outcome, r.status, r.message) for r in records if r.outcome not in ("ok", "late")][:5]
+            failures = {k: v for k, v in m.items() if k.startswith(f"sched_worker_failures_total{{{bkey}")}
+            assert sum(failures.values()) >= 1, failures
+            print("frozen worker:", failures, {k: v for k, v in m.items() if "retries" in k})
+            wait_for(lambda: scrape(url)[f"sched_worker_healthy{{{bkey}}}"] == 1, 20, "worker b re-admitted after SIGCONT")
+    finally:
+        a.stop()
+        b.stop()
+
+
 def _listening_tritons(grpc_ports) -> list[int]:
     """Pids of processes whose command line names one of these Triton gRPC ports."""
     pids = []
