@@ -298,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--restart-at", type=float, default=22.0)
     f.add_argument("--restart-every", type=float, default=8.0)
     f.add_argument("--rate", type=float, default=0.6, help="mean rate as a multiple of the measured capacity "
-                   "(of one Triton on all cores; default 0.6, so that half the cores cannot carry it on the largest subnet)")
+                   "(largest subnet, one Triton); 0.6: 4 quota'd workers carry it on large subnets, 2 must use smaller ones")
     f.add_argument("--capacity-rps", type=float, help="use this capacity instead of measuring it")
     f.add_argument("--cv2", type=float, default=8.0, help="burstiness of the trace")
     f.add_argument("--slo-ms", type=float, default=100.0)
