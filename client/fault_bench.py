@@ -252,6 +252,12 @@ def phases(records, samples, duration_s: float) -> list[dict]:
     return out
 
 
+def _isolation_label(config: dict) -> str:
+    if config["isolation"] == "quota":
+        return f", {config['worker_cpu']:g} CPU per worker"
+    return ", workers pinned to cores" if config["isolation"] == "pin" else ", workers share all cores"
+
+
 def plot(result: dict, path: Path) -> Path:
     import matplotlib
 
@@ -282,8 +288,7 @@ def plot(result: dict, path: Path) -> Path:
                 a.axvline(e["t"], color="red" if e["event"] == "killed" else "green", lw=0.6, alpha=0.5)
     fig.suptitle(f"{result['config']['workers']} Triton workers, SlackFit, {result['trace']['kind']} "
                  f"{result['trace']['rate_rps']:.0f} req/s, slo {result['slo_ms']:g} ms"
-                 + {"quota": f", {result['config']['worker_cpu']:g} CPU per worker", "pin": ", workers pinned to cores",
-                    "none": ", workers share all cores"}[result["config"]["isolation"]], fontsize=10)
+                 + _isolation_label(result["config"]), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
