@@ -89,11 +89,20 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
 
     from superserve.scheduler.engine import EngineConfig
+    from superserve.scheduler.health import HealthConfig
     from superserve.scheduler.server import ServeConfig, serve_forever
     from superserve.scheduler.triton_launcher import TritonConfig
 
+    if args.worker and args.workers is not None:
+        print("superserve serve: give --worker URL (running Tritons) or --workers N (start N here), not both",
+              file=sys.stderr)
+        return 2
+    if args.workers is not None and args.workers < 1:
+        print(f"superserve serve: --workers must be >= 1, got {args.workers}", file=sys.stderr)
+        return 2
     cfg = ServeConfig(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port, policy=args.policy,
-                      subnet=args.subnet, workers=tuple(args.worker or ()), profile=args.profile,
+                      subnet=args.subnet, workers=tuple(args.worker or ()), local_workers=args.workers or 1,
+                      profile=args.profile,
                       latency_stat=args.latency_stat, variant_repository=args.variant_repository,
                       memory_budget=args.memory_budget, load_ms=args.load_ms, plan=args.plan,
                       triton=TritonConfig(host=args.host, http_port=args.triton_http_port,
@@ -102,7 +111,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                       engine=EngineConfig(default_slo_ms=args.default_slo_ms, queue_capacity=args.queue_capacity,
                                           max_inflight_per_worker=args.max_inflight,
                                           adapt_latency=args.adapt_latency, margin_ms=args.margin_ms,
-                                          default_min_confidence=args.min_confidence))
+                                          default_min_confidence=args.min_confidence),
+                      health=HealthConfig(probe_interval_s=args.probe_interval_ms / 1000,
+                                          max_backoff_s=max(args.probe_interval_ms / 1000, 2.0),
+                                          hang_factor=args.hang_factor, hang_floor_ms=args.hang_floor_ms,
+                                          max_attempts=args.max_attempts))
     return asyncio.run(serve_forever(cfg))
 
 
@@ -183,6 +196,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return bench(args)
 
 
+def _cmd_bench_fault(args: argparse.Namespace) -> int:
+    from superserve.client.fault_bench import main as bench_fault
+
+    return bench_fault(args)
+
+
 def _cmd_baselines(args: argparse.Namespace) -> int:
     from superserve.client import triton_fixed
     from superserve.scheduler import paths
@@ -240,12 +259,23 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--min-confidence", type=float, help="escalate answers below this confidence to a more "
                     "accurate subnet while slack allows, for requests that set no min_confidence (any policy)")
     sv.add_argument("--subnet", help="the one subnet policies fixed and clipper serve")
-    sv.add_argument("--triton-http-port", type=int, default=8000)
+    sv.add_argument("--triton-http-port", type=int, default=8000,
+                    help="local Triton ports; with --workers N, worker i uses these + 3*i; 0: free ports")
     sv.add_argument("--triton-grpc-port", type=int, default=8001)
     sv.add_argument("--triton-metrics-port", type=int, default=8002)
-    sv.add_argument("--triton-log-file", help="embedded Triton's log (default: a temp file)")
+    sv.add_argument("--triton-log-file", help="embedded Triton's log (default: a temp file; worker i of "
+                    "--workers N writes FILE.i)")
     sv.add_argument("--worker", action="append", metavar="URL",
                     help="gRPC host:port of a running Triton worker (repeatable); default: start one")
+    sv.add_argument("--workers", type=int, metavar="N",
+                    help="start N local Triton workers (default 1); not with --worker")
+    sv.add_argument("--probe-interval-ms", type=float, default=500.0,
+                    help="readiness probe period per worker (backs off to 2 s while a worker is down)")
+    sv.add_argument("--hang-factor", type=float, default=10.0,
+                    help="a batch call is hung after max(hang-factor x its expected latency, --hang-floor-ms)")
+    sv.add_argument("--hang-floor-ms", type=float, default=2000.0, help="see --hang-factor")
+    sv.add_argument("--max-attempts", type=int, default=3,
+                    help="dispatches per request before a worker failure is answered with an error")
     sv.add_argument("--profile", help="profile JSON (default profiles/<hardware>.json)")
     sv.add_argument("--latency-stat", choices=("mean", "p99"), default="mean",
                     help="which profiled latency the policy plans with")
@@ -363,6 +393,30 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--serve-args", help='extra options for every superserve serve, e.g. "--margin-ms 10"')
     b.add_argument("--records", action="store_true", help="also write every request's record")
     b.set_defaults(func=_cmd_bench)
+
+    f = sub.add_parser("bench-fault", help="fault tolerance: 4 Triton workers under bursty load, kill -9 down to 2, "
+                       "restart them; attainment and served accuracy over time -> results/<name>.json + .png")
+    f.add_argument("--name", default="fault")
+    f.add_argument("--workers", type=int, default=4)
+    f.add_argument("--min-workers", type=int, default=2, help="kill down to this many")
+    f.add_argument("--duration", type=float, default=60.0, help="seconds of load")
+    f.add_argument("--kill-at", type=float, default=8.0)
+    f.add_argument("--kill-every", type=float, default=6.0)
+    f.add_argument("--restart-at", type=float, default=22.0)
+    f.add_argument("--restart-every", type=float, default=8.0)
+    f.add_argument("--rate", type=float, default=0.6, help="mean rate as a multiple of the measured capacity "
+                   "(largest subnet, one Triton); 0.6: 4 quota'd workers carry it on large subnets, 2 must use smaller ones")
+    f.add_argument("--capacity-rps", type=float, help="use this capacity instead of measuring it")
+    f.add_argument("--cv2", type=float, default=8.0, help="burstiness of the trace")
+    f.add_argument("--slo-ms", type=float, default=100.0)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--isolation", choices=("quota", "pin", "none"), default="quota",
+                   help="capacity per worker: a CPU quota each (cgroup, needs root; falls back to pin), one core "
+                   "per worker index (taskset), or none")
+    f.add_argument("--worker-cpu", type=float, default=0.3, help="cores per worker with --isolation quota")
+    f.add_argument("--out-dir", help="default results/")
+    f.add_argument("--serve-args", help='extra options for superserve serve, e.g. "--hang-floor-ms 1000"')
+    f.set_defaults(func=_cmd_bench_fault)
     return p
 
 

@@ -14,6 +14,20 @@ from .errors import InvalidInput, WorkerFailed
 log = logging.getLogger(__name__)
 
 
+def worker_client(url: str) -> grpcaio.InferenceServerClient:
+    """A gRPC client for a Triton worker that reconnects within about a second once a dead worker is
+    back (gRPC's default reconnect back-off grows to minutes, which would delay re-admission)."""
+    ka = grpcclient.KeepAliveOptions()
+    return grpcaio.InferenceServerClient(url, channel_args=[
+        ("grpc.max_send_message_length", grpcclient.MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.max_receive_message_length", grpcclient.MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.keepalive_time_ms", ka.keepalive_time_ms), ("grpc.keepalive_timeout_ms", ka.keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", ka.keepalive_permit_without_calls),
+        ("grpc.http2.max_pings_without_data", ka.http2_max_pings_without_data),
+        ("grpc.initial_reconnect_backoff_ms", 250), ("grpc.min_reconnect_backoff_ms", 250),
+        ("grpc.max_reconnect_backoff_ms", 1000)])
+
+
 def map_error(url: str, e: InferenceServerException, model: str | None = None) -> Exception:
     """Triton's INVALID_ARGUMENT is the request's fault (400); anything else is the worker's (500)."""
     if "INVALID_ARGUMENT" in str(e.status()):
@@ -34,7 +48,7 @@ class TritonWorker:
 
     def __init__(self, url: str, model: str = "supernet"):
         self.url, self.model = url, model
-        self.client = grpcaio.InferenceServerClient(url)
+        self.client = worker_client(url)
         self.inflight = 0
         self.healthy = True
         self._outputs = [grpcclient.InferRequestedOutput("LOGITS"), grpcclient.InferRequestedOutput("INFO")]

@@ -19,10 +19,12 @@ from .edf_queue import EDFQueue, Pending
 from .escalation import MEASURES, escalate, threshold_for
 from .latency_tracker import LatencyTracker
 from .errors import DeadlineInfeasible, InvalidInput, Overloaded, ServeError, WorkerFailed
+from .health import HealthConfig, Retry, retry_decision
 from .metrics import Stats
 from .policies import Batch, Policy, WorkerView
 from .policies.base import drop_infeasible_head
 from .profile import Profile
+from .worker_pool import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +76,13 @@ class _Job:
     """Subnets that have run this request so far (cascade stages)."""
     fallback: Answer | None = None
     """An escalated request's previous answer: returned if the next stage cannot run in time."""
+    attempts: int = 0
+    """Dispatches of the current stage (a failed worker's batch may be retried, health.py)."""
 
 
 class Engine:
     def __init__(self, cfg: EngineConfig, profile: Profile, policy: Policy, workers: list,
-                 clock: Clock | None = None, stats: Stats | None = None):
+                 clock: Clock | None = None, stats: Stats | None = None, health: HealthConfig | None = None):
         if not workers:
             raise ValueError("the scheduler needs at least one worker")
         self.cfg, self.policy, self.workers = cfg, policy, workers
@@ -93,6 +97,9 @@ class Engine:
         self._ids = itertools.count(1)
         self._sweep: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
+        self.pool = WorkerPool(workers, health or HealthConfig(), self.clock, self.stats,
+                               on_change=self._workers_changed)
+        """Worker health, probes and hang watch; ``pool.start()`` once a loop runs (server.py)."""
 
     # -- admission ---------------------------------------------------------------------------
     async def infer(self, image: np.ndarray, params: RequestParams) -> Answer:
@@ -153,8 +160,7 @@ class Engine:
 
     # -- the pump ----------------------------------------------------------------------------
     def _free_worker(self):
-        free = [w for w in self.workers if w.healthy and w.inflight < self.cfg.max_inflight_per_worker]
-        return min(free, key=lambda w: w.inflight) if free else None
+        return self.pool.pick(self.cfg.max_inflight_per_worker)
 
     def _pump(self) -> None:
         while len(self.queue):
@@ -224,16 +230,16 @@ class Engine:
         images = np.concatenate([j.image for j in jobs]) if len(jobs) > 1 else jobs[0].image
         self.stats.batch_size.observe(len(images))
         timeout_s = (max(j.pending.deadline_ms for j in jobs) - dispatched + self.cfg.worker_timeout_grace_ms) / 1000
+        for j in jobs:
+            j.attempts += 1
         try:
             try:
-                logits, infos = await worker.infer(images, batch.subnet, timeout_s)
-            except Exception as e:  # every request of the batch gets this error, none is lost
+                logits, infos = await self.pool.call(worker, worker.infer(images, batch.subnet, timeout_s),
+                                                     batch.expected_ms)
+            except Exception as e:  # every request of the batch is retried or gets an error, none is lost
                 err = e if isinstance(e, ServeError) else WorkerFailed(f"worker {worker.url}: {e}")
                 log.warning("batch of %d on %s failed: %s", len(jobs), batch.subnet, err)
-                for j in jobs:
-                    self._count_error(err)
-                    if not j.future.done():
-                        j.future.set_exception(err)
+                self._retry_or_fail(jobs, err)
                 return
             finally:
                 worker.inflight -= 1
@@ -243,7 +249,11 @@ class Engine:
             if hasattr(self.policy, "observe"):
                 self.policy.observe(batch, done - dispatched,
                                     min(j.pending.deadline_ms - j.pending.arrival_ms for j in jobs))
-            self._answer_or_escalate(batch.subnet, jobs, logits, infos, dispatched, done)
+            try:
+                self._answer_or_escalate(batch.subnet, jobs, logits, infos, dispatched, done)
+            except Exception as e:  # a bug here must still answer every request, once
+                log.exception("answering a batch of %d on %s failed", len(jobs), batch.subnet)
+                self._fail_unanswered(jobs, WorkerFailed(f"scheduler error while answering: {e}"))
         finally:  # after escalations are queued, so the worker just freed can take them
             self._pump()
 
@@ -261,15 +271,23 @@ class Engine:
             answer = Answer(logits[row:row + n], rows_info)
             row += n
             threshold = threshold_for(j.pending, subnet, self.policy, self.cfg.default_min_confidence)
-            nxt = escalate(j.pending, ran.accuracy, min(i[measure] for i in rows_info), threshold, plan_now,
-                           self.policy, self.profile)
+            conf = min((i.get(measure, 1.0) for i in rows_info), default=1.0) if threshold is not None else 1.0
+            nxt = escalate(j.pending, ran.accuracy, conf, threshold, plan_now, self.policy, self.profile)
             if nxt is not None and len(self.queue) < self.queue.capacity and not j.future.done():
-                j.pending, j.fallback = nxt, answer
+                j.pending, j.fallback, j.attempts = nxt, answer, 0
                 self._jobs[nxt.id] = j
                 self.queue.push(nxt)
                 self.stats.escalations += 1
                 continue
             self._finish(j, answer, done)
+
+    def _fail_unanswered(self, jobs: list[_Job], err: ServeError) -> None:
+        for j in jobs:
+            if not j.future.done():
+                self.queue.remove([j.pending.id])
+                self._jobs.pop(j.pending.id, None)
+                self._count_error(err)
+                j.future.set_exception(err)
 
     def _finish(self, j: _Job, answer: Answer, done: float) -> None:
         """Answer ``j`` with ``answer`` (its last stage's result), counted once."""
@@ -285,6 +303,51 @@ class Engine:
         self.stats.request_latency_seconds.observe((done - p.arrival_ms) / 1000)
         if not j.future.done():
             j.future.set_result(answer)
+
+    def _workers_changed(self) -> None:
+        """A worker left or rejoined the rotation. With none left, queued requests get 503 now rather
+        than 504 at their deadline; otherwise the queue is re-planned on the workers there are."""
+        if not self.pool.any_healthy() and len(self.queue):
+            err = Overloaded("no Triton worker is alive")
+            for p in self.queue.remove([p.id for p in self.queue.snapshot()]):
+                job = self._jobs.pop(p.id)
+                if job.fallback is not None:
+                    self.stats.escalation_fallbacks += 1
+                    self._finish(job, job.fallback, self.clock.now_ms())
+                    continue
+                self._count_error(err)
+                if not job.future.done():
+                    job.future.set_exception(err)
+            self.stats.queue_depth = 0
+        self._pump()
+
+    def _retry_or_fail(self, jobs: list[_Job], err: ServeError) -> None:
+        """After a failed batch: put back in the queue the requests another worker may still serve in
+        time (health.retry_decision), answer the others with ``err``, or Overloaded if no worker is left.
+        The failed call is over (failed, or cancelled as hung), so nothing answers these jobs twice."""
+        plan_now, any_healthy, requeued = self._plan_now(), self.pool.any_healthy(), 0
+        for j in jobs:
+            action = Retry.FAIL
+            if not isinstance(err, InvalidInput) and not j.future.done():
+                action = retry_decision(self.pool.cfg, j.attempts, j.pending.deadline_ms, plan_now,
+                                        self.policy.fastest_ms(j.pending, self.profile), any_healthy)
+            if action is Retry.REQUEUE and len(self.queue) < self.queue.capacity:
+                self._jobs[j.pending.id] = j
+                self.queue.push(j.pending)
+                requeued += 1
+                continue
+            if j.fallback is not None:  # an escalated request keeps its previous stage's answer
+                self.stats.escalation_fallbacks += 1
+                self._finish(j, j.fallback, self.clock.now_ms())
+                continue
+            e = Overloaded(f"no Triton worker is alive ({err})") if action is Retry.OVERLOADED else err
+            self._count_error(e)
+            if not j.future.done():
+                j.future.set_exception(e)
+        if requeued:
+            self.stats.batch_retries += 1
+            self.stats.request_retries += requeued
+            log.warning("retrying %d of %d requests on another worker (%s)", requeued, len(jobs), err)
 
     def _track_latency(self, worker, subnet: str, rows: int, observed_ms: float) -> None:
         if getattr(worker, "last_call_loaded", False):
@@ -303,6 +366,7 @@ class Engine:
     async def close(self) -> None:
         if self._sweep:
             self._sweep.cancel()
+        await self.pool.close()
         for t in list(self._tasks):
             t.cancel()
         for w in self.workers:

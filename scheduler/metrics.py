@@ -62,6 +62,16 @@ class Stats:
     latency_factor: float = 1.0
     """Observed/profiled batch latency the policy currently plans with."""
     worker_inflight: dict = field(default_factory=dict)
+    worker_healthy: dict = field(default_factory=dict)
+    """1 while a worker is in rotation, 0 while it is out (worker_pool.py)."""
+    worker_failures: Counter = field(default_factory=Counter)
+    """By (worker, reason): error (a call failed), hang (a call outran the hang rule), probe."""
+    worker_batches: Counter = field(default_factory=Counter)
+    """Batch calls by (worker, outcome): ok, failed, hung, invalid."""
+    worker_readmissions: Counter = field(default_factory=Counter)
+    batch_retries: int = 0
+    """Failed batches whose requests (some or all) went back to the queue."""
+    request_retries: int = 0
     batch_size: Histogram = field(default_factory=lambda: Histogram((1, 2, 4, 8, 16, 32, 64)))
     decision_seconds: Histogram = field(default_factory=lambda: Histogram((1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 1e-2)))
     queue_wait_seconds: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_S))
@@ -93,6 +103,24 @@ def render(s: Stats) -> str:
     out += [f'sched_subnet_selected_total{{subnet="{k}"}} {v}' for k, v in sorted(s.subnet_selected.items())]
     out += ["# HELP sched_worker_inflight Batches in flight per Triton worker.", "# TYPE sched_worker_inflight gauge"]
     out += [f'sched_worker_inflight{{worker="{k}"}} {v}' for k, v in sorted(s.worker_inflight.items())]
+    out += ["# HELP sched_worker_healthy 1 while a Triton worker is in rotation, 0 while it is out.",
+            "# TYPE sched_worker_healthy gauge"]
+    out += [f'sched_worker_healthy{{worker="{k}"}} {v}' for k, v in sorted(s.worker_healthy.items())]
+    out += ["# HELP sched_worker_failures_total Times a worker was found failing, by reason (error, hang, probe).",
+            "# TYPE sched_worker_failures_total counter"]
+    out += [f'sched_worker_failures_total{{worker="{w}",reason="{r}"}} {v}'
+            for (w, r), v in sorted(s.worker_failures.items())]
+    out += ["# HELP sched_worker_batches_total Batch calls per worker, by outcome (ok, failed, hung, invalid).",
+            "# TYPE sched_worker_batches_total counter"]
+    out += [f'sched_worker_batches_total{{worker="{w}",outcome="{o}"}} {v}'
+            for (w, o), v in sorted(s.worker_batches.items())]
+    out += ["# HELP sched_worker_readmissions_total Times a worker came back into rotation.",
+            "# TYPE sched_worker_readmissions_total counter"]
+    out += [f'sched_worker_readmissions_total{{worker="{k}"}} {v}' for k, v in sorted(s.worker_readmissions.items())]
+    out += ["# HELP sched_batch_retries_total Failed batches whose requests went back to the queue.",
+            "# TYPE sched_batch_retries_total counter", f"sched_batch_retries_total {s.batch_retries}",
+            "# HELP sched_request_retries_total Requests put back in the queue after their worker failed.",
+            "# TYPE sched_request_retries_total counter", f"sched_request_retries_total {s.request_retries}"]
     for name, h, help_ in (("sched_batch_size", s.batch_size, "Rows per dispatched batch."),
                            ("sched_decision_seconds", s.decision_seconds, "Time the policy took per decision."),
                            ("sched_queue_wait_seconds", s.queue_wait_seconds, "Arrival to dispatch."),

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
+import numpy as np
 from aiohttp import web
 from google.protobuf import json_format
 
@@ -20,6 +21,7 @@ from .api_http import HttpFrontend, ModelSurface
 from .dispatcher import TritonWorker
 from .gears import GearPlan
 from .engine import Engine, EngineConfig
+from .health import HealthConfig
 from .hardware import hardware_name
 from .policies import make_policy
 from .profile import Profile, ProfileError
@@ -39,7 +41,9 @@ class ServeConfig:
     subnet: str | None = None
     """The subnet of policy 'fixed'."""
     workers: tuple[str, ...] = ()
-    """gRPC host:port of running Triton workers; empty: start one embedded Triton."""
+    """gRPC host:port of running Triton workers; empty: start ``local_workers`` embedded Tritons."""
+    local_workers: int = 1
+    """Embedded Tritons to start when ``workers`` is empty (see ``local_triton_configs`` for ports)."""
     triton: TritonConfig = field(default_factory=TritonConfig)
     profile: str | None = None
     """Profile path; default profiles/<hardware>.json, else the one committed profile (with a warning)."""
@@ -53,6 +57,30 @@ class ServeConfig:
     plan: str | None = None
     """Policy cascade: the gear plan (default plans/<hardware>.json, made by 'superserve plan')."""
     engine: EngineConfig = field(default_factory=EngineConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+
+    def __post_init__(self):
+        if self.local_workers < 1:
+            raise ValueError(f"local_workers must be >= 1, got {self.local_workers}")
+        if self.workers and self.local_workers != 1:
+            raise ValueError(f"give running workers ({len(self.workers)} URLs) or a number of local workers "
+                             f"({self.local_workers}), not both")
+
+
+def local_triton_configs(base: TritonConfig, n: int) -> list[TritonConfig]:
+    """Ports of ``n`` local Tritons: worker i takes the base ports + 3*i (8000-8002, 8003-8005, ... by
+    default); a base port of 0 means free ports chosen by the OS, fresh for every worker."""
+    ports = [base.http_port, base.grpc_port, base.metrics_port]
+    out = []
+    for i in range(n):
+        http, grpc, metrics = (p + 3 * i if p else 0 for p in ports)  # TritonProcess resolves 0
+        log_file = base.log_file if n == 1 or not base.log_file else f"{base.log_file}.{i}"
+        out.append(replace(base, http_port=http, grpc_port=grpc, metrics_port=metrics, log_file=log_file))
+    used = [p for c in out for p in (c.http_port, c.grpc_port, c.metrics_port) if p]
+    if len(set(used)) != len(used):
+        raise ValueError(f"the Triton ports of {n} local workers overlap ({used}); give three consecutive ports "
+                         "(the default 8000-8002) or 0 for free ones")
+    return out
 
 
 def find_profile(explicit: str | None) -> Path:
@@ -85,7 +113,7 @@ class Sidecar:
 
     def __init__(self, cfg: ServeConfig):
         self.cfg = cfg
-        self.triton: TritonProcess | None = None
+        self.tritons: list[TritonProcess] = []
         self.engine: Engine | None = None
         self._runner: web.AppRunner | None = None
         self._grpc: grpc.aio.Server | None = None
@@ -106,8 +134,8 @@ class Sidecar:
             triton_cfg = cfg.triton if cfg.triton.models else replace(cfg.triton, models=(MODEL,))
         urls = list(cfg.workers)
         if not urls:
-            self.triton = await asyncio.to_thread(TritonProcess(triton_cfg).start)
-            urls = [cfg.triton.grpc_url]
+            await self._start_tritons(local_triton_configs(triton_cfg, cfg.local_workers))
+            urls = [t.cfg.grpc_url for t in self.tritons]
         workers = [VariantWorker(u, variants, cfg.memory_budget) if infaas else TritonWorker(u, MODEL) for u in urls]
         for w in workers:
             if not await w.ready():
@@ -140,7 +168,10 @@ class Sidecar:
         surface = ModelSurface(MODEL, _int_lists(meta),
                                _int_lists(json_format.MessageToDict(config_pb.config, preserving_proto_field_name=True)),
                                max_rows=profile.max_batch)
-        self.engine = Engine(cfg.engine, profile, policy, workers)
+        self.engine = Engine(cfg.engine, profile, policy, workers, health=cfg.health)
+        smallest = profile.subnets[0].name
+        self.engine.pool.start(None if infaas else lambda w: w.infer(np.zeros((1, 1, 28, 28), np.float32), smallest,
+                                                                     cfg.health.warmup_timeout_s))
         app = HttpFrontend(self.engine, surface).app
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -155,6 +186,15 @@ class Sidecar:
                  len(profile.subnets), urls)
         return self
 
+    async def _start_tritons(self, configs: list[TritonConfig]) -> None:
+        """Start the local Tritons side by side; if one fails, stop the others and raise."""
+        procs = [TritonProcess(c) for c in configs]
+        results = await asyncio.gather(*(asyncio.to_thread(p.start) for p in procs), return_exceptions=True)
+        self.tritons = [p for p, r in zip(procs, results) if not isinstance(r, BaseException)]
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            raise failed[0]
+
     async def stop(self) -> None:
         if self._grpc:
             await self._grpc.stop(grace=1)
@@ -162,8 +202,8 @@ class Sidecar:
             await self._runner.cleanup()
         if self.engine:
             await self.engine.close()
-        if self.triton:
-            await asyncio.to_thread(self.triton.stop)
+        if self.tritons:
+            await asyncio.gather(*(asyncio.to_thread(t.stop) for t in self.tritons))
 
 
 async def serve_forever(cfg: ServeConfig) -> int:
@@ -176,8 +216,8 @@ async def serve_forever(cfg: ServeConfig) -> int:
         await sidecar.start()
         print(f"SuperServe ready  HTTP http://{cfg.host}:{cfg.http_port}  gRPC {cfg.host}:{cfg.grpc_port}  "
               f"metrics http://{cfg.host}:{cfg.http_port}/metrics  policy {cfg.policy}"
-              + (f"  Triton {cfg.triton.grpc_url} (log {sidecar.triton.log_path})" if sidecar.triton else ""),
-              flush=True)
+              + "".join(f"  Triton {t.cfg.grpc_url} (log {t.log_path})" for t in sidecar.tritons)
+              + (f"  workers {' '.join(cfg.workers)}" if cfg.workers else ""), flush=True)
         await stop.wait()
     finally:
         with contextlib.suppress(Exception):

@@ -15,9 +15,10 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import paths
@@ -46,12 +47,15 @@ class TritonConfig:
     exit_timeout_s: int = 2
     """Triton's --exit-timeout-secs; its default of 30 makes every SIGTERM slow."""
     extra_args: tuple[str, ...] = field(default=())
+    wrapper: tuple[str, ...] = ()
+    """A command that runs the server, e.g. ("taskset", "-c", "1") to pin it (and its backend stubs,
+    which inherit the affinity) to core 1; it must exec the server, so the process stays ours to stop."""
 
     def __post_init__(self):
         for name in ("http_port", "grpc_port", "metrics_port"):
             port = getattr(self, name)
-            if not 0 < port < 65536:
-                raise ValueError(f"{name} must be in 1..65535, got {port}")
+            if not 0 <= port < 65536:
+                raise ValueError(f"{name} must be in 0..65535 (0: a free port), got {port}")
 
     @property
     def http_url(self) -> str:
@@ -93,7 +97,7 @@ def backend_directory() -> Path:
     for f in [src / "backends/python/libtriton_python.so", src / "backends/python/triton_python_backend_utils.py", stub]:
         dst = py_dir / f.name
         if not dst.exists() or dst.stat().st_size != f.stat().st_size:
-            tmp = dst.with_suffix(".tmp")
+            tmp = dst.with_name(f"{dst.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # parallel starts
             shutil.copy2(f, tmp)
             tmp.replace(dst)
     link = root / "python_supernet"
@@ -122,13 +126,19 @@ def command(cfg: TritonConfig, backends: Path) -> list[str]:
     if cfg.models or cfg.explicit:
         cmd.append("--model-control-mode=explicit")
         cmd += [f"--load-model={m}" for m in cfg.models]
-    return cmd + list(cfg.extra_args)
+    cmd += list(cfg.extra_args)
+    return [*cfg.wrapper, *cmd]
 
 
 class TritonProcess:
     """One running tritonserver. Use as a context manager, or start()/stop()."""
 
     def __init__(self, cfg: TritonConfig):
+        if 0 in (cfg.http_port, cfg.grpc_port, cfg.metrics_port):  # 0: any free port, chosen now
+            from .ports import free_ports
+
+            free = iter(free_ports(3, cfg.host))
+            cfg = replace(cfg, **{k: getattr(cfg, k) or next(free) for k in ("http_port", "grpc_port", "metrics_port")})
         self.cfg = cfg
         self.proc: subprocess.Popen | None = None
         self.log_path = Path(cfg.log_file or tempfile.mkstemp(prefix="tritonserver-", suffix=".log")[1])

@@ -25,12 +25,11 @@ from pathlib import Path
 
 import numpy as np
 import tritonclient.grpc as grpcclient
-import tritonclient.grpc.aio as grpcaio
 from tritonclient.utils import InferenceServerException
 
 from . import paths
 from .errors import InvalidInput, WorkerFailed
-from .dispatcher import map_error, split_result
+from .dispatcher import map_error, split_result, worker_client
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +190,7 @@ class VariantWorker:
                              f"{unload_timeout_s}")
         self.url, self.variants, self.memory_budget = url, dict(variants), memory_budget
         self.load_timeout_s, self.unload_timeout_s = load_timeout_s, unload_timeout_s
-        self.client = grpcaio.InferenceServerClient(url)
+        self.client = worker_client(url)
         self.inflight = 0
         self.healthy = True
         self.last_call_loaded = False
