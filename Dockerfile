@@ -46,9 +46,10 @@ print('torch', torch.__version__, 'numpy', numpy.__version__)"
 
 # ---- stage 2: the runtime image ------------------------------------------------------------------------
 FROM ${BASE_IMAGE}
-# Fashion-MNIST's test split for the Locust users (Debian's package; the images are MIT licensed).
+# Fashion-MNIST's test split for the Locust users (Debian's package; the images are MIT licensed), and
+# libexpat1, which Triton's Python backend stub links (present in both bases named above; installed to be sure).
 RUN apt-get update -q \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends dataset-fashion-mnist \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends dataset-fashion-mnist libexpat1 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --create-home --uid 1000 --shell /bin/bash superserve
 COPY --from=deps /opt/venv /opt/venv

@@ -39,6 +39,7 @@ STACK_UP=0
 DOCKERD_PID=
 PASSED=0
 FAILED=0
+exec 3>&1 4>&2   # the real stdout/stderr, for traps that fire while a step's output goes to its log file
 
 elapsed() { awk -v a="$1" -v b="$(date +%s%N)" 'BEGIN { printf "%.1f", (b - a) / 1e9 }'; }
 say() { printf '[compose-test %6ss] %s\n' "$(elapsed "$T0")" "$*"; }
@@ -57,10 +58,10 @@ step() {
   fi
   say "$name: done in $(elapsed "$s") s"
 }
-skip() {
-  echo "compose test SKIPPED: $*"
+SKIP_REASON=
+skip() {  # the reason is printed last, by cleanup
+  SKIP_REASON=$*
   if [ "${SUPERSERVE_REQUIRE_DOCKER:-0}" = 1 ]; then
-    echo "SUPERSERVE_REQUIRE_DOCKER=1: a skip is a failure"
     exit 1
   fi
   exit 0
@@ -72,6 +73,7 @@ compose() { docker compose -p "$PROJECT" "$@"; }
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
+  exec >&3 2>&4
   if [ "$STACK_UP" = 1 ]; then
     if [ "$rc" != 0 ]; then
       say "container states and log tails (for the failure above):"
@@ -85,8 +87,17 @@ cleanup() {
     kill "$DOCKERD_PID" 2>/dev/null || true
     for _ in $(seq 1 100); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 0.2; done
   fi
-  if [ "$rc" = 0 ]; then
-    say "compose test PASSED in $(elapsed "$T0") s (logs in $LOG_DIR)"
+  if [ -n "$SKIP_REASON" ]; then
+    if [ "$rc" != 0 ]; then
+      say "SUPERSERVE_REQUIRE_DOCKER=1, so a missing engine fails the test (logs in $LOG_DIR)"
+      echo "compose test FAILED: $SKIP_REASON"
+    else
+      rm -rf "$LOG_DIR"
+      echo "compose test SKIPPED: $SKIP_REASON"
+    fi
+  elif [ "$rc" = 0 ]; then
+    rm -rf "$LOG_DIR"
+    say "compose test PASSED in $(elapsed "$T0") s"
     echo "compose: $PASSED passed, $FAILED failed"
   else
     say "compose test FAILED (exit $rc) after $(elapsed "$T0") s (logs in $LOG_DIR)"
@@ -95,8 +106,8 @@ cleanup() {
   exit "$rc"
 }
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'say "terminated (the time limit?)"; exit 124' TERM
+trap 'exec >&3 2>&4; say "interrupted"; exit 130' INT
+trap 'exec >&3 2>&4; say "terminated (the time limit?)"; exit 124' TERM
 
 # ---- 1. the engine ---------------------------------------------------------------------------------------
 install_engine() {
@@ -115,7 +126,9 @@ if ! command -v dockerd >/dev/null || ! command -v docker >/dev/null \
 fi
 
 start_dockerd() {  # start_dockerd [extra dockerd flags]: 0 once `docker info` answers within 40 s
-  dockerd --host unix:///var/run/docker.sock "$@" > "$LOG_DIR/dockerd.log" 2>&1 &
+  # Its own session: the time limit's TERM to this script's process group must not stop the engine
+  # before the trap has taken the stack down (cleanup stops it afterwards).
+  setsid dockerd --host unix:///var/run/docker.sock "$@" > "$LOG_DIR/dockerd.log" 2>&1 &
   DOCKERD_PID=$!
   for _ in $(seq 1 200); do
     docker info >/dev/null 2>&1 && return 0
@@ -131,6 +144,10 @@ if docker info >/dev/null 2>&1; then
   say "using the running Docker engine ($(docker version --format '{{.Server.Version}}' 2>/dev/null))"
 else
   [ "$(id -u)" = 0 ] || skip "no Docker engine runs and starting dockerd needs root"
+  # A dockerd that was killed leaves its pid file behind, and a new one refuses to start over it.
+  if [ -f /var/run/docker.pid ] && ! kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then
+    rm -f /var/run/docker.pid
+  fi
   s=$(date +%s%N)
   # Plain dockerd first; then without iptables (no NAT: builds then need docker/wheels, but the stack runs).
   if start_dockerd || start_dockerd --iptables=false --ip6tables=false; then
