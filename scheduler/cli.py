@@ -102,6 +102,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return 2
     cfg = ServeConfig(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port, policy=args.policy,
                       subnet=args.subnet, workers=tuple(args.worker or ()), local_workers=args.workers or 1,
+                      resolve_workers=args.resolve_workers,
                       profile=args.profile,
                       latency_stat=args.latency_stat, variant_repository=args.variant_repository,
                       memory_budget=args.memory_budget, load_ms=args.load_ms, plan=args.plan,
@@ -269,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="gRPC host:port of a running Triton worker (repeatable); default: start one")
     sv.add_argument("--workers", type=int, metavar="N",
                     help="start N local Triton workers (default 1); not with --worker")
+    sv.add_argument("--resolve-workers", action="store_true",
+                    help="use every address each --worker host resolves to, one worker each (docker compose --scale)")
     sv.add_argument("--probe-interval-ms", type=float, default=500.0,
                     help="readiness probe period per worker (backs off to 2 s while a worker is down)")
     sv.add_argument("--hang-factor", type=float, default=10.0,

@@ -51,6 +51,10 @@ class GearPlan:
     """Confidence measure the thresholds apply to: max_softmax or margin."""
     slo_ms: float | None = None
     supernet: str | None = None
+    reference: tuple[str, int, float] | None = None
+    """(subnet, batch, latency_ms) of one profile point as planned. Online, the profile the policy is given
+    may be scaled (the engine's observed/profiled latency); the rate is looked up scaled the same way,
+    since a system running 2x slower than planned behaves like the plan at 2x the rate."""
 
     def __post_init__(self):
         if not self.gears:
@@ -80,7 +84,9 @@ class GearPlan:
                           for g in d["gears"])
         except (KeyError, TypeError) as e:
             raise PlanError(f"gear plan is missing field {e}") from None
-        return cls(gears, d.get("measure", "max_softmax"), d.get("slo_ms"), d.get("supernet"))
+        ref = d.get("reference")
+        ref = (ref["subnet"], int(ref["batch"]), float(ref["latency_ms"])) if ref else None
+        return cls(gears, d.get("measure", "max_softmax"), d.get("slo_ms"), d.get("supernet"), ref)
 
     @classmethod
     def load(cls, path: str | Path) -> "GearPlan":

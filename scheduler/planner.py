@@ -230,6 +230,8 @@ def build_plan(profile: Profile, record, cfg: PlanConfig, thresholds=THRESHOLDS,
             "slo_ms": cfg.slo_ms, "margin_ms": cfg.margin_ms, "workers": cfg.workers,
             "peak_rps": round(cfg.peak_rps or peak_rps(profile, cfg.workers), 1), "quantile": cfg.quantile,
             "thresholds": list(thresholds), "cascades_enumerated": len(every),
+            "reference": {"subnet": profile.subnets[-1].name, "batch": profile.max_batch,
+                          "latency_ms": profile.subnets[-1].at(profile.max_batch)},
             "infeasible_above_rps": infeasible, "gears": gears,
             "report": report(every, profile, test_record, measure),
             "pareto": [c.as_dict(profile) for c in front], "simulations": sims}

@@ -42,6 +42,9 @@ class ServeConfig:
     """The subnet of policy 'fixed'."""
     workers: tuple[str, ...] = ()
     """gRPC host:port of running Triton workers; empty: start ``local_workers`` embedded Tritons."""
+    resolve_workers: bool = False
+    """Expand each worker host name into every address it resolves to (docker compose --scale: one DNS
+    name, many Triton containers). Resolved once, at start."""
     local_workers: int = 1
     """Embedded Tritons to start when ``workers`` is empty (see ``local_triton_configs`` for ports)."""
     triton: TritonConfig = field(default_factory=TritonConfig)
@@ -81,6 +84,26 @@ def local_triton_configs(base: TritonConfig, n: int) -> list[TritonConfig]:
         raise ValueError(f"the Triton ports of {n} local workers overlap ({used}); give three consecutive ports "
                          "(the default 8000-8002) or 0 for free ones")
     return out
+
+
+def expand_workers(urls, resolve=None) -> list[str]:
+    """``host:port`` -> one ``ip:port`` per address ``host`` resolves to (sorted, deduplicated)."""
+    import socket
+
+    def default(host: str, port: int) -> list[str]:
+        try:
+            return [a[4][0] for a in socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_STREAM)]
+        except socket.gaierror as e:
+            raise ValueError(f"worker {host}:{port}: cannot resolve {host!r} ({e})") from None
+
+    resolve = resolve or default
+    out = []
+    for url in urls:
+        host, _, port = url.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"worker {url!r} must be host:port")
+        out += [f"{ip}:{port}" for ip in sorted(set(resolve(host, int(port))))]
+    return list(dict.fromkeys(out))
 
 
 def find_profile(explicit: str | None) -> Path:
@@ -132,7 +155,9 @@ class Sidecar:
             triton_cfg = replace(cfg.triton, model_repository=str(root), explicit=True, models=())
         else:  # only the supernet: the repository's baseline models are for benchmarks
             triton_cfg = cfg.triton if cfg.triton.models else replace(cfg.triton, models=(MODEL,))
-        urls = list(cfg.workers)
+        urls = expand_workers(cfg.workers) if cfg.resolve_workers else list(cfg.workers)
+        if cfg.resolve_workers:
+            log.info("workers %s resolve to %s", list(cfg.workers), urls)
         if not urls:
             await self._start_tritons(local_triton_configs(triton_cfg, cfg.local_workers))
             urls = [t.cfg.grpc_url for t in self.tritons]

@@ -243,8 +243,9 @@ EOF
 export SUPERSERVE_BIND=127.0.0.1 SUPERSERVE_HTTP_PORT=$HTTP_PORT SUPERSERVE_GRPC_PORT=$GRPC_PORT SUPERSERVE_LOCUST_PORT=$LOCUST_PORT
 compose down -v --remove-orphans -t 5 > "$LOG_DIR/down-leftovers.log" 2>&1 || true   # a killed earlier run
 STACK_UP=1
-step "docker compose up -d (scheduler on 127.0.0.1:$HTTP_PORT/$GRPC_PORT, locust on :$LOCUST_PORT)" compose up -d \
-  || fail "docker compose up failed"
+TRITONS=${SUPERSERVE_COMPOSE_TRITONS:-2}   # --scale triton=N: the scheduler must find and use every one
+step "docker compose up -d --scale triton=$TRITONS (scheduler on 127.0.0.1:$HTTP_PORT/$GRPC_PORT, locust on :$LOCUST_PORT)" \
+  compose up -d --scale triton="$TRITONS" || fail "docker compose up failed"
 
 wait_ready() {
   local url=$1 limit=$2 s
@@ -273,7 +274,7 @@ if [ ! -x "$py" ] || ! "$py" -c "import tritonclient.grpc, tritonclient.http" 2>
 fi
 say "requests through the scheduler (tests/compose/check_stack.py):"
 rc=0
-"$py" tests/compose/check_stack.py --http "127.0.0.1:$HTTP_PORT" --grpc "127.0.0.1:$GRPC_PORT" \
+"$py" tests/compose/check_stack.py --http "127.0.0.1:$HTTP_PORT" --grpc "127.0.0.1:$GRPC_PORT" --workers "$TRITONS" \
   --locust "http://127.0.0.1:$LOCUST_PORT/" 2>&1 | tee "$LOG_DIR/check_stack.log" | sed 's/^/    /' || rc=$?
 counts=$(grep -E '^checks: [0-9]+ passed, [0-9]+ failed' "$LOG_DIR/check_stack.log" | tail -1 || true)
 [ -n "$counts" ] || counts="checks: 0 passed, 1 failed"

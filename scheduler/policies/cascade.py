@@ -69,6 +69,12 @@ class CascadePolicy:
             self._memo = tuple(s for s in (profile.get(st.subnet) for st in self.gear.stages) if s is not None)
         return self._memo
 
+    def slowdown(self, profile: Profile) -> float:
+        """How much slower ``profile`` is than the one the plan was made with (1 if unknown)."""
+        ref = self.plan.reference
+        s = profile.get(ref[0]) if ref else None
+        return s.at(ref[1]) / ref[2] if s is not None and ref[2] > 0 else 1.0
+
     def target(self, req: Pending, profile: Profile) -> SubnetProfile | None:
         """The subnet the gear plans for ``req``: its first stage it admits (escalated requests admit
         only stages above the one that answered), else the least accurate subnet it admits."""
@@ -78,7 +84,7 @@ class CascadePolicy:
         return next((s for s in profile.subnets if req.admits(s.name, s.accuracy)), None)
 
     def decide(self, queue: Sequence[Pending], now_ms: float, profile: Profile, worker: WorkerView) -> Decision:
-        gear = self.switcher.update(self.rates.rate(now_ms), now_ms)
+        gear = self.switcher.update(self.rates.rate(now_ms) * self.slowdown(profile), now_ms)
         dropped, start = drop_infeasible_head(self, queue, now_ms, profile)
         if start >= len(queue):
             return Decision(None, dropped)

@@ -130,12 +130,18 @@ def grpc_bad_parameter(url: str) -> str:
     raise CheckFailed("an unknown parameter was accepted")
 
 
-def metrics(url: str) -> str:
+def metrics(url: str, workers: int) -> str:
     with urllib.request.urlopen(f"http://{url}/metrics", timeout=10) as r:
         text = r.read().decode()
     served = [line for line in text.splitlines() if line.startswith("sched_requests_total")]
     expect(served, "no sched_requests_total in /metrics")
-    return f"/metrics: {len(served)} sched_requests_total series"
+    healthy = [line for line in text.splitlines() if line.startswith("sched_worker_healthy{") and line.endswith(" 1")]
+    expect(len(healthy) == workers, f"{len(healthy)} healthy Triton workers in /metrics, expected {workers} "
+                                    f"(docker compose --scale triton={workers})")
+    used = [line for line in text.splitlines() if line.startswith("sched_worker_batches_total{")
+            and 'outcome="ok"' in line and float(line.rsplit(" ", 1)[1]) > 0]
+    expect(len(used) == workers, f"{len(used)} of {workers} workers served batches")
+    return f"/metrics: {len(served)} sched_requests_total series, {len(healthy)} healthy workers, all serving"
 
 
 def locust_ui(url: str) -> str:
@@ -151,11 +157,12 @@ def main() -> int:
     p.add_argument("--http", default="127.0.0.1:8010", help="scheduler HTTP host:port")
     p.add_argument("--grpc", default="127.0.0.1:8011", help="scheduler gRPC host:port")
     p.add_argument("--locust", help="Locust web UI URL (skipped if not given)")
+    p.add_argument("--workers", type=int, default=1, help="Triton containers the scheduler must be using")
     args = p.parse_args()
     checks = [("HTTP infer", http_infer, args.http), ("gRPC infer", grpc_infer, args.grpc),
               ("gRPC burst", grpc_burst, args.grpc), ("HTTP bad parameter", http_bad_parameter, args.http),
               ("HTTP bad shape", http_bad_shape, args.http), ("gRPC bad parameter", grpc_bad_parameter, args.grpc),
-              ("metrics", metrics, args.http)]
+              ("metrics", lambda url: metrics(url, args.workers), args.http)]
     if args.locust:
         checks.append(("Locust UI", locust_ui, args.locust))
     passed = failed = 0

@@ -118,3 +118,16 @@ def test_simulator_is_deterministic_and_drops_what_cannot_be_served():
     a = summarize(simulate(CascadePolicy(PLAN), PROFILE, reqs, rec), PROFILE)
     b = summarize(simulate(CascadePolicy(PLAN), PROFILE, reqs, rec), PROFILE)
     assert a == b and a["dropped"] > 0 and a["requests"] == 100
+
+
+def test_gear_lookup_scales_the_rate_by_how_much_slower_the_profile_runs_than_planned():
+    plan = GearPlan(PLAN.gears, reference=("big", 32, PROFILE.get("big").at(32)))
+    p = CascadePolicy(plan, window_ms=1000)
+    for t in range(0, 1000, 20):  # 50 req/s: gear 0 as planned
+        p.on_arrival(float(t))
+    q = tuple(Pending(i, 900, 1100 + i) for i in range(4))
+    p.decide(q, 1000.0, PROFILE, W)
+    assert p.gear is PLAN.gears[0] and p.slowdown(PROFILE) == 1.0
+    slow = PROFILE.scaled(2.5)  # the engine saw forwards 2.5x slower than profiled: 50 req/s acts like 125
+    p.decide(q, 1000.0, slow, W)
+    assert p.slowdown(slow) == pytest.approx(2.5) and p.gear is PLAN.gears[1]

@@ -71,3 +71,16 @@ def test_retry_decision(attempts, deadline, fastest, healthy, want):
 def test_config_rejects_bad_values(kw):
     with pytest.raises(ValueError):
         HealthConfig(**kw)
+
+
+def test_worker_names_expand_to_every_address_they_resolve_to():
+    from superserve.scheduler.server import expand_workers
+
+    table = {"triton": ["10.0.0.3", "10.0.0.2", "10.0.0.3"], "one": ["10.0.0.9"]}
+    assert expand_workers(["triton:8001", "one:9"], lambda h, p: table[h]) == \
+        ["10.0.0.2:8001", "10.0.0.3:8001", "10.0.0.9:9"]
+    assert expand_workers(["127.0.0.1:8001"]) == ["127.0.0.1:8001"]
+    with pytest.raises(ValueError, match="host:port"):
+        expand_workers(["triton"])
+    with pytest.raises(ValueError, match="cannot resolve"):
+        expand_workers(["no-such-host.invalid:1"])
