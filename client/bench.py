@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import json
 import shlex
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ import numpy as np
 from superserve.client import report, traces, triton_fixed
 from superserve.client.loadgen import Target, assign_slos, records_json, run_open_loop, slo_classes, summarize
 from superserve.scheduler import paths
-from superserve.scheduler.hardware import git_commit, hardware_name
+from superserve.scheduler.hardware import command_line, git_commit, hardware_name
 from superserve.scheduler.ports import free_ports
 from superserve.scheduler.profile import Profile
 from superserve.scheduler.server import find_profile, serve_subprocess
@@ -251,6 +250,6 @@ def main(args) -> int:
                       warmup=20 if args.quick else 40, records=args.records,
                       serve_args=tuple(shlex.split(args.serve_args or "")),
                       out_dir=Path(args.out_dir) if args.out_dir else paths.repo_root() / "results")
-    command = "superserve " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = command_line()
     run(cfg, command)
     return 0

@@ -28,7 +28,6 @@ import json
 import os
 import shlex
 import signal
-import sys
 import tempfile
 import time
 import urllib.request
@@ -42,7 +41,7 @@ from superserve.client.bench import _warm, measure_capacity
 from superserve.client.loadgen import Target, run_open_loop, summarize
 from superserve.client.report import arrival_series, series
 from superserve.scheduler import paths
-from superserve.scheduler.hardware import git_commit, hardware_name
+from superserve.scheduler.hardware import command_line, git_commit, hardware_name
 from superserve.scheduler.ports import free_ports
 from superserve.scheduler.profile import Profile
 from superserve.scheduler.server import find_profile, serve_subprocess
@@ -381,6 +380,6 @@ def main(args) -> int:
                       worker_cpu=args.worker_cpu,
                       serve_args=tuple(shlex.split(args.serve_args or "")),
                       out_dir=Path(args.out_dir) if args.out_dir else paths.repo_root() / "results")
-    run(cfg, "superserve " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    run(cfg, command_line())
     return 0
 

@@ -9,8 +9,6 @@ gRPC and HTTP.
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,7 +19,7 @@ import tritonclient.http as httpclient
 
 from superserve.scheduler import paths
 from superserve.scheduler.edf_queue import Pending
-from superserve.scheduler.hardware import git_commit, hardware_name
+from superserve.scheduler.hardware import command_line, git_commit, hardware_name
 from superserve.scheduler.policies import SlackFit, WorkerView
 from superserve.scheduler.ports import free_ports
 from superserve.scheduler.profile import Profile
@@ -30,7 +28,7 @@ from superserve.scheduler.triton_launcher import TritonConfig, TritonProcess
 
 
 def _header() -> dict:
-    return {"command": "superserve " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+    return {"command": command_line(),
             "commit": git_commit(paths.repo_root()), "hardware": hardware_name()}
 
 

@@ -13,6 +13,7 @@ import numpy as np
 from superserve.client import traces
 from superserve.scheduler import paths
 from superserve.scheduler.gears import GearPlan
+from superserve.scheduler.hardware import command_line
 from superserve.scheduler.policies import make_policy
 from superserve.scheduler.profile import Profile
 from superserve.scheduler.server import find_profile
@@ -35,7 +36,7 @@ def main(args) -> int:
     samples = rng.integers(0, len(record.labels), len(trace.arrivals_s))
     reqs = [SimRequest(float(t) * 1000, args.slo_ms, int(s), min_confidence=args.min_confidence)
             for t, s in zip(trace.arrivals_s, samples)]
-    result = {"command": "superserve simulate ...", "profile": profile.hardware, "trace": trace.describe(),
+    result = {"command": command_line(), "profile": profile.hardware, "trace": trace.describe(),
               "slo_ms": args.slo_ms, "workers": args.workers, "policies": {}}
     for name in args.policy.split(","):
         kind, _, arg = name.partition(":")

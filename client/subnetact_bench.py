@@ -13,9 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shlex
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +22,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from superserve.scheduler import paths
-from superserve.scheduler.hardware import git_commit, hardware_name
+from superserve.scheduler.hardware import command_line, git_commit, hardware_name
 from superserve.scheduler.ports import free_ports
 from superserve.scheduler.profiler import latency_stats, measure, timed_infer
 from superserve.scheduler.variants import build_variant_repository
@@ -143,7 +141,7 @@ def run(name: str, reps: int, command: str) -> Path:
 
 
 def main(name: str, reps: int) -> int:
-    command = "superserve " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = command_line()
     out = run(name, reps, command)
     r = json.loads(out.read_text())
     print(f"wrote {out}")

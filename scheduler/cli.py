@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shlex
 import sys
 from pathlib import Path
+
+from superserve.scheduler.hardware import command_line
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -21,7 +22,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(epochs_largest=args.epochs_largest, epochs_sandwich=args.epochs_sandwich,
                       batch_size=args.batch_size, lr=args.lr, seed=args.seed, limit=args.limit)
     out = args.out or repo_root() / "backends/python_supernet/weights/supernet.pt"
-    command = "superserve " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = command_line()
     meta = train_supernet(out, cfg, args.data_dir, device, command)
     print(f"weights: {out}  sha256 {meta['sha256']}")
     print(f"{'subnet':24} {'val':>6} {'test':>6} {'ms@b8':>7} {'MMACs':>7}")
@@ -120,16 +121,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return asyncio.run(serve_forever(cfg))
 
 
-def _command() -> str:
-    return "superserve " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-
-
 def _cmd_record(args: argparse.Namespace) -> int:
     from superserve.scheduler import paths
     from superserve.supernet import validation
 
     weights = Path(args.weights) if args.weights else paths.default_weights()
-    rec = validation.record(weights, args.data_dir, command=_command(), split=args.split)
+    rec = validation.record(weights, args.data_dir, command=command_line(), split=args.split)
     out = Path(args.out) if args.out else validation.default_path(paths.repo_root(), rec.supernet, args.split)
     rec.save(out)
     print(f"{args.split} record: {out}  ({len(rec.subnets)} subnets x {len(rec.labels)} images)")
@@ -153,7 +150,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     thresholds = tuple(float(t) for t in args.thresholds.split(",")) if args.thresholds else planner.THRESHOLDS
     cfg = planner.PlanConfig(slo_ms=args.slo_ms, margin_ms=args.margin_ms, workers=args.workers,
                              n_gears=args.gears, peak_rps=args.peak_rps)
-    plan = planner.build_plan(profile, record, cfg, thresholds, args.max_stages, args.measure, test, _command())
+    plan = planner.build_plan(profile, record, cfg, thresholds, args.max_stages, args.measure, test, command_line())
     out = Path(args.out) if args.out else paths.repo_root() / "plans" / f"{profile.hardware}.json"
     planner.write_plan(plan, out)
     print(f"gear plan for SLO {args.slo_ms:g} ms, peak {plan['peak_rps']} req/s: {out}")

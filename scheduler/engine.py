@@ -192,9 +192,7 @@ class Engine:
         for p in self.queue.remove(ids):
             job = self._jobs.pop(p.id)
             real_now = now - self.cfg.margin_ms
-            if job.fallback is not None:  # an escalation that cannot run in time: the last stage's answer
-                self.stats.escalation_fallbacks += 1
-                self._finish(job, job.fallback, real_now)
+            if self._answer_fallback(job, real_now):  # an escalation that cannot run in time
                 continue
             err = DeadlineInfeasible(f"deadline cannot be met: {p.deadline_ms - real_now:.2f} ms of slack left, less "
                                      f"than the fastest admissible subnet needs; dropped after "
@@ -281,6 +279,14 @@ class Engine:
                 continue
             self._finish(j, answer, done)
 
+    def _answer_fallback(self, j: _Job, now: float) -> bool:
+        """An escalated request that cannot go on (no time, no worker) gets its previous stage's answer."""
+        if j.fallback is None:
+            return False
+        self.stats.escalation_fallbacks += 1
+        self._finish(j, j.fallback, now)
+        return True
+
     def _fail_unanswered(self, jobs: list[_Job], err: ServeError) -> None:
         for j in jobs:
             if not j.future.done():
@@ -311,9 +317,7 @@ class Engine:
             err = Overloaded("no Triton worker is alive")
             for p in self.queue.remove([p.id for p in self.queue.snapshot()]):
                 job = self._jobs.pop(p.id)
-                if job.fallback is not None:
-                    self.stats.escalation_fallbacks += 1
-                    self._finish(job, job.fallback, self.clock.now_ms())
+                if self._answer_fallback(job, self.clock.now_ms()):
                     continue
                 self._count_error(err)
                 if not job.future.done():
@@ -336,9 +340,7 @@ class Engine:
                 self.queue.push(j.pending)
                 requeued += 1
                 continue
-            if j.fallback is not None:  # an escalated request keeps its previous stage's answer
-                self.stats.escalation_fallbacks += 1
-                self._finish(j, j.fallback, self.clock.now_ms())
+            if self._answer_fallback(j, self.clock.now_ms()):
                 continue
             e = Overloaded(f"no Triton worker is alive ({err})") if action is Retry.OVERLOADED else err
             self._count_error(e)

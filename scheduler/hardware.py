@@ -45,3 +45,11 @@ def git_commit(root) -> str:
         return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def command_line() -> str:
+    """The command that is running, as results files record it."""
+    import shlex
+    import sys
+
+    return "superserve " + " ".join(shlex.quote(a) for a in sys.argv[1:])

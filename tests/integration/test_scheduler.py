@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import time
 import urllib.request
 
@@ -18,8 +17,6 @@ from tritonclient.utils import InferenceServerException
 
 from superserve.scheduler import paths
 from superserve.scheduler.profile import Profile
-from superserve.scheduler.server import serve_subprocess
-from tests.conftest import free_ports
 
 RNG = np.random.default_rng(0)
 

@@ -10,7 +10,7 @@ import pytest
 from superserve.scheduler import paths
 from superserve.scheduler.admission import RequestParams
 from superserve.scheduler.engine import Engine, EngineConfig
-from superserve.scheduler.errors import Overloaded, ServeError, WorkerFailed
+from superserve.scheduler.errors import ServeError, WorkerFailed
 from superserve.scheduler.health import HealthConfig
 from superserve.scheduler.policies import make_policy
 from superserve.scheduler.profile import Profile
