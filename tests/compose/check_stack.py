@@ -1,6 +1,8 @@
 """Check a running compose stack from outside, through the scheduler's published ports, with tritonclient.
 
-    python tests/compose/check_stack.py --http 127.0.0.1:8010 --grpc 127.0.0.1:8011 [--locust http://127.0.0.1:8089]
+    python tests/compose/check_stack.py --http 127.0.0.1:HTTP_PORT --grpc 127.0.0.1:GRPC_PORT [--locust URL] [--workers N]
+
+(scripts/compose_test.sh publishes the stack on loopback ports it picks free at run time and passes them here.)
 
 Each check prints one line (``ok`` or ``FAIL`` with the reason); the last line is ``checks: N passed, M failed``
 and the exit code is 1 if any check failed. Used by scripts/compose_test.sh; not collected by pytest.
@@ -154,8 +156,8 @@ def locust_ui(url: str) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--http", default="127.0.0.1:8010", help="scheduler HTTP host:port")
-    p.add_argument("--grpc", default="127.0.0.1:8011", help="scheduler gRPC host:port")
+    p.add_argument("--http", required=True, help="scheduler HTTP host:port")
+    p.add_argument("--grpc", required=True, help="scheduler gRPC host:port")
     p.add_argument("--locust", help="Locust web UI URL (skipped if not given)")
     p.add_argument("--workers", type=int, default=1, help="Triton containers the scheduler must be using")
     args = p.parse_args()

@@ -52,6 +52,20 @@ def start_all(procs: list[TritonProcess]) -> None:
         list(ex.map(lambda p: p.start(), procs))
 
 
+async def load_then_signal(url: str, grpc: str, bkey: str, b: TritonProcess, trace, slo_ms: float, sig):
+    """Open-loop ``trace`` through the scheduler; once worker b has really served part of it (3 batches:
+    a condition, not a fixed delay), send ``sig`` to b's process group. Returns every request's record."""
+    n = len(trace.arrivals_s)
+    images = np.random.default_rng(0).random((64, 1, 28, 28), dtype=np.float32)
+    load = asyncio.create_task(run_open_loop(Target(f"127.0.0.1:{grpc}"), trace.arrivals_s, np.full(n, slo_ms),
+                                             images, np.zeros(64, int)))
+    while scrape(url).get(f'sched_worker_batches_total{{{bkey},outcome="ok"}}', 0) < 3:
+        assert not load.done(), "the load ended before worker b served 3 batches"
+        await asyncio.sleep(0.05)
+    os.killpg(b.proc.pid, sig)
+    return await load
+
+
 def outcomes(m: dict) -> dict[str, float]:
     return {k.split('"')[1]: v for k, v in m.items() if k.startswith("sched_requests_total{")}
 
@@ -71,19 +85,7 @@ def test_killed_worker_is_retried_around_marked_down_and_readmitted(tmp_path):
             before = outcomes(scrape(url))
             trace = poisson(100.0, 3.0, seed=1)  # ~300 requests over 3 s
             n = len(trace.arrivals_s)
-            images = np.random.default_rng(0).random((64, 1, 28, 28), dtype=np.float32)
-
-            async def load_and_kill():
-                load = asyncio.create_task(run_open_loop(Target(f"127.0.0.1:{grpc}"), trace.arrivals_s,
-                                                         np.full(n, 300.0), images, np.zeros(64, int)))
-                # Kill b once it has really served part of the load (a condition, not a fixed delay).
-                while scrape(url).get(f'sched_worker_batches_total{{{bkey},outcome="ok"}}', 0) < 3:
-                    assert not load.done(), "the load ended before worker b served 3 batches"
-                    await asyncio.sleep(0.05)
-                os.killpg(b.proc.pid, signal.SIGKILL)
-                return await load
-
-            records = asyncio.run(load_and_kill())
+            records = asyncio.run(load_then_signal(url, grpc, bkey, b, trace, 300.0, signal.SIGKILL))
             b.stop()  # reap it
             after = scrape(url)
             # Every request answered exactly once: at the client (one record each, a result or an
@@ -114,7 +116,7 @@ def test_killed_worker_is_retried_around_marked_down_and_readmitted(tmp_path):
             assert m[f"sched_worker_readmissions_total{{{bkey}}}"] >= 1
             g = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc}")
             x = grpcclient.InferInput("INPUT", [1, 1, 28, 28], "FP32")
-            x.set_data_from_numpy(images[:1])
+            x.set_data_from_numpy(np.zeros((1, 1, 28, 28), np.float32))
 
             def b_served():
                 g.infer("supernet", [x], parameters={"slo_ms": 1000})
@@ -143,19 +145,8 @@ def test_hung_worker_is_abandoned_and_readmitted_when_it_answers_again(tmp_path)
             before = outcomes(scrape(url))
             trace = poisson(60.0, 3.0, seed=2)
             n = len(trace.arrivals_s)
-            images = np.random.default_rng(0).random((64, 1, 28, 28), dtype=np.float32)
-
-            async def load_and_freeze():
-                load = asyncio.create_task(run_open_loop(Target(f"127.0.0.1:{grpc}"), trace.arrivals_s,
-                                                         np.full(n, 3000.0), images, np.zeros(64, int)))
-                while scrape(url).get(f'sched_worker_batches_total{{{bkey},outcome="ok"}}', 0) < 3:
-                    assert not load.done(), "the load ended before worker b served 3 batches"
-                    await asyncio.sleep(0.05)
-                os.killpg(b.proc.pid, signal.SIGSTOP)
-                return await load
-
             try:
-                records = asyncio.run(load_and_freeze())
+                records = asyncio.run(load_then_signal(url, grpc, bkey, b, trace, 3000.0, signal.SIGSTOP))
                 m = wait_for(lambda: (lambda m: m if m[f"sched_worker_healthy{{{bkey}}}"] == 0 else None)(scrape(url)),
                              10, "frozen worker b marked unhealthy")
             finally:
