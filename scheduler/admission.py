@@ -13,6 +13,9 @@ from .errors import InvalidInput
 KNOWN = ("slo_ms", "min_accuracy", "subnet", "min_confidence")
 RESERVED = ("priority", "timeout")  # Triton's own; accepted and ignored
 INPUT_NAME, INPUT_SHAPE = "INPUT", (1, 28, 28)
+MAX_SLO_MS = 60_000.0
+"""Default upper bound of ``slo_ms``: a latency target, not a batch job's time budget. Without a bound
+one request with slo_ms 1e13 overflowed the gRPC timeout of the call to Triton (issue 12)."""
 
 
 @dataclass(frozen=True)
@@ -48,15 +51,15 @@ def _fraction(name: str, value: Any) -> float:
     return v
 
 
-def parse_params(raw: Mapping[str, Any] | None, default_slo_ms: float) -> RequestParams:
+def parse_params(raw: Mapping[str, Any] | None, default_slo_ms: float, max_slo_ms: float = MAX_SLO_MS) -> RequestParams:
     raw = dict(raw or {})
     unknown = sorted(k for k in raw if k not in KNOWN and k not in RESERVED)
     if unknown:
         raise InvalidInput(f"unknown request parameter(s) {unknown}; accepted: {list(KNOWN)} "
                            f"(and Triton's {list(RESERVED)})")
     slo = _number("slo_ms", raw["slo_ms"]) if "slo_ms" in raw else default_slo_ms
-    if slo <= 0:
-        raise InvalidInput(f"parameter 'slo_ms' must be > 0, got {raw.get('slo_ms')!r}")
+    if not 0 < slo <= max_slo_ms:
+        raise InvalidInput(f"parameter 'slo_ms' must be > 0 and at most {max_slo_ms:g}, got {raw.get('slo_ms')!r}")
     subnet = raw.get("subnet")
     if subnet is not None and (not isinstance(subnet, str) or not subnet.strip()):
         raise InvalidInput(f"parameter 'subnet' must be a non-empty string, got {subnet!r}")

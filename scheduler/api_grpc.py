@@ -77,7 +77,7 @@ class GrpcFrontend(service_pb2_grpc.GRPCInferenceServiceServicer):
             raw = {k: _param_value(v) for k, v in request.parameters.items()}
             if any(k.startswith("sequence_") for k in raw):
                 raise InvalidInput("sequence parameters are not supported: the supernet is stateless")
-            params = parse_params(raw, self.engine.cfg.default_slo_ms)
+            params = parse_params(raw, self.engine.cfg.default_slo_ms, self.engine.cfg.max_slo_ms)
             if len(request.inputs) != 1:
                 raise InvalidInput("request must have exactly one input, 'INPUT'")
             t = request.inputs[0]

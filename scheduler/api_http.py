@@ -125,7 +125,7 @@ class HttpFrontend:
             binary_default = bool(params.pop("binary_data_output", False))
             if any(k.startswith("sequence_") for k in params):
                 raise InvalidInput("sequence parameters are not supported: the supernet is stateless")
-            params = parse_params(params, self.engine.cfg.default_slo_ms)
+            params = parse_params(params, self.engine.cfg.default_slo_ms, self.engine.cfg.max_slo_ms)
             inputs = header.get("inputs")
             if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
                 raise InvalidInput("request must have exactly one input, 'INPUT'")

@@ -110,7 +110,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                       triton=TritonConfig(host=args.host, http_port=args.triton_http_port,
                                           grpc_port=args.triton_grpc_port, metrics_port=args.triton_metrics_port,
                                           log_file=args.triton_log_file),
-                      engine=EngineConfig(default_slo_ms=args.default_slo_ms, queue_capacity=args.queue_capacity,
+                      engine=EngineConfig(default_slo_ms=args.default_slo_ms, max_slo_ms=args.max_slo_ms, queue_capacity=args.queue_capacity,
                                           max_inflight_per_worker=args.max_inflight,
                                           adapt_latency=args.adapt_latency, margin_ms=args.margin_ms,
                                           default_min_confidence=args.min_confidence),
@@ -280,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--latency-stat", choices=("mean", "p99"), default="mean",
                     help="which profiled latency the policy plans with")
     sv.add_argument("--default-slo-ms", type=float, default=100.0, help="slo_ms of requests that set none")
+    sv.add_argument("--max-slo-ms", type=float, default=60_000.0, help="requests asking for more get 400")
     sv.add_argument("--queue-capacity", type=int, default=4096, help="queued requests beyond this get 503")
     sv.add_argument("--max-inflight", type=int, default=1, help="batches in flight per Triton worker")
     sv.add_argument("--memory-budget", type=int, default=4, help="policy infaas: variant models loaded at once")

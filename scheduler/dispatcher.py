@@ -9,7 +9,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcaio
 from tritonclient.utils import InferenceServerException
 
-from .errors import InvalidInput, WorkerFailed
+from .errors import Cancelled, DeadlineInfeasible, InvalidInput, WorkerFailed
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +29,16 @@ def worker_client(url: str) -> grpcaio.InferenceServerClient:
 
 
 def map_error(url: str, e: InferenceServerException, model: str | None = None) -> Exception:
-    """Triton's INVALID_ARGUMENT is the request's fault (400); anything else is the worker's (500)."""
-    if "INVALID_ARGUMENT" in str(e.status()):
+    """Triton's INVALID_ARGUMENT is the request's fault (400). DEADLINE_EXCEEDED and CANCELLED come from
+    the call's own deadline or cancellation, which the scheduler set: not the worker's fault (a worker
+    that really hangs is caught by the hang rule, worker_pool.py). Anything else is the worker's (500)."""
+    status = str(e.status())
+    if "INVALID_ARGUMENT" in status:
         return InvalidInput(e.message())
+    if "DEADLINE_EXCEEDED" in status:
+        return DeadlineInfeasible(f"worker {url}: the call's deadline passed before Triton answered")
+    if "CANCELLED" in status:
+        return Cancelled(f"worker {url}: the call was cancelled")
     return WorkerFailed(f"worker {url}: {model + ': ' if model else ''}{e.status()}: {e.message()}")
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .admission import RequestParams
+from .admission import MAX_SLO_MS, RequestParams
 from .clock import Clock, MonotonicClock
 from .edf_queue import EDFQueue, Pending
 from .escalation import MEASURES, escalate, threshold_for
@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 class EngineConfig:
     default_slo_ms: float = 100.0
     """Latency target of requests that set no slo_ms."""
+    max_slo_ms: float = MAX_SLO_MS
+    """Requests asking for a longer latency target get 400."""
     queue_capacity: int = 4096
     """Queued requests beyond this get 503."""
     max_inflight_per_worker: int = 1
@@ -49,8 +51,8 @@ class EngineConfig:
     (e.g. SlackFit picks the first stage, escalation runs on top); None: no escalation by default."""
 
     def __post_init__(self):
-        if self.default_slo_ms <= 0:
-            raise ValueError(f"default_slo_ms must be > 0, got {self.default_slo_ms}")
+        if not 0 < self.default_slo_ms <= self.max_slo_ms:
+            raise ValueError(f"need 0 < default_slo_ms <= max_slo_ms, got {self.default_slo_ms}, {self.max_slo_ms}")
         if self.margin_ms < 0:
             raise ValueError(f"margin_ms must be >= 0, got {self.margin_ms}")
         if self.default_min_confidence is not None and not 0 <= self.default_min_confidence <= 1:

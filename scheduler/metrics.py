@@ -110,7 +110,7 @@ def render(s: Stats) -> str:
             "# TYPE sched_worker_failures_total counter"]
     out += [f'sched_worker_failures_total{{worker="{w}",reason="{r}"}} {v}'
             for (w, r), v in sorted(s.worker_failures.items())]
-    out += ["# HELP sched_worker_batches_total Batch calls per worker, by outcome (ok, failed, hung, invalid).",
+    out += ["# HELP sched_worker_batches_total Batch calls per worker, by outcome (ok, failed, hung, invalid, deadline).",
             "# TYPE sched_worker_batches_total counter"]
     out += [f'sched_worker_batches_total{{worker="{w}",outcome="{o}"}} {v}'
             for (w, o), v in sorted(s.worker_batches.items())]

@@ -12,7 +12,12 @@ import logging
 from typing import Awaitable, Callable
 
 from .clock import Clock
-from .errors import InvalidInput, WorkerFailed
+from .errors import Cancelled, DeadlineInfeasible, InvalidInput, WorkerFailed
+
+NOT_THE_WORKERS_FAULT = (InvalidInput, DeadlineInfeasible, Cancelled)
+"""Errors of a call that say nothing about the worker's health: a bad request, or the call's own
+deadline or cancellation (set by the scheduler for the request). One such request must never take a
+worker out of rotation for everyone else (issue 12)."""
 from .health import Event, HealthConfig, WorkerHealth
 from .metrics import Stats
 
@@ -75,7 +80,7 @@ class WorkerPool:
     # -- batch calls ---------------------------------------------------------------------------
     async def call(self, w, infer: Awaitable, expected_ms: float):
         """Await ``infer`` (a batch call to ``w``) under the hang rule. A hang cancels the call and
-        raises WorkerFailed; a failure that is the worker's (anything but InvalidInput) takes the
+        raises WorkerFailed; a failure that is the worker's (anything but NOT_THE_WORKERS_FAULT) takes the
         worker out of rotation and is raised again for the engine to retry or answer."""
         limit_ms = self.cfg.hang_after_ms(expected_ms)
         task = asyncio.ensure_future(infer)
@@ -92,8 +97,8 @@ class WorkerPool:
                                f"{expected_ms:.1f} ms); abandoned as hung")
         try:
             result = task.result()
-        except InvalidInput:
-            self.stats.worker_batches[(w.url, "invalid")] += 1
+        except NOT_THE_WORKERS_FAULT as e:
+            self.stats.worker_batches[(w.url, "invalid" if isinstance(e, InvalidInput) else "deadline")] += 1
             raise
         except Exception:
             self.stats.worker_batches[(w.url, "failed")] += 1

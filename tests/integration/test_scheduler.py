@@ -179,6 +179,7 @@ def test_infeasible_slo_gets_deadline_exceeded_at_once(sidecar):
 BAD = [  # (parameters, input array, dtype, model, field named in the error, http status)
     ({"slo_ms": -5}, image(), "FP32", "supernet", "slo_ms", "400"),
     ({"slo_ms": "soon"}, image(), "FP32", "supernet", "slo_ms", "400"),
+    ({"slo_ms": 1e13}, image(), "FP32", "supernet", "slo_ms", "400"),
     ({"min_accuracy": 2}, image(), "FP32", "supernet", "min_accuracy", "400"),
     ({"min_accuracy": 0.999}, image(), "FP32", "supernet", "min_accuracy", "400"),
     ({"subnet": "d9.9.9-w1.1.1"}, image(), "FP32", "supernet", "subnet", "400"),
@@ -224,3 +225,35 @@ def test_metrics_count_outcomes(sidecar):
     assert delta("sched_batch_size_count") == 3 and delta("sched_decision_seconds_count") >= 3
     assert sum(delta(k) for k in after if k.startswith("sched_subnet_selected_total")) == 3
     assert "sched_queue_depth" in after and any(k.startswith("sched_worker_inflight") for k in after)
+
+
+def test_huge_slo_requests_never_switch_serving_off(sidecar, triton_plain):
+    # Issue 12: slo_ms 1e13 overflowed the gRPC timeout of the call to Triton, the call failed at once with
+    # DEADLINE_EXCEEDED and the worker was marked down (503 for everyone for half a second). Now such a
+    # request is a 400, and other clients interleaved with it are all served.
+    http_url, grpc_url = sidecar
+    g = grpcclient.InferenceServerClient(grpc_url)
+    before = scrape(http_url)
+    for slo in (1e13, 1e300, "1e13"):
+        with pytest.raises(InferenceServerException) as e:
+            g.infer("supernet", [grpc_in(image())], parameters={"slo_ms": slo})
+        assert e.value.status() == "StatusCode.INVALID_ARGUMENT" and "slo_ms" in str(e.value)
+        check_answer(g.infer("supernet", [grpc_in(image())], parameters={"slo_ms": 1000}), 1)
+    check_answer(g.infer("supernet", [grpc_in(image())], parameters={"slo_ms": 60_000}), 1)
+    after = scrape(http_url)
+    assert all(v == 1 for k, v in after.items() if k.startswith("sched_worker_healthy"))
+    assert sum(after.get(k, 0) - before.get(k, 0) for k in after if k.startswith("sched_worker_failures")) == 0
+
+    # And a call whose own deadline passes inside Triton is not the worker's fault.
+    from superserve.scheduler.dispatcher import TritonWorker
+    from superserve.scheduler.errors import DeadlineInfeasible
+
+    async def expired_call():
+        w = TritonWorker(triton_plain.cfg.grpc_url)
+        try:
+            with pytest.raises(DeadlineInfeasible, match="deadline"):
+                await w.infer(image(64), "d3.3.3-w100.100.100", timeout_s=1e-4)
+        finally:
+            await w.close()
+
+    asyncio.run(expired_call())

@@ -16,13 +16,20 @@ def test_defaults_and_numeric_forms():
 
 @pytest.mark.parametrize("raw,field", [
     ({"slo_ms": 0}, "slo_ms"), ({"slo_ms": -1}, "slo_ms"), ({"slo_ms": "fast"}, "slo_ms"),
-    ({"slo_ms": True}, "slo_ms"), ({"slo_ms": float("nan")}, "slo_ms"), ({"min_accuracy": 1.5}, "min_accuracy"),
+    ({"slo_ms": True}, "slo_ms"), ({"slo_ms": 1e13}, "slo_ms"), ({"slo_ms": 60_001}, "slo_ms"), ({"slo_ms": float("nan")}, "slo_ms"), ({"min_accuracy": 1.5}, "min_accuracy"),
     ({"min_accuracy": -0.1}, "min_accuracy"), ({"min_confidence": 2}, "min_confidence"), ({"subnet": ""}, "subnet"),
     ({"subnet": 3}, "subnet"), ({"sloms": 5}, "sloms"),
 ])
 def test_bad_parameters_name_the_field(raw, field):
     with pytest.raises(InvalidInput, match=field):
         parse_params(raw, 100)
+
+
+def test_slo_ms_bound_is_inclusive_and_configurable():
+    assert parse_params({"slo_ms": 60_000}, 100).slo_ms == 60_000
+    assert parse_params({"slo_ms": 5_000}, 100, max_slo_ms=5_000).slo_ms == 5_000
+    with pytest.raises(InvalidInput, match="at most 5000"):
+        parse_params({"slo_ms": 5_001}, 100, max_slo_ms=5_000)
 
 
 def test_input_checks():

@@ -10,7 +10,7 @@ import pytest
 from superserve.scheduler import paths
 from superserve.scheduler.admission import RequestParams
 from superserve.scheduler.engine import Engine, EngineConfig
-from superserve.scheduler.errors import ServeError, WorkerFailed
+from superserve.scheduler.errors import Cancelled, DeadlineInfeasible, ServeError, WorkerFailed
 from superserve.scheduler.health import HealthConfig
 from superserve.scheduler.policies import make_policy
 from superserve.scheduler.profile import Profile
@@ -31,6 +31,10 @@ class StandIn:
         self.calls += 1
         if self.mode == "fail":
             raise WorkerFailed(f"worker {self.url}: StatusCode.UNAVAILABLE: connection refused")
+        if self.mode == "deadline":  # what dispatcher.map_error makes of the call's own DEADLINE_EXCEEDED
+            raise DeadlineInfeasible(f"worker {self.url}: the call's deadline passed before Triton answered")
+        if self.mode == "cancelled":
+            raise Cancelled(f"worker {self.url}: the call was cancelled")
         if self.mode == "hang":
             try:
                 await asyncio.sleep(3600)
@@ -95,3 +99,14 @@ def test_retries_stop_at_max_attempts_with_worker_failed():
     bad, good = StandIn("bad", "fail"), StandIn("good")
     out, stats = asyncio.run(serve([bad, good], 1, 1000.0, HealthConfig(max_attempts=1)))
     assert out == ["WorkerFailed"] and stats.requests["error"] == 1 and stats.batch_retries == 0
+
+
+@pytest.mark.parametrize("mode", ["deadline", "cancelled"])
+def test_a_calls_own_deadline_or_cancellation_never_takes_the_worker_out(mode):
+    # Issue 12: one request whose gRPC deadline overflowed failed at once with DEADLINE_EXCEEDED, and the
+    # worker was marked down for everyone. The call's own deadline or cancellation is not the worker's fault.
+    w = StandIn("only", mode)
+    out, stats = asyncio.run(serve([w], 5, 1000.0, HealthConfig()))
+    assert w.calls >= 1 and w.healthy and stats.worker_healthy == {"only": 1}
+    assert not stats.worker_failures and stats.worker_batches[("only", "deadline")] == w.calls
+    assert "Overloaded" not in out and len(out) == 5
