@@ -1,4 +1,4 @@
-"""Open-loop arrival traces for benchmarks (DESIGN.md "Workloads for benchmarks").
+"""Open-loop arrival traces for benchmarks (docs/design.md, "Workloads").
 
 Every trace is generated from a seed and saved to a JSON file, so every policy in a run is driven by
 the same arrival times. Times are rounded to microseconds when generated, so a saved trace loads back

@@ -89,7 +89,7 @@ class SupernetRunner:
         return GroupResult(logits.float().cpu().numpy(), infer_ms)
 
     def info_rows(self, cfg: SubnetConfig, logits: np.ndarray, infer_ms: float, batch_size: int) -> np.ndarray:
-        """INFO output, one JSON string per row (DESIGN.md). queue_ms is unknown inside Triton
+        """INFO output, one JSON string per row (docs/design.md). queue_ms is unknown inside Triton
         (null); the scheduler fills it in."""
         conf, margin = confidence(logits)
         rows = [json.dumps({"subnet": cfg.name, "accuracy": self.accuracy[cfg.name], "confidence": round(float(c), 6),
