@@ -35,6 +35,8 @@ class EDFQueue:
 
     capacity: int = 10_000
     _items: list[tuple[float, int, Pending]] = field(default_factory=list)
+    rows: int = 0
+    """Rows of all queued requests (a request may carry several)."""
 
     def __len__(self) -> int:
         return len(self._items)
@@ -43,6 +45,15 @@ class EDFQueue:
         if len(self._items) >= self.capacity:
             raise OverflowError(f"queue full ({self.capacity} requests)")
         bisect.insort(self._items, (p.deadline_ms, p.id, p))
+        self.rows += p.rows
+
+    def rows_ahead(self, deadline_ms: float) -> float:
+        """Rows queued with a deadline at or before ``deadline_ms``, in O(log n): exact when every request
+        has one row, else the count ahead times the mean rows per request."""
+        if not self._items:
+            return 0.0
+        ahead = bisect.bisect_right(self._items, (deadline_ms, float("inf")))
+        return ahead * self.rows / len(self._items)
 
     def head(self) -> Pending | None:
         return self._items[0][2] if self._items else None
@@ -56,4 +67,5 @@ class EDFQueue:
         taken = [it[2] for it in self._items if it[1] in ids]
         if taken:
             self._items = [it for it in self._items if it[1] not in ids]
+            self.rows -= sum(p.rows for p in taken)
         return taken

@@ -1,0 +1,55 @@
+"""Admission-time shedding (scheduler/shedding.py) and the queue counts it reads: it refuses what cannot
+finish in time even at peak throughput, and never what an idle or lightly loaded scheduler could serve."""
+import pytest
+
+from superserve.scheduler import paths
+from superserve.scheduler.edf_queue import EDFQueue, Pending
+from superserve.scheduler.profile import Profile
+from superserve.scheduler.shedding import Backlog, earliest_finish_ms, peak_rows_per_ms, shed_reason
+
+
+@pytest.fixture(scope="module")
+def profile():
+    return Profile.load(sorted((paths.repo_root() / "profiles").glob("*.json"))[0])
+
+
+def test_peak_is_the_best_rows_per_ms_of_any_point(profile):
+    peak = peak_rows_per_ms(profile)
+    smallest = profile.subnets[0]
+    assert peak >= max(b / smallest.latency_ms[b] for b in profile.batch_sizes)
+    assert all(b / s.latency_ms[b] <= peak for s in profile.subnets for b in profile.batch_sizes)
+
+
+def test_idle_scheduler_admits_any_feasible_request(profile):
+    peak = peak_rows_per_ms(profile)
+    fastest = profile.subnets[0].at(1)
+    assert shed_reason(0.0, fastest, Backlog(0, (0.0,)), fastest, peak) is None
+    assert shed_reason(0.0, 100.0, Backlog(0, (0.0, 0.0)), fastest, peak) is None
+
+
+def test_backlog_that_cannot_drain_in_time_is_refused_with_its_numbers(profile):
+    peak = peak_rows_per_ms(profile)
+    fastest = profile.subnets[0].at(1)
+    rows = 200 * peak  # 200 ms of work at peak speed on one worker
+    why = shed_reason(0.0, 100.0, Backlog(rows, (0.0,)), fastest, peak)
+    assert why is not None and "overloaded" in why and "1 worker" in why
+    # Two workers drain it in half the time: still too long for 100 ms, fine for 150 ms.
+    assert shed_reason(0.0, 100.0, Backlog(rows, (0.0, 0.0)), fastest, peak) is not None
+    assert shed_reason(0.0, 150.0, Backlog(rows, (0.0, 0.0)), fastest, peak) is None
+
+
+def test_busy_workers_start_the_drain_when_the_first_frees():
+    assert earliest_finish_ms(10.0, Backlog(0, (50.0, 30.0)), 2.0, 1.0) == 32.0
+    assert earliest_finish_ms(10.0, Backlog(40, (5.0, 8.0)), 2.0, 1.0) == 10.0 + 20.0 + 2.0
+    assert earliest_finish_ms(0.0, Backlog(0, ()), 2.0, 1.0) == float("inf")
+
+
+def test_queue_counts_rows_ahead_by_deadline():
+    q = EDFQueue(100)
+    for i, (deadline, rows) in enumerate([(50, 1), (10, 1), (30, 1), (70, 1)]):
+        q.push(Pending(i, 0, deadline, rows=rows))
+    assert (q.rows, q.rows_ahead(5), q.rows_ahead(30), q.rows_ahead(100)) == (4, 0, 2, 4)
+    q.remove([1, 3])
+    assert (q.rows, q.rows_ahead(30), q.rows_ahead(100)) == (2, 1, 2)
+    q.push(Pending(9, 0, 20, rows=4))
+    assert q.rows == 6 and q.rows_ahead(100) == 6
