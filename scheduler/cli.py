@@ -36,9 +36,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_triton(args: argparse.Namespace) -> int:
     from superserve.scheduler.triton_launcher import TritonConfig, run_forever
 
+    if args.explicit_model_control and not args.control_key:
+        print("superserve triton: --explicit-model-control needs the control key in SUPERSERVE_TRITON_CONTROL_KEY "
+              "(the scheduler sends it to load and unload models)", file=sys.stderr)
+        return 2
     return run_forever(TritonConfig(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
                                     metrics_port=args.metrics_port, model_repository=args.model_repository,
-                                    log_file=args.log_file, models=tuple(args.model or ())))
+                                    log_file=args.log_file, models=tuple(args.model or ()),
+                                    explicit=args.explicit_model_control, control_key=args.control_key))
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -107,9 +112,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                       profile=args.profile,
                       latency_stat=args.latency_stat, variant_repository=args.variant_repository,
                       memory_budget=args.memory_budget, load_ms=args.load_ms, plan=args.plan,
-                      triton=TritonConfig(host=args.host, http_port=args.triton_http_port,
+                      # Triton stays on loopback whatever --host is: only the sidecar talks to it.
+                      triton=TritonConfig(http_port=args.triton_http_port,
                                           grpc_port=args.triton_grpc_port, metrics_port=args.triton_metrics_port,
-                                          log_file=args.triton_log_file),
+                                          log_file=args.triton_log_file, control_key=args.control_key),
                       engine=EngineConfig(default_slo_ms=args.default_slo_ms, max_slo_ms=args.max_slo_ms, queue_capacity=args.queue_capacity,
                                           max_inflight_per_worker=args.max_inflight,
                                           adapt_latency=args.adapt_latency, margin_ms=args.margin_ms,
@@ -239,7 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--grpc-port", type=int, default=8001)
     tr.add_argument("--metrics-port", type=int, default=8002)
     tr.add_argument("--model-repository", help="default: the repository's model_repository/")
-    tr.add_argument("--model", action="append", help="load only these models (explicit model control); repeatable")
+    tr.add_argument("--model", action="append", help="load only these models (model control off); repeatable")
+    tr.add_argument("--explicit-model-control", action="store_true",
+                    help="let the holder of the control key (env SUPERSERVE_TRITON_CONTROL_KEY) load and unload "
+                    "models, e.g. for serve --policy infaas --worker; --model then names the models loaded at start")
     tr.add_argument("--log-file", help="server log (default: a file under the system temp dir)")
     tr.set_defaults(func=_cmd_triton)
 
@@ -422,7 +431,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
+
     args = build_parser().parse_args(argv)
+    # The secret for Triton's restricted APIs (model control, shared memory, trace, logging): shared by
+    # `superserve triton` and `superserve serve --worker` through the environment, never a flag (flags
+    # show in ps). Unset: each launched Triton gets a fresh random one.
+    args.control_key = os.environ.get("SUPERSERVE_TRITON_CONTROL_KEY") or None
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return args.func(args)

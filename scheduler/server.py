@@ -25,7 +25,7 @@ from .health import HealthConfig
 from .hardware import hardware_name
 from .policies import make_policy
 from .profile import Profile, ProfileError
-from .triton_launcher import TritonConfig, TritonProcess
+from .triton_launcher import TritonConfig, TritonProcess, control_headers
 from .variants import VariantWorker, build_variant_repository, default_variant_root
 
 log = logging.getLogger(__name__)
@@ -63,11 +63,26 @@ class ServeConfig:
     health: HealthConfig = field(default_factory=HealthConfig)
 
     def __post_init__(self):
+        if not is_loopback(self.triton.host):
+            raise ValueError(f"the embedded Triton must listen on loopback only (its model control and "
+                             f"shared-memory APIs are not for clients), got host {self.triton.host!r}")
         if self.local_workers < 1:
             raise ValueError(f"local_workers must be >= 1, got {self.local_workers}")
         if self.workers and self.local_workers != 1:
             raise ValueError(f"give running workers ({len(self.workers)} URLs) or a number of local workers "
                              f"({self.local_workers}), not both")
+
+
+def is_loopback(host: str) -> bool:
+    """``host`` is a loopback address (127.0.0.0/8, ::1) or the name localhost."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def local_triton_configs(base: TritonConfig, n: int) -> list[TritonConfig]:
@@ -161,7 +176,10 @@ class Sidecar:
         if not urls:
             await self._start_tritons(local_triton_configs(triton_cfg, cfg.local_workers))
             urls = [t.cfg.grpc_url for t in self.tritons]
-        workers = [VariantWorker(u, variants, cfg.memory_budget) if infaas else TritonWorker(u, MODEL) for u in urls]
+        keys = ([t.control_headers("grpc") for t in self.tritons] if self.tritons
+                else [control_headers(cfg.triton.control_key, "grpc") if cfg.triton.control_key else None] * len(urls))
+        workers = [VariantWorker(u, variants, cfg.memory_budget, control_headers=k) if infaas else TritonWorker(u, MODEL)
+                   for u, k in zip(urls, keys)]
         for w in workers:
             if not await w.ready():
                 raise RuntimeError(f"Triton worker {w.url} is not ready" + ("" if infaas else f" with model {MODEL!r}"))

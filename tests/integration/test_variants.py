@@ -47,7 +47,7 @@ def expected_logits(model, name, x):
 
 
 async def model_states(worker):
-    index = await worker.client.get_model_repository_index(as_json=True)
+    index = await worker.client.get_model_repository_index(headers=worker.control_headers, as_json=True)
     return {m["name"]: m.get("state", "") for m in index["models"]}
 
 
@@ -59,7 +59,7 @@ def test_worker_loads_on_demand_and_unloads_least_recently_used(variant_triton, 
     accuracy = {r["name"]: r.get("test_accuracy", r["val_accuracy"]) for r in meta["subnets"]}
 
     async def go():
-        w = VariantWorker(triton.cfg.grpc_url, variants, memory_budget=2)
+        w = VariantWorker(triton.cfg.grpc_url, variants, memory_budget=2, control_headers=triton.control_headers())
         try:
             assert await w.ready()
             assert w.loaded == frozenset() and w.inflight == 0 and w.healthy
@@ -90,7 +90,7 @@ def test_worker_loads_on_demand_and_unloads_least_recently_used(variant_triton, 
                 await w.infer(RNG.random((1, 1, 27, 28), dtype=np.float32), c, timeout_s=30)
             assert len(w.load_events) == 3 and w.loaded == frozenset({b, c})
             # A second worker on the same server learns what is loaded from Triton.
-            w2 = VariantWorker(triton.cfg.grpc_url, variants, memory_budget=2)
+            w2 = VariantWorker(triton.cfg.grpc_url, variants, memory_budget=2, control_headers=triton.control_headers())
             assert await w2.ready() and w2.loaded == frozenset({b, c})
             await w2.warm([c, b])  # already loaded: no load, only the recency order changes
             assert w2.load_events == [] and w2.loaded == frozenset({b, c})
