@@ -112,6 +112,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                       profile=args.profile,
                       latency_stat=args.latency_stat, variant_repository=args.variant_repository,
                       memory_budget=args.memory_budget, load_ms=args.load_ms, plan=args.plan,
+                      drain_timeout_s=args.drain_timeout_s,
                       # Triton stays on loopback whatever --host is: only the sidecar talks to it.
                       triton=TritonConfig(http_port=args.triton_http_port,
                                           grpc_port=args.triton_grpc_port, metrics_port=args.triton_metrics_port,
@@ -299,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "(default: a cache folder keyed by the weights' sha256)")
     sv.add_argument("--margin-ms", type=float, default=10.0,
                     help="plan every batch to finish this long before its deadline (reply path, client)")
+    sv.add_argument("--drain-timeout-s", type=float, default=10.0,
+                    help="on SIGTERM/SIGINT: new requests get 503 at once; requests in flight get this long to be "
+                    "answered (then 503), before the ports close and Triton stops; a second signal cuts it short")
     sv.add_argument("--no-adapt-latency", dest="adapt_latency", action="store_false",
                     help="plan with the profile as measured, not scaled by the observed/profiled batch latency")
     sv.set_defaults(func=_cmd_serve)
