@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from superserve.scheduler import log_limits
 from superserve.scheduler.hardware import command_line
 
 
@@ -444,7 +445,11 @@ def main(argv: list[str] | None = None) -> int:
     args.control_key = os.environ.get("SUPERSERVE_TRITON_CONTROL_KEY") or None
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return args.func(args)
+    limiter = log_limits.install()  # at most 10 records per call site per 10 s (DEBUG exempt)
+    try:
+        return args.func(args)
+    finally:
+        limiter.report()
 
 
 if __name__ == "__main__":
