@@ -208,6 +208,12 @@ def _cmd_bench_fault(args: argparse.Namespace) -> int:
     return bench_fault(args)
 
 
+def _cmd_bench_soak(args: argparse.Namespace) -> int:
+    from superserve.client.soak_bench import main as bench_soak
+
+    return bench_soak(args)
+
+
 def _cmd_baselines(args: argparse.Namespace) -> int:
     from superserve.client import triton_fixed
     from superserve.scheduler import paths
@@ -432,6 +438,21 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out-dir", help="default results/")
     f.add_argument("--serve-args", help='extra options for superserve serve, e.g. "--hang-floor-ms 1000"')
     f.set_defaults(func=_cmd_bench_fault)
+
+    so = sub.add_parser("bench-soak", help="long open-loop run (30 min by default, not in CI): RSS, descriptors and "
+                        "threads of the sidecar, tritonserver and its stubs at start and end, every outcome counted "
+                        "-> results/<name>.json")
+    so.add_argument("--name", default="soak")
+    so.add_argument("--duration", type=float, default=1800.0, help="seconds of load (e.g. 60 for a quick check)")
+    so.add_argument("--rps", type=float, default=150.0, help="mean request rate")
+    so.add_argument("--cv2", type=float, default=4.0, help="burstiness of the trace")
+    so.add_argument("--slo-ms", type=float, default=100.0)
+    so.add_argument("--http-share", type=float, default=0.5, help="share of requests sent over HTTP (rest gRPC)")
+    so.add_argument("--sample-s", type=float, default=10.0, help="seconds between process samples")
+    so.add_argument("--seed", type=int, default=0)
+    so.add_argument("--out-dir", help="default results/")
+    so.add_argument("--serve-args", help='extra options for superserve serve, e.g. "--workers 2"')
+    so.set_defaults(func=_cmd_bench_soak)
     return p
 
 
