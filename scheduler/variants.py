@@ -229,9 +229,12 @@ class VariantWorker:
                 "events": [asdict(e) for e in events]}
 
     async def ready(self) -> bool:
-        """The server is ready (variants may all be unloaded); also learns which variants are loaded."""
+        """The server answers (variants may all be unloaded); also learns which variants are loaded.
+
+        Liveness, not Triton's readiness: with its default strict readiness Triton reports "not ready" while
+        any model is loading, which took this worker out of rotation for every on-demand variant load."""
         try:
-            if not await self.client.is_server_ready():
+            if not await self.client.is_server_live():
                 return False
             await self._sync()
             return True

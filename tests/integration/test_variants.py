@@ -94,6 +94,14 @@ def test_worker_loads_on_demand_and_unloads_least_recently_used(variant_triton, 
             assert await w2.ready() and w2.loaded == frozenset({b, c})
             await w2.warm([c, b])  # already loaded: no load, only the recency order changes
             assert w2.load_events == [] and w2.loaded == frozenset({b, c})
+            # While a variant loads (seconds) the worker still answers its readiness probe: Triton's own
+            # readiness is false during any load, which used to take the worker out of rotation each time.
+            loading = asyncio.create_task(w2.warm([a]))
+            await asyncio.sleep(1.0)
+            assert not loading.done() and not await w2.client.is_server_ready()
+            assert await w2.ready()
+            await loading
+            assert a in w2.loaded
             await w2.close()
             return [round(s, 2) for s in w.load_seconds]
         finally:
