@@ -277,8 +277,11 @@ class LimitedTCPSite(web.TCPSite):
     async def start(self) -> None:
         await web.BaseSite.start(self)
         self.guard = ConnectionGuard(self._runner.server, self.limits)
+        # With TLS the guard sees the decrypted stream (asyncio's SSL layer sits below it); the handshake
+        # itself is bounded like a request head.
+        tls = {"ssl_handshake_timeout": self.limits.header_timeout_s} if self._ssl_context else {}
         self._server = await asyncio.get_running_loop().create_server(
             self.guard, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
-            reuse_address=self._reuse_address, reuse_port=self._reuse_port)
+            reuse_address=self._reuse_address, reuse_port=self._reuse_port, **tls)
         sockets = self._server.sockets
         self._bound_port = sockets[0].getsockname()[1] if sockets else self._port

@@ -144,3 +144,42 @@ def test_grpc_settings_are_accepted_by_a_real_server_and_limits_are_validated():
         ConnectionLimits(header_timeout_s=0)
     with pytest.raises(ValueError):
         ConnectionLimits(max_connections=-1)
+
+
+def test_the_guard_reads_the_decrypted_stream_under_tls(tmp_path):
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl to make a test certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1"], check=True, capture_output=True, timeout=60)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    client_ctx = ssl.create_default_context(cafile=str(cert))
+    client_ctx.check_hostname = False
+
+    async def go():
+        async def ok(request):
+            return web.json_response({"bytes": len(await request.read())})
+
+        app = web.Application()
+        app.router.add_post("/ok", ok)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = LimitedTCPSite(runner, "127.0.0.1", free_ports(1)[0], limits=ConnectionLimits(header_timeout_s=0.4),
+                              ssl_context=server_ctx)
+        await site.start()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", site.port, ssl=client_ctx)
+            assert b'"bytes": 3' in await exchange(site.port, b"POST /ok HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
+                                                   (reader, writer))
+            writer.write(b"POST /ok HTTP/1.1\r\n")
+            data, took = await closed_within(reader, 3)
+            assert data.startswith(b"HTTP/1.1 408") and took < 1.5
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(go())
