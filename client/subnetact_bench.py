@@ -108,10 +108,10 @@ def run(name: str, reps: int, command: str) -> Path:
                 times = []
                 for _ in range(2):
                     t = time.perf_counter()
-                    client.load_model(mname)
+                    client.load_model(mname, headers=triton.control_headers())
                     times.append((time.perf_counter() - t) * 1000)
                     if len(times) == 1:
-                        client.unload_model(mname)
+                        client.unload_model(mname, headers=triton.control_headers())
                         while client.is_model_ready(mname):
                             time.sleep(0.05)
                     bar.update(1, mname)

@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from superserve.scheduler import log_limits
 from superserve.scheduler.hardware import command_line
 
 
@@ -36,9 +37,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_triton(args: argparse.Namespace) -> int:
     from superserve.scheduler.triton_launcher import TritonConfig, run_forever
 
+    if args.explicit_model_control and not args.control_key:
+        print("superserve triton: --explicit-model-control needs the control key in SUPERSERVE_TRITON_CONTROL_KEY "
+              "(the scheduler sends it to load and unload models)", file=sys.stderr)
+        return 2
     return run_forever(TritonConfig(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
                                     metrics_port=args.metrics_port, model_repository=args.model_repository,
-                                    log_file=args.log_file, models=tuple(args.model or ())))
+                                    log_file=args.log_file, models=tuple(args.model or ()),
+                                    explicit=args.explicit_model_control, control_key=args.control_key))
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -107,9 +113,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                       profile=args.profile,
                       latency_stat=args.latency_stat, variant_repository=args.variant_repository,
                       memory_budget=args.memory_budget, load_ms=args.load_ms, plan=args.plan,
-                      triton=TritonConfig(host=args.host, http_port=args.triton_http_port,
+                      drain_timeout_s=args.drain_timeout_s,
+                      # Triton stays on loopback whatever --host is: only the sidecar talks to it.
+                      triton=TritonConfig(http_port=args.triton_http_port,
                                           grpc_port=args.triton_grpc_port, metrics_port=args.triton_metrics_port,
-                                          log_file=args.triton_log_file),
+                                          log_file=args.triton_log_file, control_key=args.control_key),
                       engine=EngineConfig(default_slo_ms=args.default_slo_ms, max_slo_ms=args.max_slo_ms, queue_capacity=args.queue_capacity,
                                           max_inflight_per_worker=args.max_inflight,
                                           adapt_latency=args.adapt_latency, margin_ms=args.margin_ms,
@@ -200,6 +208,12 @@ def _cmd_bench_fault(args: argparse.Namespace) -> int:
     return bench_fault(args)
 
 
+def _cmd_bench_soak(args: argparse.Namespace) -> int:
+    from superserve.client.soak_bench import main as bench_soak
+
+    return bench_soak(args)
+
+
 def _cmd_baselines(args: argparse.Namespace) -> int:
     from superserve.client import triton_fixed
     from superserve.scheduler import paths
@@ -239,7 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--grpc-port", type=int, default=8001)
     tr.add_argument("--metrics-port", type=int, default=8002)
     tr.add_argument("--model-repository", help="default: the repository's model_repository/")
-    tr.add_argument("--model", action="append", help="load only these models (explicit model control); repeatable")
+    tr.add_argument("--model", action="append", help="load only these models (model control off); repeatable")
+    tr.add_argument("--explicit-model-control", action="store_true",
+                    help="let the holder of the control key (env SUPERSERVE_TRITON_CONTROL_KEY) load and unload "
+                    "models, e.g. for serve --policy infaas --worker; --model then names the models loaded at start")
     tr.add_argument("--log-file", help="server log (default: a file under the system temp dir)")
     tr.set_defaults(func=_cmd_triton)
 
@@ -290,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "(default: a cache folder keyed by the weights' sha256)")
     sv.add_argument("--margin-ms", type=float, default=10.0,
                     help="plan every batch to finish this long before its deadline (reply path, client)")
+    sv.add_argument("--drain-timeout-s", type=float, default=10.0,
+                    help="on SIGTERM/SIGINT: new requests get 503 at once; requests in flight get this long to be "
+                    "answered (then 503), before the ports close and Triton stops; a second signal cuts it short")
     sv.add_argument("--no-adapt-latency", dest="adapt_latency", action="store_false",
                     help="plan with the profile as measured, not scaled by the observed/profiled batch latency")
     sv.set_defaults(func=_cmd_serve)
@@ -418,14 +438,39 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out-dir", help="default results/")
     f.add_argument("--serve-args", help='extra options for superserve serve, e.g. "--hang-floor-ms 1000"')
     f.set_defaults(func=_cmd_bench_fault)
+
+    so = sub.add_parser("bench-soak", help="long open-loop run (30 min by default, not in CI): RSS, descriptors and "
+                        "threads of the sidecar, tritonserver and its stubs at start and end, every outcome counted "
+                        "-> results/<name>.json")
+    so.add_argument("--name", default="soak")
+    so.add_argument("--duration", type=float, default=1800.0, help="seconds of load (e.g. 60 for a quick check)")
+    so.add_argument("--rps", type=float, default=150.0, help="mean request rate")
+    so.add_argument("--cv2", type=float, default=4.0, help="burstiness of the trace")
+    so.add_argument("--slo-ms", type=float, default=100.0)
+    so.add_argument("--http-share", type=float, default=0.5, help="share of requests sent over HTTP (rest gRPC)")
+    so.add_argument("--sample-s", type=float, default=10.0, help="seconds between process samples")
+    so.add_argument("--seed", type=int, default=0)
+    so.add_argument("--out-dir", help="default results/")
+    so.add_argument("--serve-args", help='extra options for superserve serve, e.g. "--workers 2"')
+    so.set_defaults(func=_cmd_bench_soak)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
+
     args = build_parser().parse_args(argv)
+    # The secret for Triton's restricted APIs (model control, shared memory, trace, logging): shared by
+    # `superserve triton` and `superserve serve --worker` through the environment, never a flag (flags
+    # show in ps). Unset: each launched Triton gets a fresh random one.
+    args.control_key = os.environ.get("SUPERSERVE_TRITON_CONTROL_KEY") or None
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return args.func(args)
+    limiter = log_limits.install()  # at most 10 records per call site per 10 s (DEBUG exempt)
+    try:
+        return args.func(args)
+    finally:
+        limiter.report()
 
 
 if __name__ == "__main__":

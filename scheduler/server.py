@@ -19,13 +19,14 @@ from . import paths
 from .api_grpc import GrpcFrontend, add_to_server
 from .api_http import HttpFrontend, ModelSurface
 from .dispatcher import TritonWorker
+from .drain import Drain
 from .gears import GearPlan
 from .engine import Engine, EngineConfig
 from .health import HealthConfig
 from .hardware import hardware_name
 from .policies import make_policy
 from .profile import Profile, ProfileError
-from .triton_launcher import TritonConfig, TritonProcess
+from .triton_launcher import TritonConfig, TritonProcess, control_headers
 from .variants import VariantWorker, build_variant_repository, default_variant_root
 
 log = logging.getLogger(__name__)
@@ -61,13 +62,32 @@ class ServeConfig:
     """Policy cascade: the gear plan (default plans/<hardware>.json, made by 'superserve plan')."""
     engine: EngineConfig = field(default_factory=EngineConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
+    drain_timeout_s: float = 10.0
+    """On SIGTERM/SIGINT: how long requests in flight may take to be answered before they get 503."""
 
     def __post_init__(self):
+        if not is_loopback(self.triton.host):
+            raise ValueError(f"the embedded Triton must listen on loopback only (its model control and "
+                             f"shared-memory APIs are not for clients), got host {self.triton.host!r}")
+        if self.drain_timeout_s < 0:
+            raise ValueError(f"drain_timeout_s must be >= 0, got {self.drain_timeout_s}")
         if self.local_workers < 1:
             raise ValueError(f"local_workers must be >= 1, got {self.local_workers}")
         if self.workers and self.local_workers != 1:
             raise ValueError(f"give running workers ({len(self.workers)} URLs) or a number of local workers "
                              f"({self.local_workers}), not both")
+
+
+def is_loopback(host: str) -> bool:
+    """``host`` is a loopback address (127.0.0.0/8, ::1) or the name localhost."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def local_triton_configs(base: TritonConfig, n: int) -> list[TritonConfig]:
@@ -140,6 +160,7 @@ class Sidecar:
         self.engine: Engine | None = None
         self._runner: web.AppRunner | None = None
         self._grpc: grpc.aio.Server | None = None
+        self.drain = Drain(on_refused=lambda e: self.engine.record_rejection(e) if self.engine else None)
 
     async def start(self) -> "Sidecar":
         cfg = self.cfg
@@ -161,7 +182,10 @@ class Sidecar:
         if not urls:
             await self._start_tritons(local_triton_configs(triton_cfg, cfg.local_workers))
             urls = [t.cfg.grpc_url for t in self.tritons]
-        workers = [VariantWorker(u, variants, cfg.memory_budget) if infaas else TritonWorker(u, MODEL) for u in urls]
+        keys = ([t.control_headers("grpc") for t in self.tritons] if self.tritons
+                else [control_headers(cfg.triton.control_key, "grpc") if cfg.triton.control_key else None] * len(urls))
+        workers = [VariantWorker(u, variants, cfg.memory_budget, control_headers=k) if infaas else TritonWorker(u, MODEL)
+                   for u, k in zip(urls, keys)]
         for w in workers:
             if not await w.ready():
                 raise RuntimeError(f"Triton worker {w.url} is not ready" + ("" if infaas else f" with model {MODEL!r}"))
@@ -198,10 +222,12 @@ class Sidecar:
         self.engine.pool.start(None if infaas else lambda w: w.infer(np.zeros((1, 1, 28, 28), np.float32), smallest,
                                                                      cfg.health.warmup_timeout_s))
         app = HttpFrontend(self.engine, surface).app
+        app.middlewares.append(self.drain.http_middleware())
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, cfg.host, cfg.http_port).start()
-        self._grpc = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 << 20),
+        self._grpc = grpc.aio.server(interceptors=[self.drain.grpc_interceptor()],
+                                     options=[("grpc.max_receive_message_length", 64 << 20),
                                               ("grpc.max_send_message_length", 64 << 20)])
         add_to_server(self._grpc, GrpcFrontend(self.engine, surface, meta_pb, config_pb))
         if self._grpc.add_insecure_port(f"{cfg.host}:{cfg.grpc_port}") == 0:
@@ -221,6 +247,9 @@ class Sidecar:
             raise failed[0]
 
     async def stop(self) -> None:
+        """Drain (stop admitting, answer what is in flight), then close the ports, the engine and Triton."""
+        if self.engine and (self._runner or self._grpc):
+            await self.drain.drain(self.cfg.drain_timeout_s)
         if self._grpc:
             await self._grpc.stop(grace=1)
         if self._runner:
@@ -234,9 +263,15 @@ class Sidecar:
 async def serve_forever(cfg: ServeConfig) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     sidecar = Sidecar(cfg)
+
+    def on_signal() -> None:  # the first signal drains; a second one cuts the drain short
+        if stop.is_set():
+            sidecar.drain.hurry()
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
     try:
         await sidecar.start()
         print(f"SuperServe ready  HTTP http://{cfg.host}:{cfg.http_port}  gRPC {cfg.host}:{cfg.grpc_port}  "

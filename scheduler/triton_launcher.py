@@ -4,12 +4,21 @@ The wheel's binary needs: the wheel's bundled shared libraries on LD_LIBRARY_PAT
 directory holding ``python/`` (libtriton_python.so, triton_python_backend_utils.py and the stub
 built for *this* Python) beside our ``python_supernet/``; and this venv's ``bin/`` first on PATH,
 because the stub finds its interpreter and site-packages through ``python3`` on PATH.
+
+The door is closed (issue 12): the launcher binds Triton to loopback unless told otherwise, restricts
+Triton's model-repository, shared-memory, trace and logging APIs on both protocols to requests that
+carry a per-start secret header (``TritonProcess.control_headers``), and when only some models are
+wanted without ``explicit`` control it runs Triton with model control off (``none``) over a
+repository of links to just those models, so no request can load or unload anything. The Python
+backend's shared-memory regions carry a prefix of their own (``shm_regions.py``); regions left by a
+Triton killed hard are removed at the next start and when the launcher stops it.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -21,13 +30,21 @@ import urllib.request
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import paths
+from . import paths, shm_regions
 
 log = logging.getLogger(__name__)
 
 
 class TritonStartError(RuntimeError):
     pass
+
+
+CONTROL_HEADER = "superserve-control"
+"""Header (HTTP) that unlocks Triton's restricted APIs; gRPC clients send it as metadata named
+``triton-grpc-protocol-superserve-control`` (Triton 2.51 prefixes the key it checks on gRPC)."""
+RESTRICTED = ("model-repository", "shared-memory", "trace", "logging")
+"""Triton API groups only the launcher's owner may call. Health, metadata, model-config, inference and
+statistics stay open (the sidecar, the benchmarks' direct Triton clients and the tests use them)."""
 
 
 @dataclass(frozen=True)
@@ -39,9 +56,15 @@ class TritonConfig:
     model_repository: str | None = None
     """Default: the repository's model_repository/."""
     models: tuple[str, ...] = ()
-    """Load only these models (explicit model control). Empty: every model in the repository."""
+    """Load only these models; model control is then off (Triton's ``none`` mode over a repository of
+    links to these models) unless ``explicit``. Empty: every model in the repository."""
     explicit: bool = False
-    """Explicit model control even with no model named (clients load and unload models)."""
+    """Explicit model control: ``models`` are loaded at start and the holder of ``control_key`` may load
+    and unload others (INFaaS variants)."""
+    control_key: str | None = None
+    """Secret for Triton's restricted APIs (model repository, shared memory, trace, logging); default: a
+    fresh random one per start. It is on Triton's command line (readable by local users through /proc):
+    where that matters, run without ``explicit`` (nothing to unlock) or in a container."""
     log_file: str | None = None
     ready_timeout_s: float = 120.0
     exit_timeout_s: int = 2
@@ -116,16 +139,46 @@ def environment() -> dict[str, str]:
     return env
 
 
-def command(cfg: TritonConfig, backends: Path) -> list[str]:
-    repo = cfg.model_repository or str(paths.model_repository())
+def control_headers(key: str, protocol: str) -> dict[str, str]:
+    """Headers (``protocol`` "http") or gRPC metadata ("grpc") that unlock the restricted APIs."""
+    if protocol not in ("http", "grpc"):
+        raise ValueError(f"protocol must be 'http' or 'grpc', got {protocol!r}")
+    return {("triton-grpc-protocol-" if protocol == "grpc" else "") + CONTROL_HEADER: key}
+
+
+def linked_repository(source: Path, models: tuple[str, ...]) -> Path:
+    """A temporary model repository of symlinks to just ``models`` of ``source`` (the caller removes it)."""
+    missing = [m for m in models if not (source / m / "config.pbtxt").is_file()]
+    if missing:
+        raise TritonStartError(f"model(s) {missing} not found in {source}")
+    root = Path(tempfile.mkdtemp(prefix="superserve-repo-"))
+    for m in models:
+        (root / m).symlink_to((source / m).resolve(), target_is_directory=True)
+    return root
+
+
+def command(cfg: TritonConfig, backends: Path, repo: str | None = None, control_key: str | None = None,
+            shm_prefix: str | None = None) -> list[str]:
+    """The server's command line. ``repo`` overrides the configured repository (the linked one);
+    ``control_key`` locks the restricted APIs; ``shm_prefix`` names the Python backend's regions."""
+    repo = repo or cfg.model_repository or str(paths.model_repository())
     cmd = [str(wheel_dir() / "bin" / "tritonserver"), f"--model-repository={repo}",
            f"--backend-directory={backends}", f"--http-address={cfg.host}", f"--http-port={cfg.http_port}",
            f"--grpc-address={cfg.host}", f"--grpc-port={cfg.grpc_port}", f"--metrics-address={cfg.host}",
            f"--metrics-port={cfg.metrics_port}", f"--exit-timeout-secs={cfg.exit_timeout_s}",
-           "--allow-gpu-metrics=false", "--log-verbose=0"]
-    if cfg.models or cfg.explicit:
+           "--allow-gpu-metrics=false", "--log-verbose=0", "--allow-sagemaker=false", "--allow-vertex-ai=false"]
+    if control_key is not None:
+        if not control_key or any(c in control_key for c in ",:= \n"):
+            raise ValueError("the Triton control key must be non-empty, without ',', ':', '=' or spaces")
+        cmd += [f"--http-restricted-api={','.join(RESTRICTED)}:{CONTROL_HEADER}={control_key}",
+                f"--grpc-restricted-protocol={','.join(RESTRICTED)}:{CONTROL_HEADER}={control_key}"]
+    if shm_prefix is not None:
+        cmd.append(f"--backend-config=python,shm-region-prefix-name={shm_prefix}")
+    if cfg.explicit:
         cmd.append("--model-control-mode=explicit")
         cmd += [f"--load-model={m}" for m in cfg.models]
+    else:
+        cmd.append("--model-control-mode=none")
     cmd += list(cfg.extra_args)
     return [*cfg.wrapper, *cmd]
 
@@ -142,15 +195,35 @@ class TritonProcess:
         self.cfg = cfg
         self.proc: subprocess.Popen | None = None
         self.log_path = Path(cfg.log_file or tempfile.mkstemp(prefix="tritonserver-", suffix=".log")[1])
+        self.control_key = cfg.control_key or secrets.token_urlsafe(24)
+        self.shm_prefix = shm_regions.new_prefix()
+        self._linked: Path | None = None
+
+    def control_headers(self, protocol: str = "grpc") -> dict[str, str]:
+        """Headers (gRPC metadata) for this server's restricted APIs: model load/unload/index and the rest
+        of ``RESTRICTED``. Pass them as ``headers=`` to tritonclient's calls."""
+        return control_headers(self.control_key, protocol)
 
     def start(self) -> "TritonProcess":
         backends = backend_directory()
-        cmd = command(self.cfg, backends)
+        shm_regions.remove_stale()
+        repo = None
+        if self.cfg.models and not self.cfg.explicit:
+            source = Path(self.cfg.model_repository or paths.model_repository())
+            self._linked = linked_repository(source, self.cfg.models)
+            repo = str(self._linked)
+        cmd = command(self.cfg, backends, repo, self.control_key, self.shm_prefix)
         log.info("starting tritonserver (log %s)", self.log_path)
-        log.debug("%s", " ".join(cmd))
+        log.debug("%s", " ".join(cmd).replace(self.control_key, "***"))
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, env=environment(), stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            self.proc = subprocess.Popen(cmd, env=environment(), stdout=self._log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        except OSError:
+            self._log.close()
+            if self._linked is not None:
+                shutil.rmtree(self._linked, ignore_errors=True)
+            raise
         try:
             self.wait_ready()
         except BaseException:
@@ -204,14 +277,40 @@ class TritonProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        self._log.close()
+        self._cleanup()
         return self.proc.returncode
+
+    def _cleanup(self) -> None:
+        """After the whole group is gone: its shared-memory regions (a clean exit leaves none; a killed
+        server leaves one per model instance), the linked repository, the log handle."""
+        if not _owner_gone(self.shm_prefix):
+            log.warning("processes of tritonserver %d still run after SIGKILL; leaving its shared memory",
+                        self.proc.pid)
+        else:
+            removed = shm_regions.remove(self.shm_prefix)
+            if removed:
+                log.info("removed %d shared-memory region(s) of the stopped tritonserver", len(removed))
+        if self._linked is not None:
+            shutil.rmtree(self._linked, ignore_errors=True)
+            self._linked = None
+        self._log.close()
 
     def __enter__(self) -> "TritonProcess":
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _owner_gone(shm_prefix: str, timeout_s: float = 5.0) -> bool:
+    """Wait until no live process carries ``shm_prefix`` (server and stubs; SIGKILLed stubs take a
+    moment to go, and zombies, which have no command line, count as gone)."""
+    deadline = time.monotonic() + timeout_s
+    while shm_regions.owner_alive(shm_prefix):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def run_forever(cfg: TritonConfig) -> int:

@@ -180,7 +180,8 @@ class VariantWorker:
     at most ``memory_budget`` of them; the least recently used is unloaded to make room."""
 
     def __init__(self, url: str, variants: dict[str, str], memory_budget: int = 4,
-                 load_timeout_s: float = 300.0, unload_timeout_s: float = 60.0):
+                 load_timeout_s: float = 300.0, unload_timeout_s: float = 60.0,
+                 control_headers: dict[str, str] | None = None):
         if not variants:
             raise ValueError("VariantWorker needs at least one variant")
         if memory_budget < 1:
@@ -191,6 +192,8 @@ class VariantWorker:
         self.url, self.variants, self.memory_budget = url, dict(variants), memory_budget
         self.load_timeout_s, self.unload_timeout_s = load_timeout_s, unload_timeout_s
         self.client = worker_client(url)
+        self.control_headers = dict(control_headers) if control_headers else None
+        """gRPC metadata unlocking Triton's model-repository API (``TritonProcess.control_headers``)."""
         self.inflight = 0
         self.healthy = True
         self.last_call_loaded = False
@@ -226,9 +229,12 @@ class VariantWorker:
                 "events": [asdict(e) for e in events]}
 
     async def ready(self) -> bool:
-        """The server is ready (variants may all be unloaded); also learns which variants are loaded."""
+        """The server answers (variants may all be unloaded); also learns which variants are loaded.
+
+        Liveness, not Triton's readiness: with its default strict readiness Triton reports "not ready" while
+        any model is loading, which took this worker out of rotation for every on-demand variant load."""
         try:
-            if not await self.client.is_server_ready():
+            if not await self.client.is_server_live():
                 return False
             await self._sync()
             return True
@@ -236,7 +242,7 @@ class VariantWorker:
             return False
 
     async def _sync(self) -> None:
-        index = await self.client.get_model_repository_index(as_json=True)
+        index = await self.client.get_model_repository_index(headers=self.control_headers, as_json=True)
         ready = {m["name"] for m in index.get("models", []) if m.get("state") == "READY"}
         for subnet, model in self.variants.items():
             if model in ready and subnet not in self._lru:
@@ -275,7 +281,8 @@ class VariantWorker:
             model = self.variants[subnet]
             t = time.perf_counter()
             try:
-                await self.client.load_model(model, client_timeout=self.load_timeout_s)
+                await self.client.load_model(model, headers=self.control_headers,
+                                             client_timeout=self.load_timeout_s)
             except InferenceServerException as e:
                 raise WorkerFailed(f"worker {self.url}: loading variant {model} ({subnet}) failed: "
                                    f"{e.status()}: {e.message()}") from None
@@ -290,7 +297,8 @@ class VariantWorker:
         model = self.variants[subnet]
         self._lru.pop(subnet, None)
         try:
-            await self.client.unload_model(model, client_timeout=self.unload_timeout_s)
+            await self.client.unload_model(model, headers=self.control_headers,
+                                             client_timeout=self.unload_timeout_s)
             deadline = time.monotonic() + self.unload_timeout_s
             while await self.client.is_model_ready(model):
                 if time.monotonic() > deadline:

@@ -47,7 +47,7 @@ def expected_logits(model, name, x):
 
 
 async def model_states(worker):
-    index = await worker.client.get_model_repository_index(as_json=True)
+    index = await worker.client.get_model_repository_index(headers=worker.control_headers, as_json=True)
     return {m["name"]: m.get("state", "") for m in index["models"]}
 
 
@@ -59,7 +59,7 @@ def test_worker_loads_on_demand_and_unloads_least_recently_used(variant_triton, 
     accuracy = {r["name"]: r.get("test_accuracy", r["val_accuracy"]) for r in meta["subnets"]}
 
     async def go():
-        w = VariantWorker(triton.cfg.grpc_url, variants, memory_budget=2)
+        w = VariantWorker(triton.cfg.grpc_url, variants, memory_budget=2, control_headers=triton.control_headers())
         try:
             assert await w.ready()
             assert w.loaded == frozenset() and w.inflight == 0 and w.healthy
@@ -90,10 +90,18 @@ def test_worker_loads_on_demand_and_unloads_least_recently_used(variant_triton, 
                 await w.infer(RNG.random((1, 1, 27, 28), dtype=np.float32), c, timeout_s=30)
             assert len(w.load_events) == 3 and w.loaded == frozenset({b, c})
             # A second worker on the same server learns what is loaded from Triton.
-            w2 = VariantWorker(triton.cfg.grpc_url, variants, memory_budget=2)
+            w2 = VariantWorker(triton.cfg.grpc_url, variants, memory_budget=2, control_headers=triton.control_headers())
             assert await w2.ready() and w2.loaded == frozenset({b, c})
             await w2.warm([c, b])  # already loaded: no load, only the recency order changes
             assert w2.load_events == [] and w2.loaded == frozenset({b, c})
+            # While a variant loads (seconds) the worker still answers its readiness probe: Triton's own
+            # readiness is false during any load, which used to take the worker out of rotation each time.
+            loading = asyncio.create_task(w2.warm([a]))
+            await asyncio.sleep(1.0)
+            assert not loading.done() and not await w2.client.is_server_ready()
+            assert await w2.ready()
+            await loading
+            assert a in w2.loaded
             await w2.close()
             return [round(s, 2) for s in w.load_seconds]
         finally:
