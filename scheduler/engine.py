@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -67,6 +68,10 @@ class Answer:
     logits: np.ndarray
     infos: list[dict]
     """INFO per row (DESIGN.md), with queue_ms filled in by the scheduler."""
+
+    def info_bytes(self) -> list[bytes]:
+        """INFO of each row as the JSON bytes of the wire tensor."""
+        return [json.dumps(i).encode() for i in self.infos]
 
 
 @dataclass
@@ -155,7 +160,8 @@ class Engine:
 
     def _count_error(self, e: ServeError) -> None:
         e.counted = True
-        outcome = {"InvalidInput": "invalid", "DeadlineInfeasible": "dropped", "Overloaded": "overloaded"}
+        outcome = {"InvalidInput": "invalid", "ModelNotFound": "invalid", "DeadlineInfeasible": "dropped",
+                   "Overloaded": "overloaded"}
         self.stats.requests[outcome.get(type(e).__name__, "error")] += 1
         if isinstance(e, DeadlineInfeasible):
             self.stats.deadline_misses += 1

@@ -17,7 +17,8 @@ from google.protobuf import json_format
 
 from . import paths
 from .api_grpc import GrpcFrontend, add_to_server
-from .api_http import HttpFrontend, ModelSurface
+from .api_http import HttpFrontend
+from .dataplane import ModelSurface
 from .dispatcher import TritonWorker
 from .gears import GearPlan
 from .engine import Engine, EngineConfig
