@@ -103,6 +103,7 @@ class Engine:
         self._jobs: dict[int, _Job] = {}
         self._ids = itertools.count(1)
         self._sweep: asyncio.TimerHandle | None = None
+        self._sweep_key: tuple | None = None
         self._tasks: set[asyncio.Task] = set()
         self.pool = WorkerPool(workers, health or HealthConfig(), self.clock, self.stats,
                                on_change=self._workers_changed)
@@ -212,10 +213,14 @@ class Engine:
     def _arm_sweep(self) -> None:
         """While every worker is busy, drop queued requests at the moment they become infeasible
         rather than when a worker frees."""
+        head = self.queue.head()
+        key = None if head is None else (head.id, head.deadline_ms, id(self.profile))
+        if self._sweep and key == self._sweep_key:
+            return  # same head, same profile: the armed timer is still right (no timer churn per request)
         if self._sweep:
             self._sweep.cancel()
             self._sweep = None
-        head = self.queue.head()
+        self._sweep_key = key
         if head is None or not getattr(self.policy, "early_drop", True):
             return
         fastest = self.policy.fastest_ms(head, self.profile) or 0.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import signal
@@ -208,6 +209,7 @@ class Sidecar:
         if self._grpc.add_insecure_port(f"{cfg.host}:{cfg.grpc_port}") == 0:
             raise OSError(f"cannot bind gRPC to {cfg.host}:{cfg.grpc_port}")
         await self._grpc.start()
+        gc.freeze()  # start-up objects (profile, stubs, metadata) are never scanned again by the collector
         log.info("scheduler ready: policy %s, profile %s (%d subnets), workers %s", policy.name, profile.hardware,
                  len(profile.subnets), urls)
         return self
