@@ -2,29 +2,24 @@
 
 ``superserve bench-decide``: SlackFit's decision time (median and p99, microseconds) at queue
 lengths 10, 100 and 1000, on the committed profile (pure function, no server).
-``superserve bench-overhead``: the latency the sidecar adds over calling Triton directly at low
-load: the same pinned subnet, one request at a time, direct and via the sidecar interleaved, over
-gRPC and HTTP.
+``_overhead`` (used by ``superserve bench-overhead``, overhead_bench.py): the latency the sidecar adds
+over calling Triton directly at low load: the same pinned subnet, one request at a time, direct and via
+the sidecar interleaved, over gRPC and HTTP.
 """
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import tritonclient.grpc as grpcclient
-import tritonclient.http as httpclient
 
 from superserve.scheduler import paths
 from superserve.scheduler.edf_queue import Pending
 from superserve.scheduler.hardware import command_line, git_commit, hardware_name
 from superserve.scheduler.policies import SlackFit, WorkerView
-from superserve.scheduler.ports import free_ports
 from superserve.scheduler.profile import Profile
-from superserve.scheduler.server import find_profile, serve_subprocess
-from superserve.scheduler.triton_launcher import TritonConfig, TritonProcess
+from superserve.scheduler.server import find_profile
 
 
 def _header() -> dict:
@@ -85,19 +80,3 @@ def _overhead(x, subnet: str, reps: int, targets: dict) -> dict:
               f"via sidecar p50 {result[proto]['sidecar']['p50_ms']:.2f} p99 {result[proto]['sidecar']['p99_ms']:.2f} ms; "
               f"added p50 {result[proto]['added_p50_ms']:+.2f} ms p99 {result[proto]['added_p99_ms']:+.2f} ms")
     return result
-
-
-def bench_overhead(reps: int = 300) -> int:
-    profile = Profile.load(find_profile(None))
-    subnet = profile.subnets[len(profile.subnets) // 2].name
-    th, tg, tm, sh, sg = free_ports(5)
-    x = np.random.default_rng(0).random((1, 1, 28, 28), dtype=np.float32)
-    with TritonProcess(TritonConfig(http_port=th, grpc_port=tg, metrics_port=tm)) as triton:
-        with serve_subprocess(["--http-port", str(sh), "--grpc-port", str(sg), "--worker", triton.cfg.grpc_url],
-                              tempfile.mkstemp(prefix="superserve-serve-", suffix=".log")[1]):
-            result = _overhead(x, subnet, reps, {"grpc": (grpcclient, f"127.0.0.1:{tg}", f"127.0.0.1:{sg}"),
-                                                 "http": (httpclient, f"127.0.0.1:{th}", f"127.0.0.1:{sh}")})
-    path = _write("sidecar_overhead", dict(_header(), subnet=subnet, batch=1, load="one request at a time",
-                                           latency=result))
-    print(f"wrote {path}")
-    return 0

@@ -183,9 +183,10 @@ def _cmd_bench_decide(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_overhead(args: argparse.Namespace) -> int:
-    from superserve.client.scheduler_bench import bench_overhead
+    from superserve.client.overhead_bench import bench_overhead
 
-    return bench_overhead(args.reps)
+    return bench_overhead(args.reps, args.rate, args.duration, tuple(float(r) for r in args.rates.split(",")),
+                          args.step, args.compare_python, args.name)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -358,9 +359,17 @@ def build_parser() -> argparse.ArgumentParser:
     bd.add_argument("--reps", type=int, default=2000)
     bd.set_defaults(func=_cmd_bench_decide)
 
-    bo = sub.add_parser("bench-overhead", help="latency the sidecar adds over calling Triton directly, low load "
-                        "(results/sidecar_overhead.json)")
-    bo.add_argument("--reps", type=int, default=300)
+    bo = sub.add_parser("bench-overhead", help="sidecar CPU per request against Triton's own, latency it adds at "
+                        "low load, dispatch throughput with a stand-in worker (results/<name>.json)")
+    bo.add_argument("--reps", type=int, default=300, help="sequential requests per target for the added latency")
+    bo.add_argument("--rate", type=float, default=200.0, help="open-loop rate of the CPU comparison, req/s")
+    bo.add_argument("--duration", type=float, default=20.0, help="seconds per CPU comparison phase")
+    bo.add_argument("--rates", default="500,1000,1500,2000,3000,4000",
+                    help="rising open-loop rates for the dispatch throughput, req/s")
+    bo.add_argument("--step", type=float, default=5.0, help="seconds per dispatch rate")
+    bo.add_argument("--compare-python", metavar="PYTHON",
+                    help="also measure the sidecar run by this interpreter (e.g. an older checkout's .venv/bin/python)")
+    bo.add_argument("--name", default="sidecar_overhead", help="results/<name>.json")
     bo.set_defaults(func=_cmd_bench_overhead)
 
     from superserve.client.traces import add_parser as add_trace_parser

@@ -70,13 +70,14 @@ def _bytes_elements(raw: bytes) -> list[bytes]:
     return out
 
 
-def split_raw(url: str, r: service_pb2.ModelInferResponse, rows: int) -> tuple[np.ndarray, list[dict]]:
-    """LOGITS and the parsed INFO of each row from raw_output_contents; a short answer is the worker's failure."""
+def split_raw(url: str, r: service_pb2.ModelInferResponse, rows: int) -> tuple[np.ndarray, list[bytes]]:
+    """LOGITS and the INFO JSON bytes of each row from raw_output_contents, split as bytes (the engine
+    splices its own INFO fields in, info.py); a short answer is the worker's failure."""
     raw = {o.name: r.raw_output_contents[i] for i, o in enumerate(r.outputs) if i < len(r.raw_output_contents)}
     if "LOGITS" not in raw or "INFO" not in raw or len(raw["LOGITS"]) % (4 * rows):
         raise WorkerFailed(f"worker {url} answered without LOGITS/INFO for {rows} rows")
     logits = np.frombuffer(raw["LOGITS"], "<f4").reshape(rows, -1)
-    infos = [json.loads(b) for b in _bytes_elements(raw["INFO"])]
+    infos = _bytes_elements(raw["INFO"])
     if len(infos) != rows:
         raise WorkerFailed(f"worker {url} returned {len(infos)} INFO rows for {rows}")
     return logits, infos
@@ -107,7 +108,7 @@ class TritonWorker:
         except InferenceServerException:
             return False
 
-    async def infer(self, images: np.ndarray, subnet: str, timeout_s: float) -> tuple[np.ndarray, list[dict]]:
+    async def infer(self, images: np.ndarray, subnet: str, timeout_s: float) -> tuple[np.ndarray, list[bytes]]:
         req = service_pb2.ModelInferRequest(model_name=self.model)
         req.inputs.add(name="INPUT", datatype="FP32", shape=images.shape)
         req.raw_input_contents.append(images.astype("<f4", copy=False).tobytes())

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import info
 from .admission import MAX_SLO_MS, RequestParams
 from .clock import Clock, MonotonicClock
 from .edf_queue import EDFQueue, Pending
@@ -66,12 +66,22 @@ class EngineConfig:
 @dataclass
 class Answer:
     logits: np.ndarray
-    infos: list[dict]
-    """INFO per row (DESIGN.md), with queue_ms filled in by the scheduler."""
+    rows: list
+    """INFO per row as the worker gave it (JSON bytes from Triton, or dicts); the scheduler's fields
+    below are merged in when the answer is encoded (info.py), not per row in between."""
+    subnet: str
+    queue_ms: float
+    escalations: int = 0
+    subnets: tuple = ()
+
+    @property
+    def infos(self) -> list[dict]:
+        """INFO per row (DESIGN.md) as dicts, with the scheduler's fields (decodes: not for the hot path)."""
+        return [info.parse(r, self.queue_ms, self.escalations, self.subnets) for r in self.rows]
 
     def info_bytes(self) -> list[bytes]:
         """INFO of each row as the JSON bytes of the wire tensor."""
-        return [json.dumps(i).encode() for i in self.infos]
+        return [info.annotate(r, self.queue_ms, self.escalations, self.subnets) for r in self.rows]
 
 
 @dataclass
@@ -277,12 +287,11 @@ class Engine:
         for j in jobs:
             n = j.pending.rows
             j.subnets.append(subnet)
-            rows_info = [dict(i, queue_ms=round(dispatched - j.pending.arrival_ms, 3), escalations=len(j.subnets) - 1,
-                              subnets=list(j.subnets)) for i in infos[row:row + n]]
-            answer = Answer(logits[row:row + n], rows_info)
+            answer = Answer(logits[row:row + n], infos[row:row + n], subnet, round(dispatched - j.pending.arrival_ms, 3),
+                            len(j.subnets) - 1, tuple(j.subnets))
             row += n
             threshold = threshold_for(j.pending, subnet, self.policy, self.cfg.default_min_confidence)
-            conf = min((i.get(measure, 1.0) for i in rows_info), default=1.0) if threshold is not None else 1.0
+            conf = min((i.get(measure, 1.0) for i in answer.infos), default=1.0) if threshold is not None else 1.0
             nxt = escalate(j.pending, ran.accuracy, conf, threshold, plan_now, self.policy, self.profile)
             if nxt is not None and len(self.queue) < self.queue.capacity and not j.future.done():
                 j.pending, j.fallback, j.attempts = nxt, answer, 0
@@ -310,7 +319,7 @@ class Engine:
 
     def _finish(self, j: _Job, answer: Answer, done: float) -> None:
         """Answer ``j`` with ``answer`` (its last stage's result), counted once."""
-        p, subnet = j.pending, answer.infos[0]["subnet"]
+        p, subnet = j.pending, answer.subnet
         late = done > p.deadline_ms
         self.stats.requests["late" if late else "ok"] += 1
         if late:
@@ -318,7 +327,7 @@ class Engine:
         else:
             self.stats.served_accuracy_sum += self.base_profile.get(subnet).accuracy
         self.stats.subnet_selected[subnet] += 1
-        self.stats.queue_wait_seconds.observe(answer.infos[0]["queue_ms"] / 1000)
+        self.stats.queue_wait_seconds.observe(answer.queue_ms / 1000)
         self.stats.request_latency_seconds.observe((done - p.arrival_ms) / 1000)
         if not j.future.done():
             j.future.set_result(answer)

@@ -254,16 +254,17 @@ async def serve_forever(cfg: ServeConfig) -> int:
 
 
 @contextlib.contextmanager
-def serve_subprocess(args: list[str], log_path: str):
+def serve_subprocess(args: list[str], log_path: str, python: str | None = None):
     """Run ``superserve serve <args>`` as its own process group, wait for its ready line, and stop
     it with SIGINT (SIGKILL after 20 s) on exit. Yields the process; raises with the log's tail if
-    it does not come up. Used by the demo, benchmarks and tests: the real CLI, not an in-process copy."""
+    it does not come up. Used by the demo, benchmarks and tests: the real CLI, not an in-process copy.
+    ``python``: another interpreter (e.g. an older checkout's venv, for before/after benchmarks)."""
     import os
     import subprocess
     import sys
 
     with open(log_path, "w") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "superserve.scheduler.cli", "serve", *args],
+        proc = subprocess.Popen([python or sys.executable, "-m", "superserve.scheduler.cli", "serve", *args],
                                 stdout=subprocess.PIPE, stderr=log_file, text=True, start_new_session=True)
     try:
         line = proc.stdout.readline()
