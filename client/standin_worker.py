@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import struct
 
 import grpc
@@ -66,8 +67,12 @@ async def serve(host: str, port: int) -> None:
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(StandIn(), server)
     port = server.add_insecure_port(f"{host}:{port}")
     await server.start()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
     print(f"standin ready {port}", flush=True)
-    await server.wait_for_termination()
+    await stop.wait()
+    await server.stop(0)
 
 
 def main() -> None:
