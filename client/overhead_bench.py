@@ -26,13 +26,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import numpy as np
 import grpc
 from tritonclient.grpc import service_pb2
 
-from superserve.client.scheduler_bench import _header, _overhead, _pct, _write
+from superserve.client.scheduler_bench import _header, _pct, _write
 from superserve.scheduler.ports import free_ports
 from superserve.scheduler.profile import Profile
 from superserve.scheduler.server import find_profile, serve_subprocess
@@ -98,28 +98,6 @@ def _batches(metrics_url: str | None) -> tuple[float, float]:
     return float(vals["sched_batch_size_count"]), float(vals["sched_batch_size_sum"])
 
 
-def load(url: str, body: bytes, rate: float, duration_s: float, pids: dict[str, int], seed: int = 0,
-         metrics_url: str | None = None) -> dict:
-    """Run the open loop and return answers, latency and CPU ms per request of each process in ``pids``
-    (and of the load generator itself). With a sidecar's ``metrics_url``, also its mean batch size: CPU
-    per request falls as batches grow (one call to the worker per batch), so the two go together."""
-    before = {k: cpu_seconds(p) for k, p in pids.items()}
-    b0 = _batches(metrics_url)
-    gen0 = time.process_time()
-    lat, errors = asyncio.run(_open_loop(url, body, rate, duration_s, seed))
-    gen = time.process_time() - gen0
-    n = max(len(lat), 1)
-    out = {"rate_rps": rate, "duration_s": duration_s, "answered": len(lat), "errors": errors,
-           "p50_ms": _pct(lat, 50) if lat else None, "p99_ms": _pct(lat, 99) if lat else None,
-           "max_ms": round(max(lat), 3) if lat else None,
-           "cpu_ms_per_request": {k: round((cpu_seconds(p) - before[k]) * 1000 / n, 4) for k, p in pids.items()}}
-    out["cpu_ms_per_request"]["load_generator"] = round(gen * 1000 / n, 4)
-    if metrics_url is not None:
-        b1 = _batches(metrics_url)
-        out["mean_batch_rows"] = round((b1[1] - b0[1]) / max(b1[0] - b0[0], 1), 3)
-    return out
-
-
 @contextmanager
 def standin(port: int):
     proc = subprocess.Popen([sys.executable, "-m", "superserve.client.standin_worker", "--port", str(port)],
@@ -145,65 +123,141 @@ def _sidecar(worker: str, subnet: str, python: str | None):
     return serve_subprocess(args, log, python=python), f"127.0.0.1:{http}", f"127.0.0.1:{grpc_port}"
 
 
-def cpu_ratio(triton: TritonProcess, sidecars: dict, subnet: str, rate: float, duration_s: float) -> dict:
-    """Same stream straight to Triton, then through each sidecar; CPU per request and the ratios."""
-    tpid = triton.proc.pid
-    load(triton.cfg.grpc_url, request_bytes(subnet, None), rate, 2.0, {})  # warm-up, not measured
-    direct = load(triton.cfg.grpc_url, request_bytes(subnet, None), rate, duration_s, {"tritonserver": tpid})
-    out = {"triton_direct": direct}
-    for name, python in sidecars.items():
-        cm, http_url, grpc_url = _sidecar(triton.cfg.grpc_url, subnet, python)
-        with cm as proc:
-            load(grpc_url, request_bytes(subnet, 1000.0), rate, 2.0, {})  # warm-up, not measured
-            via = load(grpc_url, request_bytes(subnet, 1000.0), rate, duration_s,
-                       {"sidecar": proc.pid, "tritonserver": tpid}, metrics_url=http_url)
-        via["sidecar_over_triton_direct_cpu"] = round(
-            via["cpu_ms_per_request"]["sidecar"] / direct["cpu_ms_per_request"]["tritonserver"], 3)
-        out[name] = via
+@contextmanager
+def sidecars_up(worker: str, subnet: str, pythons: dict):
+    """Every sidecar (name -> interpreter) in front of ``worker`` at once, so measurements of them can
+    be interleaved in time (the machine's other load drifts; interleaving spreads it evenly)."""
+    with ExitStack() as stack:
+        up = {}
+        for name, python in pythons.items():
+            cm, http_url, grpc_url = _sidecar(worker, subnet, python)
+            up[name] = (stack.enter_context(cm).pid, http_url, grpc_url)
+        yield up
+
+
+def _merge(parts: list[dict]) -> dict:
+    """Rounds of one target -> one measurement (CPU summed over rounds, latency pooled)."""
+    lat = [v for p in parts for v in p.pop("_lat")]
+    n = max(len(lat), 1)
+    cpu = {k: round(sum(p["_cpu"][k] for p in parts) * 1000 / n, 4) for k in parts[0]["_cpu"]}
+    out = {"rate_rps": parts[0]["rate_rps"], "duration_s": sum(p["duration_s"] for p in parts), "rounds": len(parts),
+           "answered": len(lat), "errors": sum(p["errors"] for p in parts), "p50_ms": _pct(lat, 50) if lat else None,
+           "p99_ms": _pct(lat, 99) if lat else None, "max_ms": round(max(lat), 3) if lat else None,
+           "cpu_ms_per_request": cpu}
+    if "_batches" in parts[0]:
+        b, r = sum(p["_batches"][0] for p in parts), sum(p["_batches"][1] for p in parts)
+        out["mean_batch_rows"] = round(r / max(b, 1), 3)
+    for p in parts:
+        p.pop("_cpu"), p.pop("_batches", None)
     return out
 
 
-def added_latency(triton: TritonProcess, sidecars: dict, subnet: str, reps: int) -> dict:
-    x = np.random.default_rng(0).random((1, 1, 28, 28), dtype=np.float32)
+def _round(url: str, body: bytes, rate: float, duration_s: float, pids: dict, metrics_url: str | None, seed: int):
+    before = {k: cpu_seconds(p) for k, p in pids.items()}
+    b0, gen0 = _batches(metrics_url), time.process_time()
+    lat, errors = asyncio.run(_open_loop(url, body, rate, duration_s, seed))
+    cpu = {k: cpu_seconds(p) - before[k] for k, p in pids.items()}
+    cpu["load_generator"] = time.process_time() - gen0
+    part = {"rate_rps": rate, "duration_s": duration_s, "errors": errors, "_lat": lat, "_cpu": cpu}
+    if metrics_url is not None:
+        b1 = _batches(metrics_url)
+        part["_batches"] = (b1[0] - b0[0], b1[1] - b0[1])
+    return part
+
+
+def cpu_ratio(triton: TritonProcess, pythons: dict, subnet: str, rate: float, duration_s: float,
+              rounds: int = 4) -> dict:
+    """The same stream straight to Triton and through each sidecar, in ``rounds`` interleaved phases;
+    CPU per request of each process, and sidecar CPU over tritonserver's own when called directly."""
+    tpid = triton.proc.pid
+    with sidecars_up(triton.cfg.grpc_url, subnet, pythons) as up:
+        targets = {"triton_direct": (triton.cfg.grpc_url, request_bytes(subnet, None), {"tritonserver": tpid}, None)}
+        for name, (pid, http_url, grpc_url) in up.items():
+            targets[name] = (grpc_url, request_bytes(subnet, 1000.0), {"sidecar": pid, "tritonserver": tpid}, http_url)
+        for url, body, _, _ in targets.values():
+            asyncio.run(_open_loop(url, body, rate, 2.0, 99))  # warm-up, not measured
+        parts = {k: [] for k in targets}
+        for r in range(rounds):
+            order = list(targets) if r % 2 == 0 else list(reversed(targets))
+            for k in order:
+                url, body, pids, metrics = targets[k]
+                parts[k].append(_round(url, body, rate, duration_s / rounds, pids, metrics, seed=r))
+    out = {k: _merge(v) for k, v in parts.items()}
+    direct = out["triton_direct"]["cpu_ms_per_request"]["tritonserver"]
+    for k in up:
+        out[k]["sidecar_over_triton_direct_cpu"] = round(out[k]["cpu_ms_per_request"]["sidecar"] / direct, 3)
+    return out
+
+
+def added_latency(triton: TritonProcess, pythons: dict, subnet: str, reps: int) -> dict:
+    """One request at a time, rotating over Triton direct and every sidecar, per protocol."""
     import tritonclient.grpc as grpcclient
     import tritonclient.http as httpclient
+    x = np.random.default_rng(0).random((1, 1, 28, 28), dtype=np.float32)
     out = {}
-    for name, python in sidecars.items():
-        cm, http_url, grpc_url = _sidecar(triton.cfg.grpc_url, subnet, python)
-        with cm:
-            out[name] = _overhead(x, subnet, reps, {
-                "grpc": (grpcclient, triton.cfg.grpc_url, grpc_url),
-                "http": (httpclient, f"127.0.0.1:{triton.cfg.http_port}", http_url)})
+    with sidecars_up(triton.cfg.grpc_url, subnet, pythons) as up:
+        for proto, mod in (("grpc", grpcclient), ("http", httpclient)):
+            urls = {"triton_direct": triton.cfg.grpc_url if proto == "grpc" else f"127.0.0.1:{triton.cfg.http_port}"}
+            urls |= {k: (g if proto == "grpc" else h) for k, (_, h, g) in up.items()}
+            clients = {k: mod.InferenceServerClient(u) for k, u in urls.items()}
+            inp = mod.InferInput("INPUT", [1, 1, 28, 28], "FP32")
+            inp.set_data_from_numpy(x)
+            times = {k: [] for k in urls}
+            names = list(urls)
+            for i in range(reps + 20):
+                for k in names[i % len(names):] + names[:i % len(names)]:
+                    params = {"subnet": subnet} | ({} if k == "triton_direct" else {"slo_ms": 1000})
+                    t = time.perf_counter()
+                    clients[k].infer("supernet", [inp], parameters=params)
+                    if i >= 20:
+                        times[k].append((time.perf_counter() - t) * 1000)
+            res = {k: {"p50_ms": _pct(v, 50), "p99_ms": _pct(v, 99), "n": len(v)} for k, v in times.items()}
+            for k in up:
+                res[k]["added_p50_ms"] = round(res[k]["p50_ms"] - res["triton_direct"]["p50_ms"], 3)
+                res[k]["added_p99_ms"] = round(res[k]["p99_ms"] - res["triton_direct"]["p99_ms"], 3)
+                print(f"  {proto} {k}: added p50 {res[k]['added_p50_ms']:+.2f} ms, p99 {res[k]['added_p99_ms']:+.2f} ms "
+                      f"(direct p50 {res['triton_direct']['p50_ms']:.2f} p99 {res['triton_direct']['p99_ms']:.2f})",
+                      flush=True)
+            out[proto] = res
     return out
 
 
-def dispatch_throughput(sidecars: dict, subnet: str, rates: list[float], duration_s: float) -> dict:
+def dispatch_throughput(pythons: dict, subnet: str, rates: list[float], duration_s: float) -> dict:
+    """Each sidecar in front of the zero-cost stand-in, rates rising, sidecars alternating at each rate."""
     (port,) = free_ports(1)
     out = {}
     with standin(port) as worker:
-        floor = load(f"127.0.0.1:{port}", request_bytes(subnet, None), rates[0], duration_s, {"standin": worker.pid})
-        out["grpc_server_floor"] = floor
-        for name, python in sidecars.items():
-            cm, http_url, grpc_url = _sidecar(f"127.0.0.1:{port}", subnet, python)
-            runs, best, best_p99 = [], None, None
-            with cm as proc:
-                load(grpc_url, request_bytes(subnet, 1000.0), rates[0], 1.0, {})  # warm-up, not measured
-                for rate in rates:
-                    r = load(grpc_url, request_bytes(subnet, 1000.0), rate, duration_s,
-                             {"sidecar": proc.pid, "standin": worker.pid}, metrics_url=http_url)
+        floor = _round(f"127.0.0.1:{port}", request_bytes(subnet, None), rates[0], duration_s, {"standin": worker.pid},
+                       None, seed=0)
+        out["grpc_server_floor"] = _merge([floor])
+        with sidecars_up(f"127.0.0.1:{port}", subnet, pythons) as up:
+            for _, _, g in up.values():
+                asyncio.run(_open_loop(g, request_bytes(subnet, 1000.0), rates[0], 1.0, 99))  # warm-up
+            state = {k: {"highest_rate_all_within_10ms": None, "highest_rate_p99_within_10ms": None, "runs": [],
+                         "stopped": False} for k in up}
+            for i, rate in enumerate(rates):
+                for k in (list(up) if i % 2 == 0 else list(reversed(up))):
+                    st = state[k]
+                    if st["stopped"]:
+                        continue
+                    pid, h, g = up[k]
+                    r = _merge([_round(g, request_bytes(subnet, 1000.0), rate, duration_s,
+                                       {"sidecar": pid, "standin": worker.pid}, h, seed=i)])
                     ok = r["errors"] == 0 and r["answered"] > 0
                     r["all_within_10ms"] = ok and r["max_ms"] <= WITHIN_MS
                     r["p99_within_10ms"] = ok and r["p99_ms"] <= WITHIN_MS
-                    runs.append(r)
-                    print(f"  {name}: {rate:.0f} req/s -> p50 {r['p50_ms']} p99 {r['p99_ms']} max {r['max_ms']} ms, "
+                    st["runs"].append(r)
+                    print(f"  {k}: {rate:.0f} req/s -> p50 {r['p50_ms']} p99 {r['p99_ms']} max {r['max_ms']} ms, "
                           f"batch {r.get('mean_batch_rows')}, cpu/req {r['cpu_ms_per_request']}", flush=True)
                     if r["all_within_10ms"]:
-                        best = rate
+                        st["highest_rate_all_within_10ms"] = rate
                     if r["p99_within_10ms"]:
-                        best_p99 = rate
+                        st["highest_rate_p99_within_10ms"] = rate
                     else:
-                        break
-            out[name] = {"highest_rate_all_within_10ms": best, "highest_rate_p99_within_10ms": best_p99, "runs": runs}
+                        st["stopped"] = True
+            for k, st in state.items():
+                st.pop("stopped")
+                out[k] = st
     return out
 
 
@@ -219,14 +273,31 @@ def bench_overhead(reps: int = 300, rate: float = 200.0, duration_s: float = 20.
         cpu = cpu_ratio(triton, sidecars, subnet, rate, duration_s)
         for k, v in cpu.items():
             print(f"  {k}: {v['cpu_ms_per_request']} p50 {v['p50_ms']} p99 {v['p99_ms']}", flush=True)
-        print(f"2. added latency, one request at a time, {reps} reps", flush=True)
+        print(f"2. added latency, one request at a time, {reps} reps per target", flush=True)
         latency = added_latency(triton, sidecars, subnet, reps)
     print(f"3. dispatch throughput, stand-in worker, {step_s:g} s per rate", flush=True)
     dispatch = dispatch_throughput(sidecars, subnet, list(rates), step_s)
+    summary = {}
+    for k in sidecars:
+        c, d = cpu[k], dispatch[k]
+        summary[k] = {"sidecar_cpu_ms_per_request": c["cpu_ms_per_request"]["sidecar"],
+                      "sidecar_over_triton_direct_cpu": c["sidecar_over_triton_direct_cpu"],
+                      "added_p50_ms": {p: latency[p][k]["added_p50_ms"] for p in latency},
+                      "added_p99_ms": {p: latency[p][k]["added_p99_ms"] for p in latency},
+                      "dispatch_rps_all_within_10ms": d["highest_rate_all_within_10ms"],
+                      "dispatch_rps_p99_within_10ms": d["highest_rate_p99_within_10ms"]}
+        s = summary[k]
+        s["goals_met"] = {"cpu_ms_per_request<=0.3": s["sidecar_cpu_ms_per_request"] <= 0.3,
+                          "cpu<=triton_direct": s["sidecar_over_triton_direct_cpu"] <= 1.0,
+                          "added_p50<=0.5ms": max(s["added_p50_ms"].values()) <= 0.5,
+                          "added_p99<=2ms": max(s["added_p99_ms"].values()) <= 2.0,
+                          "dispatch>=3000rps": (s["dispatch_rps_all_within_10ms"] or 0) >= 3000}
+        print(f"{k}: {s}", flush=True)
     result = dict(_header(), subnet=subnet, compare_python=compare_python,
+                  load_average=os.getloadavg(), cores=os.cpu_count(),
                   goals={"sidecar_cpu_ms_per_request_max": 0.3, "sidecar_over_triton_cpu_max": 1.0,
                          "added_p50_ms_max": 0.5, "added_p99_ms_max": 2.0, "dispatch_rps_min": 3000},
-                  cpu_per_request=cpu, latency=latency, dispatch=dispatch)
+                  summary=summary, cpu_per_request=cpu, latency=latency, dispatch=dispatch)
     path = _write(name, result)
     print(f"wrote {path}")
     return 0

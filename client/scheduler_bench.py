@@ -2,9 +2,7 @@
 
 ``superserve bench-decide``: SlackFit's decision time (median and p99, microseconds) at queue
 lengths 10, 100 and 1000, on the committed profile (pure function, no server).
-``_overhead`` (used by ``superserve bench-overhead``, overhead_bench.py): the latency the sidecar adds
-over calling Triton directly at low load: the same pinned subnet, one request at a time, direct and via
-the sidecar interleaved, over gRPC and HTTP.
+(``superserve bench-overhead`` lives in overhead_bench.py.)
 """
 from __future__ import annotations
 
@@ -56,27 +54,3 @@ def bench_decide(reps: int = 2000, lengths=(10, 100, 1000)) -> int:
                                             batch_sizes=list(profile.batch_sizes), decision_time=out))
     print(f"wrote {path}")
     return 0
-
-
-def _overhead(x, subnet: str, reps: int, targets: dict) -> dict:
-    """Interleaved direct/sidecar requests per protocol; returns p50/p99 of each and the difference."""
-    result = {}
-    for proto, (mod, direct_url, sidecar_url) in targets.items():
-        clients = {"triton": mod.InferenceServerClient(direct_url), "sidecar": mod.InferenceServerClient(sidecar_url)}
-        inp = mod.InferInput("INPUT", [1, 1, 28, 28], "FP32")
-        inp.set_data_from_numpy(x)
-        times = {"triton": [], "sidecar": []}
-        for i in range(reps + 20):
-            for name in ("triton", "sidecar") if i % 2 else ("sidecar", "triton"):
-                params = {"subnet": subnet} | ({"slo_ms": 1000} if name == "sidecar" else {})
-                t = time.perf_counter()
-                clients[name].infer("supernet", [inp], parameters=params)
-                if i >= 20:
-                    times[name].append((time.perf_counter() - t) * 1000)
-        result[proto] = {k: {"p50_ms": _pct(v, 50), "p99_ms": _pct(v, 99), "n": len(v)} for k, v in times.items()}
-        result[proto]["added_p50_ms"] = round(result[proto]["sidecar"]["p50_ms"] - result[proto]["triton"]["p50_ms"], 3)
-        result[proto]["added_p99_ms"] = round(result[proto]["sidecar"]["p99_ms"] - result[proto]["triton"]["p99_ms"], 3)
-        print(f"{proto}: Triton direct p50 {result[proto]['triton']['p50_ms']:.2f} p99 {result[proto]['triton']['p99_ms']:.2f} ms; "
-              f"via sidecar p50 {result[proto]['sidecar']['p50_ms']:.2f} p99 {result[proto]['sidecar']['p99_ms']:.2f} ms; "
-              f"added p50 {result[proto]['added_p50_ms']:+.2f} ms p99 {result[proto]['added_p99_ms']:+.2f} ms")
-    return result
