@@ -9,7 +9,8 @@ Three measurements, each written to one results file with the command, commit an
    over gRPC and HTTP (tritonclient), p50 and p99 of each and the difference.
 3. **Dispatch throughput**: the sidecar in front of a zero-cost stand-in worker (standin_worker.py,
    answers at once); rising open-loop rates, the highest at which every request is answered within
-   10 ms. The load generator's own CPU and the stand-in's are reported beside the sidecar's, and the
+   10 ms (the goal), the highest with p99 within 10 ms, and the highest it sustains (median within
+   10 ms; the sweep stops past that). The load generator's own CPU and the stand-in's are reported beside the sidecar's, and the
    stand-in hit directly gives the floor of the gRPC server library with a trivial handler.
 
 The load generator here is lean on purpose (pre-serialised protobuf bytes over a bare ``grpc.aio``
@@ -233,8 +234,8 @@ def dispatch_throughput(pythons: dict, subnet: str, rates: list[float], duration
         with sidecars_up(f"127.0.0.1:{port}", subnet, pythons) as up:
             for _, _, g in up.values():
                 asyncio.run(_open_loop(g, request_bytes(subnet, 1000.0), rates[0], 1.0, 99))  # warm-up
-            state = {k: {"highest_rate_all_within_10ms": None, "highest_rate_p99_within_10ms": None, "runs": [],
-                         "stopped": False} for k in up}
+            state = {k: {"highest_rate_all_within_10ms": None, "highest_rate_p99_within_10ms": None,
+                         "highest_rate_sustained": None, "runs": [], "stopped": False} for k in up}
             for i, rate in enumerate(rates):
                 for k in (list(up) if i % 2 == 0 else list(reversed(up))):
                     st = state[k]
@@ -249,12 +250,13 @@ def dispatch_throughput(pythons: dict, subnet: str, rates: list[float], duration
                     st["runs"].append(r)
                     print(f"  {k}: {rate:.0f} req/s -> p50 {r['p50_ms']} p99 {r['p99_ms']} max {r['max_ms']} ms, "
                           f"batch {r.get('mean_batch_rows')}, cpu/req {r['cpu_ms_per_request']}", flush=True)
-                    if r["all_within_10ms"]:
-                        st["highest_rate_all_within_10ms"] = rate
-                    if r["p99_within_10ms"]:
-                        st["highest_rate_p99_within_10ms"] = rate
-                    else:
-                        st["stopped"] = True
+                    r["sustained"] = ok and r["p50_ms"] <= WITHIN_MS  # keeping up: the median still fast
+                    for key, met in (("highest_rate_all_within_10ms", r["all_within_10ms"]),
+                                     ("highest_rate_p99_within_10ms", r["p99_within_10ms"]),
+                                     ("highest_rate_sustained", r["sustained"])):
+                        if met:
+                            st[key] = rate
+                    st["stopped"] = not r["sustained"]  # past saturation every higher rate fails too
             for k, st in state.items():
                 st.pop("stopped")
                 out[k] = st
@@ -262,7 +264,7 @@ def dispatch_throughput(pythons: dict, subnet: str, rates: list[float], duration
 
 
 def bench_overhead(reps: int = 300, rate: float = 200.0, duration_s: float = 20.0,
-                   rates: tuple = (250, 500, 750, 1000, 1500, 2000, 3000), step_s: float = 5.0,
+                   rates: tuple = (100, 250, 500, 750, 1000, 1500, 2000, 3000), step_s: float = 5.0,
                    compare_python: str | None = None, name: str = "sidecar_overhead") -> int:
     profile = Profile.load(find_profile(None))
     subnet = profile.subnets[0].name
@@ -285,7 +287,8 @@ def bench_overhead(reps: int = 300, rate: float = 200.0, duration_s: float = 20.
                       "added_p50_ms": {p: latency[p][k]["added_p50_ms"] for p in latency},
                       "added_p99_ms": {p: latency[p][k]["added_p99_ms"] for p in latency},
                       "dispatch_rps_all_within_10ms": d["highest_rate_all_within_10ms"],
-                      "dispatch_rps_p99_within_10ms": d["highest_rate_p99_within_10ms"]}
+                      "dispatch_rps_p99_within_10ms": d["highest_rate_p99_within_10ms"],
+                      "dispatch_rps_sustained_p50_within_10ms": d["highest_rate_sustained"]}
         s = summary[k]
         s["goals_met"] = {"cpu_ms_per_request<=0.3": s["sidecar_cpu_ms_per_request"] <= 0.3,
                           "cpu<=triton_direct": s["sidecar_over_triton_direct_cpu"] <= 1.0,

@@ -364,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     bo.add_argument("--reps", type=int, default=300, help="sequential requests per target for the added latency")
     bo.add_argument("--rate", type=float, default=200.0, help="open-loop rate of the CPU comparison, req/s")
     bo.add_argument("--duration", type=float, default=20.0, help="seconds per CPU comparison phase")
-    bo.add_argument("--rates", default="250,500,750,1000,1500,2000,3000",
+    bo.add_argument("--rates", default="100,250,500,750,1000,1500,2000,3000",
                     help="rising open-loop rates for the dispatch throughput, req/s")
     bo.add_argument("--step", type=float, default=5.0, help="seconds per dispatch rate")
     bo.add_argument("--compare-python", metavar="PYTHON",
