@@ -402,6 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out-dir", help="default results/")
     b.add_argument("--serve-args", help='extra options for every superserve serve, e.g. "--margin-ms 10"')
     b.add_argument("--records", action="store_true", help="also write every request's record")
+    b.add_argument("--compare-python", metavar="PYTHON",
+                   help="also run each sidecar policy as <policy>@compare with this interpreter's superserve serve "
+                        "(e.g. an older checkout's .venv/bin/python), on the same trace")
     b.set_defaults(func=_cmd_bench)
 
     f = sub.add_parser("bench-fault", help="fault tolerance: 4 Triton workers under bursty load, kill -9 down to 2, "
