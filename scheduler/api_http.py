@@ -207,7 +207,7 @@ class HttpFrontend:
             raise  # e.g. 413: aiohttp's own answer
         except Exception as e:  # noqa: BLE001 - a body that cannot be read is the client's mistake
             enc = request.headers.get("Content-Encoding")
-            raise InvalidInput(f"request body could not be read" + (f" as Content-Encoding {enc!r}" if enc else "")
+            raise InvalidInput("request body could not be read" + (f" as Content-Encoding {enc!r}" if enc else "")
                                + f": {type(e).__name__}: {e}") from None
 
     async def infer(self, request):
