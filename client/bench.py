@@ -69,7 +69,8 @@ class BenchConfig:
     """Also write every request's record (large) to results/<name>.records.json."""
     compare_python: str | None = None
     """Also run every sidecar policy as ``<policy>@compare`` with this interpreter's ``superserve serve``
-    (e.g. an older checkout's .venv/bin/python): before and after on the same trace, in one results file."""
+    (e.g. an older checkout's .venv/bin/python): before and after on the same trace, in one results file,
+    in the order A B B A (second runs suffixed ``#2``)."""
 
     def __post_init__(self):
         if self.rate_x <= 0 or self.duration_s <= 0:
@@ -213,13 +214,14 @@ def run(cfg: BenchConfig, command: str) -> Path:
               "rate_x": cfg.rate_x, "compare_python": cfg.compare_python, "policies": {}, "series": {}}
     all_records = {}
     runs = [(p, None) for p in cfg.policies]
-    if cfg.compare_python:  # interleaved: each sidecar policy, then the same policy served by the other checkout
-        runs = [r for p in cfg.policies for r in ([(p, None)] + ([] if p.startswith("triton-fixed")
-                                                                 else [(p + "@compare", cfg.compare_python)]))]
+    if cfg.compare_python:  # A B B A per sidecar policy, so a drift in the machine's other load hits both alike
+        runs = [r for p in cfg.policies for r in ([(p, None)] if p.startswith("triton-fixed") else
+                                                  [(p, None), (p + "@compare", cfg.compare_python),
+                                                   (p + "@compare#2", cfg.compare_python), (p + "#2", None)])]
     for policy, python in runs:
         t0 = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="superserve-bench-") as d:
-            with policy_server(policy.removesuffix("@compare"), profile, max(s for s, _ in classes), Path(d),
+            with policy_server(policy.split("@")[0].split("#")[0], profile, max(s for s, _ in classes), Path(d),
                                cfg.serve_args, python) as target:
                 asyncio.run(_warm(target, images, labels, cfg.warmup))
                 before = scheduler_view(target)

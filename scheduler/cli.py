@@ -113,6 +113,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                       engine=EngineConfig(default_slo_ms=args.default_slo_ms, max_slo_ms=args.max_slo_ms, queue_capacity=args.queue_capacity,
                                           max_inflight_per_worker=args.max_inflight,
                                           adapt_latency=args.adapt_latency, margin_ms=args.margin_ms,
+                                          measure_margin=args.measure_margin,
                                           default_min_confidence=args.min_confidence),
                       health=HealthConfig(probe_interval_s=args.probe_interval_ms / 1000,
                                           max_backoff_s=max(args.probe_interval_ms / 1000, 2.0),
@@ -291,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "(default: a cache folder keyed by the weights' sha256)")
     sv.add_argument("--margin-ms", type=float, default=10.0,
                     help="plan every batch to finish this long before its deadline (reply path, client)")
+    sv.add_argument("--measure-margin", action="store_true",
+                    help="plan with max(--margin-ms, the 95th percentile of the reply times measured online)")
     sv.add_argument("--no-adapt-latency", dest="adapt_latency", action="store_false",
                     help="plan with the profile as measured, not scaled by the observed/profiled batch latency")
     sv.set_defaults(func=_cmd_serve)

@@ -121,7 +121,9 @@ class DataPlane:
             t = req.inputs[0]
             image = check_input(t.name, t.datatype, t.shape, t.values, self.model.max_rows)
             answer = await self.engine.infer(image, params)
-            return self._response(req, wanted, answer)
+            resp = self._response(req, wanted, answer)
+            self.engine.observe_reply(self.engine.clock.now_ms() - answer.done_ms)
+            return resp
         except ServeError as e:
             self.engine.record_rejection(e)
             raise

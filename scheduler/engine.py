@@ -19,6 +19,7 @@ from .clock import Clock, MonotonicClock
 from .edf_queue import EDFQueue, Pending
 from .escalation import MEASURES, escalate, threshold_for
 from .latency_tracker import LatencyTracker
+from .reply_margin import ReplyMargin
 from .errors import DeadlineInfeasible, InvalidInput, Overloaded, ServeError, WorkerFailed
 from .health import HealthConfig, Retry, retry_decision
 from .metrics import Stats
@@ -47,6 +48,8 @@ class EngineConfig:
     through the scheduler and the client's own event loop): policies plan as if it were this much later."""
     adapt_latency: bool = True
     """Plan with the profile scaled by observed/profiled batch latency (latency_tracker.py)."""
+    measure_margin: bool = False
+    """Plan with max(margin_ms, the 95th percentile of recent reply times measured online), reply_margin.py."""
     default_min_confidence: float | None = None
     """Cascade escalation for requests that set no min_confidence and whose policy sets no threshold
     (e.g. SlackFit picks the first stage, escalation runs on top); None: no escalation by default."""
@@ -73,6 +76,8 @@ class Answer:
     queue_ms: float
     escalations: int = 0
     subnets: tuple = ()
+    done_ms: float = 0.0
+    """When the engine answered (its clock); the front end reports the reply time from here."""
 
     @property
     def infos(self) -> list[dict]:
@@ -106,6 +111,8 @@ class Engine:
         # ``profile`` is what policies plan with: ``base_profile`` scaled by the latency tracker.
         self.base_profile = self.profile = profile
         self.latency = LatencyTracker()
+        self.reply = ReplyMargin(cfg.margin_ms)
+        """The margin policies plan with (cfg.margin_ms, or measured online with cfg.measure_margin)."""
         self._scaled: dict[float, Profile] = {1.0: profile}
         self.clock = clock or MonotonicClock()
         self.stats = stats or Stats()
@@ -154,10 +161,11 @@ class Engine:
             raise InvalidInput(f"parameter 'min_accuracy' {p.min_accuracy} cannot be met"
                                + (f" by subnet {p.subnet!r}" if p.subnet else f" (most accurate subnet: {best})")
                                + f" under policy {self.policy.name}")
-        if p.deadline_ms - p.arrival_ms - self.cfg.margin_ms < fastest:
+        margin = self.reply.margin_ms
+        if p.deadline_ms - p.arrival_ms - margin < fastest:
             raise DeadlineInfeasible(f"slo_ms {p.deadline_ms - p.arrival_ms:g} is below the fastest admissible "
                                      f"point ({fastest:.2f} ms for {p.rows} row(s)"
-                                     + (f" + {self.cfg.margin_ms:g} ms margin" if self.cfg.margin_ms else "")
+                                     + (f" + {margin:g} ms margin" if margin else "")
                                      + "); dropped at once")
         if not any(w.healthy for w in self.workers):
             raise Overloaded("no Triton worker is alive")
@@ -205,12 +213,12 @@ class Engine:
 
     def _plan_now(self) -> float:
         """The time policies plan with: now plus the reply margin."""
-        return self.clock.now_ms() + self.cfg.margin_ms
+        return self.clock.now_ms() + self.reply.margin_ms
 
     def _drop(self, ids, now: float) -> None:
         for p in self.queue.remove(ids):
             job = self._jobs.pop(p.id)
-            real_now = now - self.cfg.margin_ms
+            real_now = now - self.reply.margin_ms
             if self._answer_fallback(job, real_now):  # an escalation that cannot run in time
                 continue
             err = DeadlineInfeasible(f"deadline cannot be met: {p.deadline_ms - real_now:.2f} ms of slack left, less "
@@ -329,8 +337,16 @@ class Engine:
         self.stats.subnet_selected[subnet] += 1
         self.stats.queue_wait_seconds.observe(answer.queue_ms / 1000)
         self.stats.request_latency_seconds.observe((done - p.arrival_ms) / 1000)
+        answer.done_ms = self.clock.now_ms()
         if not j.future.done():
             j.future.set_result(answer)
+
+    def observe_reply(self, reply_ms: float) -> None:
+        """A front end encoded an answer ``reply_ms`` after the engine had it."""
+        self.stats.reply_seconds.observe(reply_ms / 1000)
+        if self.cfg.measure_margin:
+            self.reply.observe(reply_ms)
+            self.stats.reply_margin_ms = self.reply.margin_ms
 
     def _workers_changed(self) -> None:
         """A worker left or rejoined the rotation. With none left, queued requests get 503 now rather
