@@ -67,6 +67,10 @@ class BenchConfig:
     """Extra options for every ``superserve serve`` (e.g. --margin-ms 10)."""
     records: bool = False
     """Also write every request's record (large) to results/<name>.records.json."""
+    compare_python: str | None = None
+    """Also run every sidecar policy as ``<policy>@compare`` with this interpreter's ``superserve serve``
+    (e.g. an older checkout's .venv/bin/python): before and after on the same trace, in one results file,
+    in the order A B B A (second runs suffixed ``#2``)."""
 
     def __post_init__(self):
         if self.rate_x <= 0 or self.duration_s <= 0:
@@ -97,8 +101,9 @@ def make_trace(cfg: BenchConfig, rate_rps: float) -> traces.Trace:
 
 
 @contextlib.contextmanager
-def policy_server(policy: str, profile: Profile, slo_ms: float, workdir: Path, serve_args=()):
-    """Fresh servers for one policy; yields the load generator's Target."""
+def policy_server(policy: str, profile: Profile, slo_ms: float, workdir: Path, serve_args=(), python=None):
+    """Fresh servers for one policy; yields the load generator's Target. ``python``: run the sidecar
+    with that interpreter instead of this one (``<policy>@compare``)."""
     kind, _, arg = policy.partition(":")
     if kind == "triton-fixed":
         subnet = triton_fixed.pick(profile, arg or "largest")
@@ -121,7 +126,7 @@ def policy_server(policy: str, profile: Profile, slo_ms: float, workdir: Path, s
     if kind == "slackfit+escalate":
         args += ["--min-confidence", arg or ESCALATE_DEFAULT]
     args += list(serve_args)
-    with serve_subprocess(args, str(workdir / "serve.log")):
+    with serve_subprocess(args, str(workdir / "serve.log"), python=python):
         yield Target(f"127.0.0.1:{grpc}", metrics_url=f"http://127.0.0.1:{http}/metrics")
 
 
@@ -206,12 +211,18 @@ def run(cfg: BenchConfig, command: str) -> Path:
     result = {"command": command, "commit": git_commit(paths.repo_root()), "hardware": hardware_name(),
               "trace": dict(trace.describe(), file=trace_path.name), "slo_ms": cfg.slo,
               "min_accuracy": cfg.min_accuracy, "serve_args": list(cfg.serve_args), "capacity": capacity,
-              "rate_x": cfg.rate_x, "policies": {}, "series": {}}
+              "rate_x": cfg.rate_x, "compare_python": cfg.compare_python, "policies": {}, "series": {}}
     all_records = {}
-    for policy in cfg.policies:
+    runs = [(p, None) for p in cfg.policies]
+    if cfg.compare_python:  # A B B A per sidecar policy, so a drift in the machine's other load hits both alike
+        runs = [r for p in cfg.policies for r in ([(p, None)] if p.startswith("triton-fixed") else
+                                                  [(p, None), (p + "@compare", cfg.compare_python),
+                                                   (p + "@compare#2", cfg.compare_python), (p + "#2", None)])]
+    for policy, python in runs:
         t0 = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="superserve-bench-") as d:
-            with policy_server(policy, profile, max(s for s, _ in classes), Path(d), cfg.serve_args) as target:
+            with policy_server(policy.split("@")[0].split("#")[0], profile, max(s for s, _ in classes), Path(d),
+                               cfg.serve_args, python) as target:
                 asyncio.run(_warm(target, images, labels, cfg.warmup))
                 before = scheduler_view(target)
                 recs = asyncio.run(run_open_loop(target, trace.arrivals_s, slos, images, labels, floors))
@@ -247,7 +258,7 @@ def main(args) -> int:
                       kind=args.trace_kind, rate_x=args.rate, cv2=args.cv2,
                       duration_s=args.duration or (12.0 if args.quick else 60.0), seed=args.seed, slo=args.slo_ms,
                       min_accuracy=args.min_accuracy, trace_file=args.trace, capacity_rps=args.capacity_rps, azure_file=args.azure_file,
-                      warmup=20 if args.quick else 40, records=args.records,
+                      warmup=20 if args.quick else 40, records=args.records, compare_python=args.compare_python,
                       serve_args=tuple(shlex.split(args.serve_args or "")),
                       out_dir=Path(args.out_dir) if args.out_dir else paths.repo_root() / "results")
     command = command_line()

@@ -2,29 +2,22 @@
 
 ``superserve bench-decide``: SlackFit's decision time (median and p99, microseconds) at queue
 lengths 10, 100 and 1000, on the committed profile (pure function, no server).
-``superserve bench-overhead``: the latency the sidecar adds over calling Triton directly at low
-load: the same pinned subnet, one request at a time, direct and via the sidecar interleaved, over
-gRPC and HTTP.
+(``superserve bench-overhead`` lives in overhead_bench.py.)
 """
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import tritonclient.grpc as grpcclient
-import tritonclient.http as httpclient
 
 from superserve.scheduler import paths
 from superserve.scheduler.edf_queue import Pending
 from superserve.scheduler.hardware import command_line, git_commit, hardware_name
 from superserve.scheduler.policies import SlackFit, WorkerView
-from superserve.scheduler.ports import free_ports
 from superserve.scheduler.profile import Profile
-from superserve.scheduler.server import find_profile, serve_subprocess
-from superserve.scheduler.triton_launcher import TritonConfig, TritonProcess
+from superserve.scheduler.server import find_profile
 
 
 def _header() -> dict:
@@ -59,45 +52,5 @@ def bench_decide(reps: int = 2000, lengths=(10, 100, 1000)) -> int:
         print(f"queue {n:5d}: SlackFit decide median {out[str(n)]['median_us']:.1f} us, p99 {out[str(n)]['p99_us']:.1f} us")
     path = _write("slackfit_decision", dict(_header(), profile=profile.hardware, subnets=len(profile.subnets),
                                             batch_sizes=list(profile.batch_sizes), decision_time=out))
-    print(f"wrote {path}")
-    return 0
-
-
-def _overhead(x, subnet: str, reps: int, targets: dict) -> dict:
-    """Interleaved direct/sidecar requests per protocol; returns p50/p99 of each and the difference."""
-    result = {}
-    for proto, (mod, direct_url, sidecar_url) in targets.items():
-        clients = {"triton": mod.InferenceServerClient(direct_url), "sidecar": mod.InferenceServerClient(sidecar_url)}
-        inp = mod.InferInput("INPUT", [1, 1, 28, 28], "FP32")
-        inp.set_data_from_numpy(x)
-        times = {"triton": [], "sidecar": []}
-        for i in range(reps + 20):
-            for name in ("triton", "sidecar") if i % 2 else ("sidecar", "triton"):
-                params = {"subnet": subnet} | ({"slo_ms": 1000} if name == "sidecar" else {})
-                t = time.perf_counter()
-                clients[name].infer("supernet", [inp], parameters=params)
-                if i >= 20:
-                    times[name].append((time.perf_counter() - t) * 1000)
-        result[proto] = {k: {"p50_ms": _pct(v, 50), "p99_ms": _pct(v, 99), "n": len(v)} for k, v in times.items()}
-        result[proto]["added_p50_ms"] = round(result[proto]["sidecar"]["p50_ms"] - result[proto]["triton"]["p50_ms"], 3)
-        result[proto]["added_p99_ms"] = round(result[proto]["sidecar"]["p99_ms"] - result[proto]["triton"]["p99_ms"], 3)
-        print(f"{proto}: Triton direct p50 {result[proto]['triton']['p50_ms']:.2f} p99 {result[proto]['triton']['p99_ms']:.2f} ms; "
-              f"via sidecar p50 {result[proto]['sidecar']['p50_ms']:.2f} p99 {result[proto]['sidecar']['p99_ms']:.2f} ms; "
-              f"added p50 {result[proto]['added_p50_ms']:+.2f} ms p99 {result[proto]['added_p99_ms']:+.2f} ms")
-    return result
-
-
-def bench_overhead(reps: int = 300) -> int:
-    profile = Profile.load(find_profile(None))
-    subnet = profile.subnets[len(profile.subnets) // 2].name
-    th, tg, tm, sh, sg = free_ports(5)
-    x = np.random.default_rng(0).random((1, 1, 28, 28), dtype=np.float32)
-    with TritonProcess(TritonConfig(http_port=th, grpc_port=tg, metrics_port=tm)) as triton:
-        with serve_subprocess(["--http-port", str(sh), "--grpc-port", str(sg), "--worker", triton.cfg.grpc_url],
-                              tempfile.mkstemp(prefix="superserve-serve-", suffix=".log")[1]):
-            result = _overhead(x, subnet, reps, {"grpc": (grpcclient, f"127.0.0.1:{tg}", f"127.0.0.1:{sg}"),
-                                                 "http": (httpclient, f"127.0.0.1:{th}", f"127.0.0.1:{sh}")})
-    path = _write("sidecar_overhead", dict(_header(), subnet=subnet, batch=1, load="one request at a time",
-                                           latency=result))
     print(f"wrote {path}")
     return 0

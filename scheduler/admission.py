@@ -80,9 +80,10 @@ def check_input(name: str, datatype: str, shape, array: np.ndarray | None, max_r
     if len(shape) != 4 or shape[1:] != INPUT_SHAPE or not 1 <= shape[0] <= max_rows:
         raise InvalidInput(f"input '{INPUT_NAME}' must have shape [B, 1, 28, 28] with 1 <= B <= {max_rows}, "
                            f"got {list(shape)}")
-    if array is None or array.size != int(np.prod(shape)):
+    need = math.prod(shape)
+    if array is None or array.size != need:
         raise InvalidInput(f"input '{INPUT_NAME}' holds {0 if array is None else array.size} values, "
-                           f"shape {list(shape)} needs {int(np.prod(shape))}")
+                           f"shape {list(shape)} needs {need}")
     array = np.ascontiguousarray(array, dtype=np.float32).reshape(shape)
     if not np.isfinite(array).all():
         raise InvalidInput(f"input '{INPUT_NAME}' holds NaN or infinite values")

@@ -121,6 +121,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                       engine=EngineConfig(default_slo_ms=args.default_slo_ms, max_slo_ms=args.max_slo_ms, queue_capacity=args.queue_capacity,
                                           max_inflight_per_worker=args.max_inflight,
                                           adapt_latency=args.adapt_latency, margin_ms=args.margin_ms,
+                                          measure_margin=args.measure_margin,
                                           default_min_confidence=args.min_confidence),
                       health=HealthConfig(probe_interval_s=args.probe_interval_ms / 1000,
                                           max_backoff_s=max(args.probe_interval_ms / 1000, 2.0),
@@ -191,9 +192,10 @@ def _cmd_bench_decide(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_overhead(args: argparse.Namespace) -> int:
-    from superserve.client.scheduler_bench import bench_overhead
+    from superserve.client.overhead_bench import bench_overhead
 
-    return bench_overhead(args.reps)
+    return bench_overhead(args.reps, args.rate, args.duration, tuple(float(r) for r in args.rates.split(",")),
+                          args.step, args.compare_python, args.name)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -310,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--drain-timeout-s", type=float, default=10.0,
                     help="on SIGTERM/SIGINT: new requests get 503 at once; requests in flight get this long to be "
                     "answered (then 503), before the ports close and Triton stops; a second signal cuts it short")
+    sv.add_argument("--measure-margin", action="store_true",
+                    help="plan with max(--margin-ms, the 95th percentile of the reply times measured online)")
     sv.add_argument("--no-adapt-latency", dest="adapt_latency", action="store_false",
                     help="plan with the profile as measured, not scaled by the observed/profiled batch latency")
     sv.set_defaults(func=_cmd_serve)
@@ -378,9 +382,17 @@ def build_parser() -> argparse.ArgumentParser:
     bd.add_argument("--reps", type=int, default=2000)
     bd.set_defaults(func=_cmd_bench_decide)
 
-    bo = sub.add_parser("bench-overhead", help="latency the sidecar adds over calling Triton directly, low load "
-                        "(results/sidecar_overhead.json)")
-    bo.add_argument("--reps", type=int, default=300)
+    bo = sub.add_parser("bench-overhead", help="sidecar CPU per request against Triton's own, latency it adds at "
+                        "low load, dispatch throughput with a stand-in worker (results/<name>.json)")
+    bo.add_argument("--reps", type=int, default=300, help="sequential requests per target for the added latency")
+    bo.add_argument("--rate", type=float, default=200.0, help="open-loop rate of the CPU comparison, req/s")
+    bo.add_argument("--duration", type=float, default=20.0, help="seconds per CPU comparison phase")
+    bo.add_argument("--rates", default="100,250,500,750,1000,1500,2000,3000",
+                    help="rising open-loop rates for the dispatch throughput, req/s")
+    bo.add_argument("--step", type=float, default=5.0, help="seconds per dispatch rate")
+    bo.add_argument("--compare-python", metavar="PYTHON",
+                    help="also measure the sidecar run by this interpreter (e.g. an older checkout's .venv/bin/python)")
+    bo.add_argument("--name", default="sidecar_overhead", help="results/<name>.json")
     bo.set_defaults(func=_cmd_bench_overhead)
 
     from superserve.client.traces import add_parser as add_trace_parser
@@ -413,6 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out-dir", help="default results/")
     b.add_argument("--serve-args", help='extra options for every superserve serve, e.g. "--margin-ms 10"')
     b.add_argument("--records", action="store_true", help="also write every request's record")
+    b.add_argument("--compare-python", metavar="PYTHON",
+                   help="also run each sidecar policy as <policy>@compare with this interpreter's superserve serve "
+                        "(e.g. an older checkout's .venv/bin/python), on the same trace")
     b.set_defaults(func=_cmd_bench)
 
     f = sub.add_parser("bench-fault", help="fault tolerance: 4 Triton workers under bursty load, kill -9 down to 2, "

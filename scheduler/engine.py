@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import info
 from .admission import MAX_SLO_MS, RequestParams
 from .clock import Clock, MonotonicClock
 from .edf_queue import EDFQueue, Pending
 from .escalation import MEASURES, escalate, threshold_for
 from .latency_tracker import LatencyTracker
+from .reply_margin import ReplyMargin
 from .errors import DeadlineInfeasible, InvalidInput, Overloaded, ServeError, WorkerFailed
 from .health import HealthConfig, Retry, retry_decision
 from .metrics import Stats
@@ -46,6 +48,8 @@ class EngineConfig:
     through the scheduler and the client's own event loop): policies plan as if it were this much later."""
     adapt_latency: bool = True
     """Plan with the profile scaled by observed/profiled batch latency (latency_tracker.py)."""
+    measure_margin: bool = False
+    """Plan with max(margin_ms, the 95th percentile of recent reply times measured online), reply_margin.py."""
     default_min_confidence: float | None = None
     """Cascade escalation for requests that set no min_confidence and whose policy sets no threshold
     (e.g. SlackFit picks the first stage, escalation runs on top); None: no escalation by default."""
@@ -65,8 +69,24 @@ class EngineConfig:
 @dataclass
 class Answer:
     logits: np.ndarray
-    infos: list[dict]
-    """INFO per row (DESIGN.md), with queue_ms filled in by the scheduler."""
+    rows: list
+    """INFO per row as the worker gave it (JSON bytes from Triton, or dicts); the scheduler's fields
+    below are merged in when the answer is encoded (info.py), not per row in between."""
+    subnet: str
+    queue_ms: float
+    escalations: int = 0
+    subnets: tuple = ()
+    done_ms: float = 0.0
+    """When the engine answered (its clock); the front end reports the reply time from here."""
+
+    @property
+    def infos(self) -> list[dict]:
+        """INFO per row (DESIGN.md) as dicts, with the scheduler's fields (decodes: not for the hot path)."""
+        return [info.parse(r, self.queue_ms, self.escalations, self.subnets) for r in self.rows]
+
+    def info_bytes(self) -> list[bytes]:
+        """INFO of each row as the JSON bytes of the wire tensor."""
+        return [info.annotate(r, self.queue_ms, self.escalations, self.subnets) for r in self.rows]
 
 
 @dataclass
@@ -91,6 +111,8 @@ class Engine:
         # ``profile`` is what policies plan with: ``base_profile`` scaled by the latency tracker.
         self.base_profile = self.profile = profile
         self.latency = LatencyTracker()
+        self.reply = ReplyMargin(cfg.margin_ms)
+        """The margin policies plan with (cfg.margin_ms, or measured online with cfg.measure_margin)."""
         self._scaled: dict[float, Profile] = {1.0: profile}
         self.clock = clock or MonotonicClock()
         self.stats = stats or Stats()
@@ -98,6 +120,7 @@ class Engine:
         self._jobs: dict[int, _Job] = {}
         self._ids = itertools.count(1)
         self._sweep: asyncio.TimerHandle | None = None
+        self._sweep_key: tuple | None = None
         self._tasks: set[asyncio.Task] = set()
         self.pool = WorkerPool(workers, health or HealthConfig(), self.clock, self.stats,
                                on_change=self._workers_changed)
@@ -138,10 +161,11 @@ class Engine:
             raise InvalidInput(f"parameter 'min_accuracy' {p.min_accuracy} cannot be met"
                                + (f" by subnet {p.subnet!r}" if p.subnet else f" (most accurate subnet: {best})")
                                + f" under policy {self.policy.name}")
-        if p.deadline_ms - p.arrival_ms - self.cfg.margin_ms < fastest:
+        margin = self.reply.margin_ms
+        if p.deadline_ms - p.arrival_ms - margin < fastest:
             raise DeadlineInfeasible(f"slo_ms {p.deadline_ms - p.arrival_ms:g} is below the fastest admissible "
                                      f"point ({fastest:.2f} ms for {p.rows} row(s)"
-                                     + (f" + {self.cfg.margin_ms:g} ms margin" if self.cfg.margin_ms else "")
+                                     + (f" + {margin:g} ms margin" if margin else "")
                                      + "); dropped at once")
         if not any(w.healthy for w in self.workers):
             raise Overloaded("no Triton worker is alive")
@@ -155,7 +179,8 @@ class Engine:
 
     def _count_error(self, e: ServeError) -> None:
         e.counted = True
-        outcome = {"InvalidInput": "invalid", "DeadlineInfeasible": "dropped", "Overloaded": "overloaded"}
+        outcome = {"InvalidInput": "invalid", "ModelNotFound": "invalid", "DeadlineInfeasible": "dropped",
+                   "Overloaded": "overloaded"}
         self.stats.requests[outcome.get(type(e).__name__, "error")] += 1
         if isinstance(e, DeadlineInfeasible):
             self.stats.deadline_misses += 1
@@ -188,12 +213,12 @@ class Engine:
 
     def _plan_now(self) -> float:
         """The time policies plan with: now plus the reply margin."""
-        return self.clock.now_ms() + self.cfg.margin_ms
+        return self.clock.now_ms() + self.reply.margin_ms
 
     def _drop(self, ids, now: float) -> None:
         for p in self.queue.remove(ids):
             job = self._jobs.pop(p.id)
-            real_now = now - self.cfg.margin_ms
+            real_now = now - self.reply.margin_ms
             if self._answer_fallback(job, real_now):  # an escalation that cannot run in time
                 continue
             err = DeadlineInfeasible(f"deadline cannot be met: {p.deadline_ms - real_now:.2f} ms of slack left, less "
@@ -206,10 +231,14 @@ class Engine:
     def _arm_sweep(self) -> None:
         """While every worker is busy, drop queued requests at the moment they become infeasible
         rather than when a worker frees."""
+        head = self.queue.head()
+        key = None if head is None else (head.id, head.deadline_ms, id(self.profile))
+        if self._sweep and key == self._sweep_key:
+            return  # same head, same profile: the armed timer is still right (no timer churn per request)
         if self._sweep:
             self._sweep.cancel()
             self._sweep = None
-        head = self.queue.head()
+        self._sweep_key = key
         if head is None or not getattr(self.policy, "early_drop", True):
             return
         fastest = self.policy.fastest_ms(head, self.profile) or 0.0
@@ -266,12 +295,11 @@ class Engine:
         for j in jobs:
             n = j.pending.rows
             j.subnets.append(subnet)
-            rows_info = [dict(i, queue_ms=round(dispatched - j.pending.arrival_ms, 3), escalations=len(j.subnets) - 1,
-                              subnets=list(j.subnets)) for i in infos[row:row + n]]
-            answer = Answer(logits[row:row + n], rows_info)
+            answer = Answer(logits[row:row + n], infos[row:row + n], subnet, round(dispatched - j.pending.arrival_ms, 3),
+                            len(j.subnets) - 1, tuple(j.subnets))
             row += n
             threshold = threshold_for(j.pending, subnet, self.policy, self.cfg.default_min_confidence)
-            conf = min((i.get(measure, 1.0) for i in rows_info), default=1.0) if threshold is not None else 1.0
+            conf = min((i.get(measure, 1.0) for i in answer.infos), default=1.0) if threshold is not None else 1.0
             nxt = escalate(j.pending, ran.accuracy, conf, threshold, plan_now, self.policy, self.profile)
             if nxt is not None and len(self.queue) < self.queue.capacity and not j.future.done():
                 j.pending, j.fallback, j.attempts = nxt, answer, 0
@@ -299,7 +327,7 @@ class Engine:
 
     def _finish(self, j: _Job, answer: Answer, done: float) -> None:
         """Answer ``j`` with ``answer`` (its last stage's result), counted once."""
-        p, subnet = j.pending, answer.infos[0]["subnet"]
+        p, subnet = j.pending, answer.subnet
         late = done > p.deadline_ms
         self.stats.requests["late" if late else "ok"] += 1
         if late:
@@ -307,10 +335,18 @@ class Engine:
         else:
             self.stats.served_accuracy_sum += self.base_profile.get(subnet).accuracy
         self.stats.subnet_selected[subnet] += 1
-        self.stats.queue_wait_seconds.observe(answer.infos[0]["queue_ms"] / 1000)
+        self.stats.queue_wait_seconds.observe(answer.queue_ms / 1000)
         self.stats.request_latency_seconds.observe((done - p.arrival_ms) / 1000)
+        answer.done_ms = self.clock.now_ms()
         if not j.future.done():
             j.future.set_result(answer)
+
+    def observe_reply(self, reply_ms: float) -> None:
+        """A front end encoded an answer ``reply_ms`` after the engine had it."""
+        self.stats.reply_seconds.observe(reply_ms / 1000)
+        if self.cfg.measure_margin:
+            self.reply.observe(reply_ms)
+            self.stats.reply_margin_ms = self.reply.margin_ms
 
     def _workers_changed(self) -> None:
         """A worker left or rejoined the rotation. With none left, queued requests get 503 now rather

@@ -72,10 +72,15 @@ class Stats:
     batch_retries: int = 0
     """Failed batches whose requests (some or all) went back to the queue."""
     request_retries: int = 0
+    reply_margin_ms: float = 0.0
+    """The reply margin policies plan with when it is measured online (serve --measure-margin)."""
+    unexpected_errors: int = 0
+    """Exceptions no handler expected (a bug, answered 500 and logged at most every few seconds)."""
     batch_size: Histogram = field(default_factory=lambda: Histogram((1, 2, 4, 8, 16, 32, 64)))
     decision_seconds: Histogram = field(default_factory=lambda: Histogram((1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 1e-2)))
     queue_wait_seconds: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_S))
     request_latency_seconds: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_S))
+    reply_seconds: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_S))
 
 
 def render(s: Stats) -> str:
@@ -120,10 +125,16 @@ def render(s: Stats) -> str:
     out += ["# HELP sched_batch_retries_total Failed batches whose requests went back to the queue.",
             "# TYPE sched_batch_retries_total counter", f"sched_batch_retries_total {s.batch_retries}",
             "# HELP sched_request_retries_total Requests put back in the queue after their worker failed.",
-            "# TYPE sched_request_retries_total counter", f"sched_request_retries_total {s.request_retries}"]
+            "# TYPE sched_request_retries_total counter", f"sched_request_retries_total {s.request_retries}",
+            "# HELP sched_unexpected_errors_total Requests that hit an exception no handler expected (answered 500).",
+            "# TYPE sched_unexpected_errors_total counter", f"sched_unexpected_errors_total {s.unexpected_errors}",
+            "# HELP sched_reply_margin_seconds Reply margin planned with, when measured online (else 0).",
+            "# TYPE sched_reply_margin_seconds gauge", f"sched_reply_margin_seconds {s.reply_margin_ms / 1000:.6f}"]
     for name, h, help_ in (("sched_batch_size", s.batch_size, "Rows per dispatched batch."),
                            ("sched_decision_seconds", s.decision_seconds, "Time the policy took per decision."),
                            ("sched_queue_wait_seconds", s.queue_wait_seconds, "Arrival to dispatch."),
-                           ("sched_request_latency_seconds", s.request_latency_seconds, "Arrival to answer.")):
+                           ("sched_request_latency_seconds", s.request_latency_seconds, "Arrival to answer."),
+                           ("sched_reply_seconds", s.reply_seconds,
+                            "The engine's answer to the front end's encoded response (the reply path the sidecar sees).")):
         out += [f"# HELP {name} {help_}", f"# TYPE {name} histogram"] + h.lines(name)
     return "\n".join(out) + "\n"

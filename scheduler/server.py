@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import signal
@@ -17,7 +18,8 @@ from google.protobuf import json_format
 
 from . import paths
 from .api_grpc import GrpcFrontend, add_to_server
-from .api_http import HttpFrontend, ModelSurface
+from .api_http import HttpFrontend
+from .dataplane import ModelSurface
 from .dispatcher import TritonWorker
 from .drain import Drain
 from .gears import GearPlan
@@ -233,6 +235,7 @@ class Sidecar:
         if self._grpc.add_insecure_port(f"{cfg.host}:{cfg.grpc_port}") == 0:
             raise OSError(f"cannot bind gRPC to {cfg.host}:{cfg.grpc_port}")
         await self._grpc.start()
+        gc.freeze()  # start-up objects (profile, stubs, metadata) are never scanned again by the collector
         log.info("scheduler ready: policy %s, profile %s (%d subnets), workers %s", policy.name, profile.hardware,
                  len(profile.subnets), urls)
         return self
@@ -286,16 +289,17 @@ async def serve_forever(cfg: ServeConfig) -> int:
 
 
 @contextlib.contextmanager
-def serve_subprocess(args: list[str], log_path: str):
+def serve_subprocess(args: list[str], log_path: str, python: str | None = None):
     """Run ``superserve serve <args>`` as its own process group, wait for its ready line, and stop
     it with SIGINT (SIGKILL after 20 s) on exit. Yields the process; raises with the log's tail if
-    it does not come up. Used by the demo, benchmarks and tests: the real CLI, not an in-process copy."""
+    it does not come up. Used by the demo, benchmarks and tests: the real CLI, not an in-process copy.
+    ``python``: another interpreter (e.g. an older checkout's venv, for before/after benchmarks)."""
     import os
     import subprocess
     import sys
 
     with open(log_path, "w") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "superserve.scheduler.cli", "serve", *args],
+        proc = subprocess.Popen([python or sys.executable, "-m", "superserve.scheduler.cli", "serve", *args],
                                 stdout=subprocess.PIPE, stderr=log_file, text=True, start_new_session=True)
     try:
         line = proc.stdout.readline()

@@ -1,0 +1,155 @@
+"""The KServe v2 data plane, protocol-neutral: what an inference request means, written once.
+
+The HTTP codec (api_http.py) and the gRPC codec (api_grpc.py) only turn wire data into an
+``InferRequest`` and an ``InferResponse`` back into wire data (KServe's ``DataPlane`` under its REST
+and gRPC servicers is the model). Here, once for both: the model check, Triton's reserved
+parameters (triton_params.py), the project's parameters (admission.py), the input checks, the
+engine call, rejection counting, LOGITS/INFO assembly, and counting (and rate-limited logging) of
+unexpected exceptions, so a bug costs a 500 and a metric, never a log line per request.
+"""
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .admission import check_input, parse_params
+from .engine import Answer, Engine
+from .errors import InvalidInput, ModelNotFound, ServeError
+from .triton_params import split_reserved
+
+log = logging.getLogger(__name__)
+OUTPUTS = ("LOGITS", "INFO")
+SERVER_METADATA = {"name": "superserve", "version": "0.1.0",
+                   "extensions": ["binary_tensor_data", "parameters", "model_configuration"]}
+_U32 = struct.Struct("<I")
+
+
+class ModelSurface:
+    """What the scheduler says about its one model: Triton's own metadata and config, forwarded."""
+
+    def __init__(self, name: str, metadata: dict, config: dict, max_rows: int):
+        self.name, self.metadata, self.config, self.max_rows = name, metadata, config, max_rows
+
+    def check(self, name: str, version: str | None = None) -> None:
+        if name != self.name or version not in (None, "", "1"):
+            raise ModelNotFound(f"unknown model {name!r}" + (f" version {version!r}" if version else "")
+                                + f"; this server serves {self.name!r}")
+
+
+@dataclass
+class InputTensor:
+    name: Any
+    datatype: Any
+    shape: list[int]
+    """Already checked to be a list of non-negative ints by the codec."""
+    values: np.ndarray | None
+    """The elements, flat (FP32 from raw bytes, or converted from JSON / typed protobuf contents);
+    None when the wire form cannot be FP32 (check_input then names what is wrong)."""
+
+
+@dataclass
+class InferRequest:
+    model: str
+    version: str | None
+    inputs: list[InputTensor]
+    parameters: dict = field(default_factory=dict)
+    """Raw request parameters, name -> Python value (codec-decoded, not yet checked)."""
+    outputs: list[str] | None = None
+    """Requested outputs in order (checked against OUTPUTS by the codec or ``check_outputs``); None: all."""
+    id: str = ""
+    protocol: str = "http"
+    """"http" or "grpc": Triton's reserved-parameter rules differ slightly between the two."""
+
+
+@dataclass
+class InferResponse:
+    model: str
+    id: str
+    rows: int
+    classes: int
+    tensors: list[tuple[str, str, list[int], bytes]]
+    """(name, datatype, shape, raw little-endian bytes; BYTES tensors length-prefixed per element)."""
+    version: str = "1"
+
+
+def bytes_tensor(items: list[bytes]) -> bytes:
+    """A BYTES tensor's raw wire form: a 4-byte little-endian length, then the bytes, per element."""
+    return b"".join(_U32.pack(len(b)) + b for b in items)
+
+
+def check_outputs(names: list[str] | None) -> list[str]:
+    """The outputs to send, in the model's order whatever the request's order (as Triton answers)."""
+    if names is None:
+        return list(OUTPUTS)
+    for n in names:
+        if n not in OUTPUTS:
+            raise InvalidInput(f"unknown output {n!r}; outputs are {list(OUTPUTS)}")
+    return [n for n in OUTPUTS if n in names]
+
+
+class DataPlane:
+    """Inference and metadata for both protocols (engine + model surface)."""
+
+    LOG_EVERY_S = 10.0
+    """Unexpected exceptions are logged with a traceback at most once per this many seconds."""
+
+    def __init__(self, engine: Engine, model: ModelSurface):
+        self.engine, self.model = engine, model
+        self._last_log = -1e9
+        self._suppressed = 0
+
+    def ready(self) -> bool:
+        return any(w.healthy for w in self.engine.workers)
+
+    def check_model(self, name: str, version: str | None) -> None:
+        self.model.check(name, version)
+
+    async def infer(self, req: InferRequest) -> InferResponse:
+        """Answer ``req`` or raise a ServeError (counted once, whoever raised it)."""
+        try:
+            self.model.check(req.model, req.version)
+            wanted = check_outputs(req.outputs)
+            cfg = self.engine.cfg
+            params = parse_params(split_reserved(req.parameters, req.protocol), cfg.default_slo_ms, cfg.max_slo_ms)
+            if len(req.inputs) != 1:
+                raise InvalidInput(f"request must have exactly one input, 'INPUT'; got {len(req.inputs)}")
+            t = req.inputs[0]
+            image = check_input(t.name, t.datatype, t.shape, t.values, self.model.max_rows)
+            answer = await self.engine.infer(image, params)
+            resp = self._response(req, wanted, answer)
+            self.engine.observe_reply(self.engine.clock.now_ms() - answer.done_ms)
+            return resp
+        except ServeError as e:
+            self.engine.record_rejection(e)
+            raise
+
+    def _response(self, req: InferRequest, wanted: list[str], answer: Answer) -> InferResponse:
+        rows, classes = answer.logits.shape
+        tensors = []
+        for name in wanted:
+            if name == "LOGITS":
+                tensors.append((name, "FP32", [rows, classes], answer.logits.astype("<f4", copy=False).tobytes()))
+            else:
+                tensors.append((name, "BYTES", [rows, 1], bytes_tensor(answer.info_bytes())))
+        return InferResponse(self.model.name, req.id, rows, classes, tensors)
+
+    def unexpected(self, e: BaseException, where: str) -> ServeError:
+        """A bug (not a client mistake): count it, log it at most every LOG_EVERY_S, answer 500."""
+        stats = self.engine.stats
+        stats.unexpected_errors += 1
+        stats.requests["error"] += 1
+        now = time.monotonic()
+        if now - self._last_log >= self.LOG_EVERY_S:
+            log.error("unexpected %s in %s (%d more since the last report; counted in "
+                      "sched_unexpected_errors_total)", type(e).__name__, where, self._suppressed, exc_info=e)
+            self._last_log, self._suppressed = now, 0
+        else:
+            self._suppressed += 1
+        err = ServeError(f"internal error ({type(e).__name__}) in {where}")
+        err.counted = True
+        return err
