@@ -72,6 +72,8 @@ class Stats:
     batch_retries: int = 0
     """Failed batches whose requests (some or all) went back to the queue."""
     request_retries: int = 0
+    auth_failures: Counter = field(default_factory=Counter)
+    """Requests refused for a missing or wrong bearer token, by (protocol, reason) (auth.py)."""
     batch_size: Histogram = field(default_factory=lambda: Histogram((1, 2, 4, 8, 16, 32, 64)))
     decision_seconds: Histogram = field(default_factory=lambda: Histogram((1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 1e-2)))
     queue_wait_seconds: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_S))
@@ -120,7 +122,11 @@ def render(s: Stats) -> str:
     out += ["# HELP sched_batch_retries_total Failed batches whose requests went back to the queue.",
             "# TYPE sched_batch_retries_total counter", f"sched_batch_retries_total {s.batch_retries}",
             "# HELP sched_request_retries_total Requests put back in the queue after their worker failed.",
-            "# TYPE sched_request_retries_total counter", f"sched_request_retries_total {s.request_retries}"]
+            "# TYPE sched_request_retries_total counter", f"sched_request_retries_total {s.request_retries}",
+            "# HELP sched_auth_failures_total Requests refused (401 / UNAUTHENTICATED) for a missing or wrong token.",
+            "# TYPE sched_auth_failures_total counter"]
+    out += [f'sched_auth_failures_total{{protocol="{p}",reason="{r}"}} {s.auth_failures[(p, r)]}'
+            for p in ("http", "grpc") for r in ("missing", "invalid")]
     for name, h, help_ in (("sched_batch_size", s.batch_size, "Rows per dispatched batch."),
                            ("sched_decision_seconds", s.decision_seconds, "Time the policy took per decision."),
                            ("sched_queue_wait_seconds", s.queue_wait_seconds, "Arrival to dispatch."),

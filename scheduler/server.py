@@ -18,6 +18,7 @@ from google.protobuf import json_format
 from . import paths
 from .api_grpc import GrpcFrontend, add_to_server
 from .api_http import HttpFrontend, ModelSurface
+from .auth import Auth, AuthConfig
 from .dispatcher import TritonWorker
 from .drain import Drain
 from .gears import GearPlan
@@ -64,11 +65,18 @@ class ServeConfig:
     health: HealthConfig = field(default_factory=HealthConfig)
     drain_timeout_s: float = 10.0
     """On SIGTERM/SIGINT: how long requests in flight may take to be answered before they get 503."""
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    insecure_public: bool = False
+    """Allow a non-loopback ``host`` with no token (and no client certificates): anyone who reaches it may call."""
 
     def __post_init__(self):
         if not is_loopback(self.triton.host):
             raise ValueError(f"the embedded Triton must listen on loopback only (its model control and "
                              f"shared-memory APIs are not for clients), got host {self.triton.host!r}")
+        if not is_loopback(self.host) and not self.auth.token and not self.insecure_public:
+            raise ValueError(f"host {self.host!r} is not loopback and no token is set: anyone who reaches it could "
+                             "call the scheduler. Set a token (--token-file or SUPERSERVE_TOKEN), or pass "
+                             "--insecure-public if the network in front of it is trusted")
         if self.drain_timeout_s < 0:
             raise ValueError(f"drain_timeout_s must be >= 0, got {self.drain_timeout_s}")
         if self.local_workers < 1:
@@ -161,6 +169,11 @@ class Sidecar:
         self._runner: web.AppRunner | None = None
         self._grpc: grpc.aio.Server | None = None
         self.drain = Drain(on_refused=lambda e: self.engine.record_rejection(e) if self.engine else None)
+        self.auth = Auth(cfg.auth, on_refused=self._count_auth_failure)
+
+    def _count_auth_failure(self, protocol: str, reason: str) -> None:
+        if self.engine:
+            self.engine.stats.auth_failures[(protocol, reason)] += 1
 
     async def start(self) -> "Sidecar":
         cfg = self.cfg
@@ -222,11 +235,14 @@ class Sidecar:
         self.engine.pool.start(None if infaas else lambda w: w.infer(np.zeros((1, 1, 28, 28), np.float32), smallest,
                                                                      cfg.health.warmup_timeout_s))
         app = HttpFrontend(self.engine, surface).app
-        app.middlewares.append(self.drain.http_middleware())
+        if self.auth.enabled:  # outside the drain: a refused caller is never counted in flight
+            app.middlewares.append(self.auth.http_middleware())
+        app.middlewares.append(self.drain.http_middleware())  # last: closest to the handlers
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, cfg.host, cfg.http_port).start()
-        self._grpc = grpc.aio.server(interceptors=[self.drain.grpc_interceptor()],
+        interceptors = [self.auth.grpc_interceptor()] if self.auth.enabled else []
+        self._grpc = grpc.aio.server(interceptors=[*interceptors, self.drain.grpc_interceptor()],
                                      options=[("grpc.max_receive_message_length", 64 << 20),
                                               ("grpc.max_send_message_length", 64 << 20)])
         add_to_server(self._grpc, GrpcFrontend(self.engine, surface, meta_pb, config_pb))
