@@ -24,6 +24,7 @@ from .drain import Drain
 from .gears import GearPlan
 from .engine import Engine, EngineConfig
 from .health import HealthConfig
+from .limits import ConnectionLimits, LimitedTCPSite, grpc_server_kwargs, http_runner_kwargs
 from .hardware import hardware_name
 from .policies import make_policy
 from .profile import Profile, ProfileError
@@ -68,6 +69,8 @@ class ServeConfig:
     auth: AuthConfig = field(default_factory=AuthConfig)
     insecure_public: bool = False
     """Allow a non-loopback ``host`` with no token (and no client certificates): anyone who reaches it may call."""
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
+    """Connection caps and read timeouts of the two front ends (limits.py)."""
 
     def __post_init__(self):
         if not is_loopback(self.triton.host):
@@ -168,6 +171,7 @@ class Sidecar:
         self.engine: Engine | None = None
         self._runner: web.AppRunner | None = None
         self._grpc: grpc.aio.Server | None = None
+        self.http_site: LimitedTCPSite | None = None
         self.drain = Drain(on_refused=lambda e: self.engine.record_rejection(e) if self.engine else None)
         self.auth = Auth(cfg.auth, on_refused=self._count_auth_failure)
 
@@ -238,13 +242,15 @@ class Sidecar:
         if self.auth.enabled:  # outside the drain: a refused caller is never counted in flight
             app.middlewares.append(self.auth.http_middleware())
         app.middlewares.append(self.drain.http_middleware())  # last: closest to the handlers
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, **http_runner_kwargs(cfg.limits))
         await self._runner.setup()
-        await web.TCPSite(self._runner, cfg.host, cfg.http_port).start()
+        self.http_site = LimitedTCPSite(self._runner, cfg.host, cfg.http_port, limits=cfg.limits)
+        await self.http_site.start()
+        self.engine.stats.http_connections = self.http_site.guard
         interceptors = [self.auth.grpc_interceptor()] if self.auth.enabled else []
         self._grpc = grpc.aio.server(interceptors=[*interceptors, self.drain.grpc_interceptor()],
-                                     options=[("grpc.max_receive_message_length", 64 << 20),
-                                              ("grpc.max_send_message_length", 64 << 20)])
+                                     **grpc_server_kwargs(cfg.limits, [("grpc.max_receive_message_length", 64 << 20),
+                                                                       ("grpc.max_send_message_length", 64 << 20)]))
         add_to_server(self._grpc, GrpcFrontend(self.engine, surface, meta_pb, config_pb))
         if self._grpc.add_insecure_port(f"{cfg.host}:{cfg.grpc_port}") == 0:
             raise OSError(f"cannot bind gRPC to {cfg.host}:{cfg.grpc_port}")
