@@ -223,8 +223,19 @@ def add_arguments(parser) -> None:
     g.add_argument("--protect-health", action="store_true",
                    help="require the token on /v2/health/*, gRPC ServerLive/ServerReady and /metrics too")
     g.add_argument("--insecure-public", action="store_true",
-                   help="allow a non-loopback --host without a token (only behind a trusted network)")
+                   help="allow a non-loopback --host without a token or --tls-client-ca (only behind a trusted network)")
+    g.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS and gRPC over TLS with this certificate chain")
+    g.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
+    g.add_argument("--tls-client-ca", metavar="PEM",
+                   help="mutual TLS: every client must present a certificate signed by this CA")
 
 
 def from_args(args, env_token: str | None) -> AuthConfig:
     return AuthConfig(token=load_token(args.token_file, env_token), protect_health=args.protect_health)
+
+
+def tls_from_args(args) -> TlsConfig:
+    """The TLS settings, checked now (files readable, key matching the certificate), not at bind time."""
+    tls = TlsConfig(cert=args.tls_cert, key=args.tls_key, client_ca=args.tls_client_ca)
+    tls.http_context()
+    return tls

@@ -106,14 +106,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"superserve serve: --workers must be >= 1, got {args.workers}", file=sys.stderr)
         return 2
     try:
-        cfg = _serve_config(args, auth.from_args(args, args.token_env), limits.from_args(args))
+        cfg = _serve_config(args, auth.from_args(args, args.token_env), limits.from_args(args), auth.tls_from_args(args))
     except ValueError as e:  # bad settings, quoted
         print(f"superserve serve: {e}", file=sys.stderr)
         return 2
     return asyncio.run(serve_forever(cfg))
 
 
-def _serve_config(args: argparse.Namespace, auth_cfg, limits_cfg):
+def _serve_config(args: argparse.Namespace, auth_cfg, limits_cfg, tls_cfg):
     from superserve.scheduler.engine import EngineConfig
     from superserve.scheduler.health import HealthConfig
     from superserve.scheduler.server import ServeConfig
@@ -126,7 +126,7 @@ def _serve_config(args: argparse.Namespace, auth_cfg, limits_cfg):
                       latency_stat=args.latency_stat, variant_repository=args.variant_repository,
                       memory_budget=args.memory_budget, load_ms=args.load_ms, plan=args.plan,
                       drain_timeout_s=args.drain_timeout_s, auth=auth_cfg, insecure_public=args.insecure_public,
-                      limits=limits_cfg,
+                      limits=limits_cfg, tls=tls_cfg,
                       # Triton stays on loopback whatever --host is: only the sidecar talks to it.
                       triton=TritonConfig(http_port=args.triton_http_port,
                                           grpc_port=args.triton_grpc_port, metrics_port=args.triton_metrics_port,
