@@ -4,7 +4,7 @@
   ``Authorization: Bearer <token>``, gRPC metadata ``authorization: Bearer <token>``, compared in constant
   time. Health (``/v2/health/*``, gRPC ServerLive/ServerReady) and ``/metrics`` stay open unless
   ``AuthConfig.protect_health``. A missing or wrong token gets HTTP 401 (``WWW-Authenticate: Bearer``) or
-  gRPC UNAUTHENTICATED before any handler runs (no body is read or parsed, nothing reaches the engine), and is
+  gRPC UNAUTHENTICATED before any handler runs (no body or message is parsed, nothing reaches the engine), and is
   counted (``sched_auth_failures_total{protocol,reason}``).
 - The token comes from a file (``--token-file``) or the environment (``SUPERSERVE_TOKEN``), never from a flag:
   anyone on the host can read a process's command line in ``/proc``.
