@@ -51,6 +51,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import random
 import sys
 import time
@@ -358,6 +359,10 @@ class TritonUser(User):
         self.settings = Settings.from_options(environment.parsed_options)
         self.weights = [c.weight for c in self.settings.classes]
         self.url, self.ssl = _strip_scheme(self.host)
+        # The scheduler's bearer token (superserve serve --token-file / SUPERSERVE_TOKEN), from the environment
+        # only: a Locust option would show on the command line and in the web UI.
+        token = os.environ.get("SUPERSERVE_TOKEN", "").strip()
+        self.headers = {"authorization": f"Bearer {token}"} if token else None
 
     def wait_time(self) -> float:
         """At most ``--user-rps`` requests per second per user (Locust's ``constant_throughput``); 0: none."""
@@ -419,7 +424,7 @@ class TritonGrpcUser(TritonUser):
         inp = grpcclient.InferInput("INPUT", list(x.shape), "FP32")
         inp.set_data_from_numpy(x)
         return self.client.infer(self.settings.model, [inp], parameters=params or None,
-                                 client_timeout=self.settings.client_timeout_s)
+                                 client_timeout=self.settings.client_timeout_s, headers=self.headers)
 
 
 class TritonHttpUser(TritonUser):
@@ -437,4 +442,5 @@ class TritonHttpUser(TritonUser):
     def _infer(self, x, params):
         inp = httpclient.InferInput("INPUT", list(x.shape), "FP32")
         inp.set_data_from_numpy(x, binary_data=True)
-        return self.client.infer(self.settings.model, [inp], parameters=params or None)
+        return self.client.infer(self.settings.model, [inp], parameters=params or None,
+                                 headers=dict(self.headers) if self.headers else None)  # it adds its own

@@ -95,10 +95,8 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
 
-    from superserve.scheduler.engine import EngineConfig
-    from superserve.scheduler.health import HealthConfig
-    from superserve.scheduler.server import ServeConfig, serve_forever
-    from superserve.scheduler.triton_launcher import TritonConfig
+    from superserve.scheduler import auth, limits
+    from superserve.scheduler.server import serve_forever
 
     if args.worker and args.workers is not None:
         print("superserve serve: give --worker URL (running Tritons) or --workers N (start N here), not both",
@@ -107,13 +105,28 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         print(f"superserve serve: --workers must be >= 1, got {args.workers}", file=sys.stderr)
         return 2
+    try:
+        cfg = _serve_config(args, auth.from_args(args, args.token_env), limits.from_args(args), auth.tls_from_args(args))
+    except ValueError as e:  # bad settings, quoted
+        print(f"superserve serve: {e}", file=sys.stderr)
+        return 2
+    return asyncio.run(serve_forever(cfg))
+
+
+def _serve_config(args: argparse.Namespace, auth_cfg, limits_cfg, tls_cfg):
+    from superserve.scheduler.engine import EngineConfig
+    from superserve.scheduler.health import HealthConfig
+    from superserve.scheduler.server import ServeConfig
+    from superserve.scheduler.triton_launcher import TritonConfig
+
     cfg = ServeConfig(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port, policy=args.policy,
                       subnet=args.subnet, workers=tuple(args.worker or ()), local_workers=args.workers or 1,
                       resolve_workers=args.resolve_workers,
                       profile=args.profile,
                       latency_stat=args.latency_stat, variant_repository=args.variant_repository,
                       memory_budget=args.memory_budget, load_ms=args.load_ms, plan=args.plan,
-                      drain_timeout_s=args.drain_timeout_s,
+                      drain_timeout_s=args.drain_timeout_s, auth=auth_cfg, insecure_public=args.insecure_public,
+                      limits=limits_cfg, tls=tls_cfg,
                       # Triton stays on loopback whatever --host is: only the sidecar talks to it.
                       triton=TritonConfig(http_port=args.triton_http_port,
                                           grpc_port=args.triton_grpc_port, metrics_port=args.triton_metrics_port,
@@ -127,7 +140,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                                           max_backoff_s=max(args.probe_interval_ms / 1000, 2.0),
                                           hang_factor=args.hang_factor, hang_floor_ms=args.hang_floor_ms,
                                           max_attempts=args.max_attempts))
-    return asyncio.run(serve_forever(cfg))
+    return cfg
 
 
 def _cmd_record(args: argparse.Namespace) -> int:
@@ -316,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="plan with max(--margin-ms, the 95th percentile of the reply times measured online)")
     sv.add_argument("--no-adapt-latency", dest="adapt_latency", action="store_false",
                     help="plan with the profile as measured, not scaled by the observed/profiled batch latency")
+    from superserve.scheduler import auth, limits
+    limits.add_arguments(sv)
+    auth.add_arguments(sv)
     sv.set_defaults(func=_cmd_serve)
 
     pr = sub.add_parser("profile", help="measure end-to-end latency of the Pareto subnets through Triton and "
@@ -479,6 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     # `superserve triton` and `superserve serve --worker` through the environment, never a flag (flags
     # show in ps). Unset: each launched Triton gets a fresh random one.
     args.control_key = os.environ.get("SUPERSERVE_TRITON_CONTROL_KEY") or None
+    args.token_env = os.environ.get("SUPERSERVE_TOKEN")  # serve's bearer token, likewise never a flag
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     limiter = log_limits.install()  # at most 10 records per call site per 10 s (DEBUG exempt)

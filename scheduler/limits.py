@@ -134,7 +134,8 @@ class _Guarded(asyncio.Protocol):
     States: ``head`` (waiting for the end of a request head, timed from its first byte, or from the
     connection's opening for the first request), ``body`` (``remaining`` bytes of a Content-Length body,
     timed from the head), ``idle`` (between requests: aiohttp's keep-alive timer applies), ``off`` (a
-    chunked body: its end is not tracked, so neither is anything after it on this connection)."""
+    chunked body: its end is not tracked, so neither is anything after it on this connection), ``refused``
+    (over the cap after all: see ``connection_made``)."""
 
     def __init__(self, inner, guard: "ConnectionGuard"):
         self.inner, self.guard = inner, guard
@@ -145,11 +146,21 @@ class _Guarded(asyncio.Protocol):
     # -- asyncio.Protocol, delegated --------------------------------------------------------------
     def connection_made(self, transport):
         self.transport = transport
+        if self.guard.open >= self.guard.limits.connections:
+            # asyncio accepts a burst of connections (up to the backlog) before any of them is made, so the
+            # factory's check saw too few open: refuse here, where the count is exact.
+            self.guard.note_refusal()
+            self.inner, self.state = _Refused(self.guard), "refused"
+            self.inner.connection_made(transport)
+            return
         self.guard.open += 1
         self._arm(self.guard.limits.header_timeout_s, "request head")
         self.inner.connection_made(transport)
 
     def connection_lost(self, exc):
+        if self.state == "refused":
+            self.inner.connection_lost(exc)
+            return
         self.guard.open -= 1
         self._disarm()
         self.inner.connection_lost(exc)
@@ -164,7 +175,7 @@ class _Guarded(asyncio.Protocol):
         return self.inner.eof_received()
 
     def data_received(self, data: bytes):
-        if self.state != "off" and not self._track(data):
+        if self.state not in ("off", "refused") and not self._track(data):
             return
         self.inner.data_received(data)
 
@@ -257,12 +268,15 @@ class ConnectionGuard:
 
     def __call__(self) -> asyncio.Protocol:
         if self.open >= self.limits.connections:
-            self.refused += 1
-            if self.refused == 1 or self.refused % 1000 == 0:
-                log.warning("HTTP connection refused: %d open, the cap (%d connections refused so far)", self.open,
-                            self.refused)
+            self.note_refusal()
             return _Refused(self)
         return _Guarded(self.factory(), self)
+
+    def note_refusal(self) -> None:
+        self.refused += 1
+        if self.refused == 1 or self.refused % 1000 == 0:
+            log.warning("HTTP connection refused: %d open, the cap (%d connections refused so far)", self.open,
+                        self.refused)
 
 
 class LimitedTCPSite(web.TCPSite):
@@ -285,3 +299,27 @@ class LimitedTCPSite(web.TCPSite):
             reuse_address=self._reuse_address, reuse_port=self._reuse_port, **tls)
         sockets = self._server.sockets
         self._bound_port = sockets[0].getsockname()[1] if sockets else self._port
+
+
+# -- the command line (superserve serve): flags from the dataclass, each default written once ---------------
+def add_arguments(parser) -> None:
+    d = ConnectionLimits
+    g = parser.add_argument_group("front-end limits (slow and idle clients)")
+    g.add_argument("--max-connections", type=int, default=d.max_connections,
+                   help="HTTP connections open at once; one more gets 503 and is closed (0: half the descriptor "
+                   f"limit, at most 4096; here {default_max_connections()})")
+    g.add_argument("--header-timeout-s", type=float, default=d.header_timeout_s,
+                   help="an HTTP request head must arrive within this (from its first byte, or from the "
+                   "connection's opening), else 408 and close; also bounds the TLS handshake")
+    g.add_argument("--body-timeout-s", type=float, default=d.body_timeout_s,
+                   help="an HTTP request body must arrive within this after its head, else 408 and close")
+    g.add_argument("--keepalive-timeout-s", type=float, default=d.keepalive_timeout_s,
+                   help="an idle keep-alive HTTP connection is closed after this")
+    g.add_argument("--grpc-max-concurrent-rpcs", type=int, default=d.grpc_max_concurrent_rpcs,
+                   help="gRPC calls in progress at once; beyond: RESOURCE_EXHAUSTED at once")
+
+
+def from_args(args) -> ConnectionLimits:
+    return ConnectionLimits(max_connections=args.max_connections, header_timeout_s=args.header_timeout_s,
+                            body_timeout_s=args.body_timeout_s, keepalive_timeout_s=args.keepalive_timeout_s,
+                            grpc_max_concurrent_rpcs=args.grpc_max_concurrent_rpcs)

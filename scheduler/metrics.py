@@ -76,6 +76,10 @@ class Stats:
     """The reply margin policies plan with when it is measured online (serve --measure-margin)."""
     unexpected_errors: int = 0
     """Exceptions no handler expected (a bug, answered 500 and logged at most every few seconds)."""
+    auth_failures: Counter = field(default_factory=Counter)
+    """Requests refused for a missing or wrong bearer token, by (protocol, reason) (auth.py)."""
+    http_connections: object = None
+    """The HTTP front end's ``ConnectionGuard`` (limits.py): its counters are read when rendering."""
     batch_size: Histogram = field(default_factory=lambda: Histogram((1, 2, 4, 8, 16, 32, 64)))
     decision_seconds: Histogram = field(default_factory=lambda: Histogram((1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 1e-2)))
     queue_wait_seconds: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_S))
@@ -129,7 +133,22 @@ def render(s: Stats) -> str:
             "# HELP sched_unexpected_errors_total Requests that hit an exception no handler expected (answered 500).",
             "# TYPE sched_unexpected_errors_total counter", f"sched_unexpected_errors_total {s.unexpected_errors}",
             "# HELP sched_reply_margin_seconds Reply margin planned with, when measured online (else 0).",
-            "# TYPE sched_reply_margin_seconds gauge", f"sched_reply_margin_seconds {s.reply_margin_ms / 1000:.6f}"]
+            "# TYPE sched_reply_margin_seconds gauge", f"sched_reply_margin_seconds {s.reply_margin_ms / 1000:.6f}",
+            "# HELP sched_auth_failures_total Requests refused (401 / UNAUTHENTICATED) for a missing or wrong token.",
+            "# TYPE sched_auth_failures_total counter"]
+    out += [f'sched_auth_failures_total{{protocol="{p}",reason="{r}"}} {s.auth_failures[(p, r)]}'
+            for p in ("http", "grpc") for r in ("missing", "invalid")]
+    guard = s.http_connections
+    if guard is not None:
+        out += ["# HELP sched_http_connections HTTP connections open now (the cap is --max-connections).",
+                "# TYPE sched_http_connections gauge", f"sched_http_connections {guard.open}",
+                "# HELP sched_http_connections_refused_total HTTP connections refused with 503: over the cap.",
+                "# TYPE sched_http_connections_refused_total counter",
+                f"sched_http_connections_refused_total {guard.refused}",
+                "# HELP sched_http_connections_closed_total HTTP connections closed for a head or body that came "
+                "too slowly (408) or a head too large (431).",
+                "# TYPE sched_http_connections_closed_total counter",
+                f"sched_http_connections_closed_total {guard.closed}"]
     for name, h, help_ in (("sched_batch_size", s.batch_size, "Rows per dispatched batch."),
                            ("sched_decision_seconds", s.decision_seconds, "Time the policy took per decision."),
                            ("sched_queue_wait_seconds", s.queue_wait_seconds, "Arrival to dispatch."),

@@ -19,12 +19,14 @@ from google.protobuf import json_format
 from . import paths
 from .api_grpc import GrpcFrontend, add_to_server
 from .api_http import HttpFrontend
+from .auth import Auth, AuthConfig, TlsConfig
 from .dataplane import ModelSurface
 from .dispatcher import TritonWorker
 from .drain import Drain
 from .gears import GearPlan
 from .engine import Engine, EngineConfig
 from .health import HealthConfig
+from .limits import ConnectionLimits, LimitedTCPSite, grpc_server_kwargs, http_runner_kwargs
 from .hardware import hardware_name
 from .policies import make_policy
 from .profile import Profile, ProfileError
@@ -66,11 +68,23 @@ class ServeConfig:
     health: HealthConfig = field(default_factory=HealthConfig)
     drain_timeout_s: float = 10.0
     """On SIGTERM/SIGINT: how long requests in flight may take to be answered before they get 503."""
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    insecure_public: bool = False
+    """Allow a non-loopback ``host`` with no token (and no client certificates): anyone who reaches it may call."""
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
+    """Connection caps and read timeouts of the two front ends (limits.py)."""
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    """Certificate files for HTTPS and gRPC over TLS (auth.py); with a client CA, mutual TLS."""
 
     def __post_init__(self):
         if not is_loopback(self.triton.host):
             raise ValueError(f"the embedded Triton must listen on loopback only (its model control and "
                              f"shared-memory APIs are not for clients), got host {self.triton.host!r}")
+        if not is_loopback(self.host) and not self.auth.token and not self.tls.client_ca and not self.insecure_public:
+            raise ValueError(f"host {self.host!r} is not loopback and no token is set: anyone who reaches it could "
+                             "call the scheduler. Set a token (--token-file or SUPERSERVE_TOKEN) or client "
+                             "certificates (--tls-client-ca), or pass --insecure-public if the network in front "
+                             "of it is trusted")
         if self.drain_timeout_s < 0:
             raise ValueError(f"drain_timeout_s must be >= 0, got {self.drain_timeout_s}")
         if self.local_workers < 1:
@@ -162,7 +176,13 @@ class Sidecar:
         self.engine: Engine | None = None
         self._runner: web.AppRunner | None = None
         self._grpc: grpc.aio.Server | None = None
+        self.http_site: LimitedTCPSite | None = None
         self.drain = Drain(on_refused=lambda e: self.engine.record_rejection(e) if self.engine else None)
+        self.auth = Auth(cfg.auth, on_refused=self._count_auth_failure)
+
+    def _count_auth_failure(self, protocol: str, reason: str) -> None:
+        if self.engine:
+            self.engine.stats.auth_failures[(protocol, reason)] += 1
 
     async def start(self) -> "Sidecar":
         cfg = self.cfg
@@ -224,15 +244,22 @@ class Sidecar:
         self.engine.pool.start(None if infaas else lambda w: w.infer(np.zeros((1, 1, 28, 28), np.float32), smallest,
                                                                      cfg.health.warmup_timeout_s))
         app = HttpFrontend(self.engine, surface).app
-        app.middlewares.append(self.drain.http_middleware())
-        self._runner = web.AppRunner(app, access_log=None)
+        if self.auth.enabled:  # outside the drain: a refused caller is never counted in flight
+            app.middlewares.append(self.auth.http_middleware())
+        app.middlewares.append(self.drain.http_middleware())  # last: closest to the handlers
+        self._runner = web.AppRunner(app, access_log=None, **http_runner_kwargs(cfg.limits))
         await self._runner.setup()
-        await web.TCPSite(self._runner, cfg.host, cfg.http_port).start()
-        self._grpc = grpc.aio.server(interceptors=[self.drain.grpc_interceptor()],
-                                     options=[("grpc.max_receive_message_length", 64 << 20),
-                                              ("grpc.max_send_message_length", 64 << 20)])
+        self.http_site = LimitedTCPSite(self._runner, cfg.host, cfg.http_port, limits=cfg.limits,
+                                        ssl_context=cfg.tls.http_context())
+        await self.http_site.start()
+        self.engine.stats.http_connections = self.http_site.guard
+        interceptors = [self.auth.grpc_interceptor()] if self.auth.enabled else []
+        self._grpc = grpc.aio.server(interceptors=[*interceptors, self.drain.grpc_interceptor()],
+                                     **grpc_server_kwargs(cfg.limits, [("grpc.max_receive_message_length", 64 << 20),
+                                                                       ("grpc.max_send_message_length", 64 << 20)]))
         add_to_server(self._grpc, GrpcFrontend(self.engine, surface, meta_pb, config_pb))
-        if self._grpc.add_insecure_port(f"{cfg.host}:{cfg.grpc_port}") == 0:
+        creds, address = cfg.tls.grpc_credentials(), f"{cfg.host}:{cfg.grpc_port}"
+        if (self._grpc.add_secure_port(address, creds) if creds else self._grpc.add_insecure_port(address)) == 0:
             raise OSError(f"cannot bind gRPC to {cfg.host}:{cfg.grpc_port}")
         await self._grpc.start()
         gc.freeze()  # start-up objects (profile, stubs, metadata) are never scanned again by the collector
@@ -277,8 +304,10 @@ async def serve_forever(cfg: ServeConfig) -> int:
         loop.add_signal_handler(sig, on_signal)
     try:
         await sidecar.start()
-        print(f"SuperServe ready  HTTP http://{cfg.host}:{cfg.http_port}  gRPC {cfg.host}:{cfg.grpc_port}  "
-              f"metrics http://{cfg.host}:{cfg.http_port}/metrics  policy {cfg.policy}"
+        scheme = "https" if cfg.tls.enabled else "http"
+        print(f"SuperServe ready  HTTP {scheme}://{cfg.host}:{cfg.http_port}  gRPC {cfg.host}:{cfg.grpc_port}"
+              f"{' (TLS)' if cfg.tls.enabled else ''}  metrics {scheme}://{cfg.host}:{cfg.http_port}/metrics  "
+              f"policy {cfg.policy}  token {'required' if cfg.auth.token else 'off'}"
               + "".join(f"  Triton {t.cfg.grpc_url} (log {t.log_path})" for t in sidecar.tritons)
               + (f"  workers {' '.join(cfg.workers)}" if cfg.workers else ""), flush=True)
         await stop.wait()

@@ -241,6 +241,10 @@ print(*(s.getsockname()[1] for s in socks))
 EOF
 )
 export SUPERSERVE_BIND=127.0.0.1 SUPERSERVE_HTTP_PORT=$HTTP_PORT SUPERSERVE_GRPC_PORT=$GRPC_PORT SUPERSERVE_LOCUST_PORT=$LOCUST_PORT
+# A fresh bearer token: the scheduler requires it, the Locust users and check_stack.py send it (from the
+# environment, never a flag), and check_stack.py checks that a request without it is refused.
+SUPERSERVE_TOKEN=$(python3 -c "import secrets; print(secrets.token_hex(32))")
+export SUPERSERVE_TOKEN
 compose down -v --remove-orphans -t 5 > "$LOG_DIR/down-leftovers.log" 2>&1 || true   # a killed earlier run
 STACK_UP=1
 TRITONS=${SUPERSERVE_COMPOSE_TRITONS:-2}   # --scale triton=N: the scheduler must find and use every one

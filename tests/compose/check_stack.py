@@ -3,6 +3,8 @@
     python tests/compose/check_stack.py --http 127.0.0.1:HTTP_PORT --grpc 127.0.0.1:GRPC_PORT [--locust URL] [--workers N]
 
 (scripts/compose_test.sh publishes the stack on loopback ports it picks free at run time and passes them here.)
+With SUPERSERVE_TOKEN set (the scheduler's bearer token), every request sends it, and one more check makes sure a
+request without it is refused.
 
 Each check prints one line (``ok`` or ``FAIL`` with the reason); the last line is ``checks: N passed, M failed``
 and the exit code is 1 if any check failed. Used by scripts/compose_test.sh; not collected by pytest.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import urllib.error
@@ -23,6 +26,13 @@ from tritonclient.utils import InferenceServerException
 
 MODEL = "supernet"
 INFO_KEYS = {"subnet", "accuracy", "confidence", "queue_ms", "infer_ms", "batch_size", "escalations"}
+HEADERS: dict[str, str] = {}
+"""{"authorization": "Bearer <token>"} when SUPERSERVE_TOKEN is set (main()). Pass ``auth()``, a copy:
+tritonclient.http adds its own headers to the dict it is given."""
+
+
+def auth() -> dict[str, str]:
+    return dict(HEADERS)
 
 
 class CheckFailed(AssertionError):
@@ -54,20 +64,22 @@ def check_result(result, protocol: str) -> str:
 def http_infer(url: str) -> str:
     client = httpclient.InferenceServerClient(url, network_timeout=30)
     expect(client.is_server_ready(), "server not ready")
-    expect(client.is_model_ready(MODEL), f"model {MODEL} not ready")
+    expect(client.is_model_ready(MODEL, headers=auth()), f"model {MODEL} not ready")
     inp = httpclient.InferInput("INPUT", [1, 1, 28, 28], "FP32")
     inp.set_data_from_numpy(image(1), binary_data=True)
     out = [httpclient.InferRequestedOutput("LOGITS"), httpclient.InferRequestedOutput("INFO")]
-    return check_result(client.infer(MODEL, [inp], outputs=out, parameters={"slo_ms": 500.0}), "HTTP")
+    return check_result(client.infer(MODEL, [inp], outputs=out, parameters={"slo_ms": 500.0}, headers=auth()),
+                        "HTTP")
 
 
 def grpc_infer(url: str) -> str:
     client = grpcclient.InferenceServerClient(url)
     expect(client.is_server_ready(), "server not ready")
-    expect(client.is_model_ready(MODEL), f"model {MODEL} not ready")
+    expect(client.is_model_ready(MODEL, headers=auth()), f"model {MODEL} not ready")
     inp = grpcclient.InferInput("INPUT", [1, 1, 28, 28], "FP32")
     inp.set_data_from_numpy(image(2))
-    return check_result(client.infer(MODEL, [inp], parameters={"slo_ms": 500.0}, client_timeout=30), "gRPC")
+    return check_result(client.infer(MODEL, [inp], parameters={"slo_ms": 500.0}, client_timeout=30, headers=auth()),
+                        "gRPC")
 
 
 def grpc_burst(url: str, n: int = 32) -> str:
@@ -82,7 +94,7 @@ def grpc_burst(url: str, n: int = 32) -> str:
         inp = grpcclient.InferInput("INPUT", [1, 1, 28, 28], "FP32")
         inp.set_data_from_numpy(image(100 + i))
         client.async_infer(MODEL, [inp], callback, parameters={"slo_ms": 1000.0 if i % 2 else 2000.0},
-                           client_timeout=30)
+                           client_timeout=30, headers=auth())
     deadline = time.monotonic() + 30
     while len(done) + len(errors) < n and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -99,7 +111,7 @@ def http_bad_parameter(url: str) -> str:
     inp = httpclient.InferInput("INPUT", [1, 1, 28, 28], "FP32")
     inp.set_data_from_numpy(image(3), binary_data=True)
     try:
-        client.infer(MODEL, [inp], parameters={"slo_ms": -5.0})
+        client.infer(MODEL, [inp], parameters={"slo_ms": -5.0}, headers=auth())
     except InferenceServerException as e:
         expect(str(e.status()) == "400", f"status {e.status()} ({e.message()}), want 400")
         return f"HTTP slo_ms=-5 -> 400: {e.message()[:80]}"
@@ -111,7 +123,7 @@ def http_bad_shape(url: str) -> str:
     body = json.dumps({"inputs": [{"name": "INPUT", "shape": [1, 1, 28, 27], "datatype": "FP32",
                                    "data": [0.5] * (28 * 27)}]}).encode()
     req = urllib.request.Request(f"http://{url}/v2/models/{MODEL}/infer", data=body,
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json", **auth()})
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
             raise CheckFailed(f"shape [1,1,28,27] answered {r.status}")
@@ -125,11 +137,28 @@ def grpc_bad_parameter(url: str) -> str:
     inp = grpcclient.InferInput("INPUT", [1, 1, 28, 28], "FP32")
     inp.set_data_from_numpy(image(4))
     try:
-        client.infer(MODEL, [inp], parameters={"no_such_parameter": 1}, client_timeout=30)
+        client.infer(MODEL, [inp], parameters={"no_such_parameter": 1}, client_timeout=30, headers=auth())
     except InferenceServerException as e:
         expect("INVALID_ARGUMENT" in str(e.status()), f"status {e.status()}, want INVALID_ARGUMENT")
         return f"gRPC unknown parameter -> {e.status()}"
     raise CheckFailed("an unknown parameter was accepted")
+
+
+def unauthenticated(http: str, grpc_url: str) -> str:
+    """With a token set, requests without it are refused on both protocols."""
+    req = urllib.request.Request(f"http://{http}/v2/models/{MODEL}")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            raise CheckFailed(f"model metadata without the token answered {r.status}")
+    except urllib.error.HTTPError as e:
+        expect(e.code == 401, f"HTTP {e.code} without the token, want 401")
+    try:
+        grpcclient.InferenceServerClient(grpc_url).get_model_metadata(MODEL)
+    except InferenceServerException as e:
+        expect("UNAUTHENTICATED" in str(e.status()), f"gRPC {e.status()} without the token, want UNAUTHENTICATED")
+    else:
+        raise CheckFailed("gRPC model metadata without the token was answered")
+    return "no token: HTTP 401, gRPC UNAUTHENTICATED"
 
 
 def metrics(url: str, workers: int) -> str:
@@ -161,10 +190,15 @@ def main() -> int:
     p.add_argument("--locust", help="Locust web UI URL (skipped if not given)")
     p.add_argument("--workers", type=int, default=1, help="Triton containers the scheduler must be using")
     args = p.parse_args()
+    token = os.environ.get("SUPERSERVE_TOKEN", "").strip()
+    if token:
+        HEADERS["authorization"] = f"Bearer {token}"
     checks = [("HTTP infer", http_infer, args.http), ("gRPC infer", grpc_infer, args.grpc),
               ("gRPC burst", grpc_burst, args.grpc), ("HTTP bad parameter", http_bad_parameter, args.http),
               ("HTTP bad shape", http_bad_shape, args.http), ("gRPC bad parameter", grpc_bad_parameter, args.grpc),
               ("metrics", lambda url: metrics(url, args.workers), args.http)]
+    if token:
+        checks.append(("no token refused", lambda url: unauthenticated(url, args.grpc), args.http))
     if args.locust:
         checks.append(("Locust UI", locust_ui, args.locust))
     passed = failed = 0

@@ -94,7 +94,8 @@ EVIL_LOAD = {"parameters": {"config": json.dumps({"backend": "python"}), "file:1
 def test_serve_on_every_interface_keeps_triton_on_loopback_and_its_model_control_closed(tmp_path, weights_path):
     http, grpc, th, tg, tm = free_ports(5)
     profile = sorted((paths.repo_root() / "profiles").glob("*.json"))[0]
-    args = ["--host", "0.0.0.0", "--http-port", str(http), "--grpc-port", str(grpc), "--profile", str(profile),
+    args = ["--host", "0.0.0.0", "--insecure-public", "--http-port", str(http), "--grpc-port", str(grpc),
+            "--profile", str(profile),
             "--triton-http-port", str(th), "--triton-grpc-port", str(tg), "--triton-metrics-port", str(tm),
             "--triton-log-file", str(tmp_path / "triton.log")]
     with serve_subprocess(args, str(tmp_path / "serve.log")) as proc:
