@@ -141,7 +141,9 @@ async def _one(clients, proto: str, x: np.ndarray, slo_ms: float, tally: Tally) 
         if proto == "http":
             inp = httpclient.InferInput("INPUT", list(x.shape), "FP32")
             inp.set_data_from_numpy(x)
-            await clients["http"].infer("supernet", [inp], parameters={"slo_ms": slo_ms}, timeout=slo_ms / 1000 + 30)
+            # No timeout= here: tritonclient.http sends it to the server as Triton's 'timeout' parameter (an integer
+            # in microseconds), not as a client-side limit; the client's own limit is conn_timeout below.
+            await clients["http"].infer("supernet", [inp], parameters={"slo_ms": slo_ms})
         else:
             inp = grpcclient.InferInput("INPUT", list(x.shape), "FP32")
             inp.set_data_from_numpy(x)
@@ -183,7 +185,7 @@ async def run_load(cfg: SoakConfig, http_url: str, grpc_url: str, on_sample, ima
     trace = traces.bursty(cfg.rps / 2, cfg.rps / 2, cfg.cv2, cfg.duration_s, cfg.seed)
     arrivals = trace.arrivals_s
     protos = np.where(np.random.default_rng(cfg.seed + 1).random(len(arrivals)) < cfg.http_share, "http", "grpc")
-    clients = {"http": httpaio.InferenceServerClient(http_url, conn_limit=256),
+    clients = {"http": httpaio.InferenceServerClient(http_url, conn_limit=256, conn_timeout=60.0),
                "grpc": grpcaio.InferenceServerClient(grpc_url)}
     total, segments = Tally(), []
     try:
