@@ -20,6 +20,7 @@ from .edf_queue import EDFQueue, Pending
 from .escalation import MEASURES, escalate, threshold_for
 from .latency_tracker import LatencyTracker
 from .reply_margin import ReplyMargin
+from .shedding import Backlog, peak_rows_per_ms, shed_reason
 from .errors import DeadlineInfeasible, InvalidInput, Overloaded, ServeError, WorkerFailed
 from .health import HealthConfig, Retry, retry_decision
 from .metrics import Stats
@@ -53,6 +54,9 @@ class EngineConfig:
     default_min_confidence: float | None = None
     """Cascade escalation for requests that set no min_confidence and whose policy sets no threshold
     (e.g. SlackFit picks the first stage, escalation runs on top); None: no escalation by default."""
+    admission_shedding: bool = True
+    """Refuse at arrival (503, Overloaded) a request the queue ahead of it certainly makes late (shedding.py),
+    rather than queueing it until it is dropped with 504; False: the old behaviour, for comparison."""
 
     def __post_init__(self):
         if not 0 < self.default_slo_ms <= self.max_slo_ms:
@@ -171,6 +175,22 @@ class Engine:
             raise Overloaded("no Triton worker is alive")
         if len(self.queue) >= self.queue.capacity:
             raise Overloaded(f"queue full ({self.queue.capacity} requests waiting)")
+        if self.cfg.admission_shedding:  # O(log n): the rows queued ahead, drained at peak throughput
+            now = p.arrival_ms
+            backlog = Backlog(self.queue.rows_ahead(p.deadline_ms), tuple(now for w in self.workers if w.healthy))
+            reason = shed_reason(now, p.deadline_ms - self.cfg.margin_ms, backlog, fastest, self._peak_rows_per_ms())
+            if reason is not None:
+                self.stats.shed += 1
+                log.warning("request %d shed at admission: %s", p.id, reason)
+                raise Overloaded(reason)
+
+    _peak: tuple = (None, 0.0)
+    """(profile, its peak rows/ms): recomputed only when the engine plans with another profile object."""
+
+    def _peak_rows_per_ms(self) -> float:
+        if self._peak[0] is not self.profile:
+            self._peak = (self.profile, peak_rows_per_ms(self.profile))
+        return self._peak[1]
 
     def record_rejection(self, e: ServeError) -> None:
         """Count an error raised at a front end before the request reached the engine."""
