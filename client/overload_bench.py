@@ -198,7 +198,18 @@ def run_arm(cfg: OverloadConfig, arm: str, arrivals: np.ndarray, images, labels)
             "sidecar_rss_mib": {"start": rss0, "max": max(rss) if rss else None, "end": rss1},
             "load_avg": {"start": [round(x, 2) for x in load0], "end": [round(x, 2) for x in load1]},
             "scheduler_view": view, "scheduler_shed": shed, "per_second": series, "samples": samples,
-            "error_examples": sorted({f"{r.status}: {r.message[:120]}" for r in records if r.outcome == "error"})[:10]}
+            "refusal_examples": _examples(records)}
+
+
+def _examples(records: list[Record]) -> dict:
+    """Per refused or failed outcome, its most common messages (numbers stripped) with their counts."""
+    import re
+
+    out: dict[str, Counter] = {}
+    for r in records:
+        if r.outcome in ("rejected", "dropped", "error"):
+            out.setdefault(r.outcome, Counter())[f"{r.status}: " + re.sub(r"[\d.]+", "N", r.message[:100])] += 1
+    return {k: dict(c.most_common(5)) for k, c in out.items()}
 
 
 # -- the run ---------------------------------------------------------------------------------------
