@@ -136,7 +136,8 @@ def _serve_config(args: argparse.Namespace, auth_cfg, limits_cfg, tls_cfg):
                                           adapt_latency=args.adapt_latency, margin_ms=args.margin_ms,
                                           measure_margin=args.measure_margin,
                                           default_min_confidence=args.min_confidence,
-                                          admission_shedding=args.admission_shedding),
+                                          admission_shedding=args.admission_shedding,
+                                          shed_peak_fraction=args.shed_peak_fraction),
                       health=HealthConfig(probe_interval_s=args.probe_interval_ms / 1000,
                                           max_backoff_s=max(args.probe_interval_ms / 1000, 2.0),
                                           hang_factor=args.hang_factor, hang_floor_ms=args.hang_floor_ms,
@@ -339,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--no-admission-shedding", dest="admission_shedding", action="store_false",
                     help="queue every request the queue has room for, even one the work ahead certainly makes "
                     "late (it is then dropped with 504 when infeasible), rather than refusing it at once with 503")
+    sv.add_argument("--shed-peak-fraction", type=float, default=1.0,
+                    help="admission shedding assumes the queue drains at this fraction of the profile's peak "
+                    "throughput (1: never refuses what the profile could serve; lower refuses earlier)")
     from superserve.scheduler import auth, limits
     limits.add_arguments(sv)
     auth.add_arguments(sv)

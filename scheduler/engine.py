@@ -57,12 +57,18 @@ class EngineConfig:
     admission_shedding: bool = True
     """Refuse at arrival (503, Overloaded) a request the queue ahead of it certainly makes late (shedding.py),
     rather than queueing it until it is dropped with 504; False: the old behaviour, for comparison."""
+    shed_peak_fraction: float = 1.0
+    """Admission shedding assumes the queue drains at this fraction of the profile's peak rows/ms (1: the
+    optimistic bound, which never refuses what the profile could serve; below 1 it refuses earlier, at the risk
+    of refusing what could have been served)."""
 
     def __post_init__(self):
         if not 0 < self.default_slo_ms <= self.max_slo_ms:
             raise ValueError(f"need 0 < default_slo_ms <= max_slo_ms, got {self.default_slo_ms}, {self.max_slo_ms}")
         if self.margin_ms < 0:
             raise ValueError(f"margin_ms must be >= 0, got {self.margin_ms}")
+        if not 0 < self.shed_peak_fraction <= 1:
+            raise ValueError(f"shed_peak_fraction must be in (0, 1], got {self.shed_peak_fraction}")
         if self.default_min_confidence is not None and not 0 <= self.default_min_confidence <= 1:
             raise ValueError(f"default_min_confidence must be in [0, 1], got {self.default_min_confidence}")
         if self.queue_capacity < 1 or self.max_inflight_per_worker < 1:
@@ -189,7 +195,7 @@ class Engine:
 
     def _peak_rows_per_ms(self) -> float:
         if self._peak[0] is not self.profile:
-            self._peak = (self.profile, peak_rows_per_ms(self.profile))
+            self._peak = (self.profile, peak_rows_per_ms(self.profile) * self.cfg.shed_peak_fraction)
         return self._peak[1]
 
     def record_rejection(self, e: ServeError) -> None:

@@ -24,11 +24,11 @@ class StillClock:
         return self.t
 
 
-def flood(shedding: bool, n: int, slo_ms: float = 100.0, late_slo_ms: float | None = None):
+def flood(shedding: bool, n: int, slo_ms: float = 100.0, late_slo_ms: float | None = None, fraction: float = 1.0):
     """Send ``n`` requests of ``slo_ms`` at one instant to an engine whose only worker hangs, then one of
     ``late_slo_ms``; returns (queued, refused with Overloaded, the last one's fate, engine)."""
-    engine = Engine(EngineConfig(adapt_latency=False, admission_shedding=shedding), profile(),
-                    make_policy("slackfit"), [StandIn("w", "hang")], clock=StillClock())
+    cfg = EngineConfig(adapt_latency=False, admission_shedding=shedding, shed_peak_fraction=fraction)
+    engine = Engine(cfg, profile(), make_policy("slackfit"), [StandIn("w", "hang")], clock=StillClock())
     x = np.zeros((1, 1, 28, 28), np.float32)
 
     async def go():
@@ -73,3 +73,17 @@ def test_a_later_deadline_is_not_behind_the_flood():
     assert refused > 0 and last == "queued"
     _, _, last, _ = flood(True, 2000, late_slo_ms=100.0)
     assert last == "refused"
+
+
+def test_a_lower_peak_fraction_refuses_earlier_in_proportion():
+    full, _, _, _ = flood(True, 2000)
+    half, refused, _, engine = flood(True, 2000, fraction=0.5)
+    assert abs(half - full / 2) <= 2 and engine.stats.shed == refused == 1999 - half
+
+
+def test_peak_fraction_out_of_range_is_refused_at_config():
+    import pytest
+
+    for bad in (0.0, -1.0, 1.5):
+        with pytest.raises(ValueError, match="shed_peak_fraction"):
+            EngineConfig(shed_peak_fraction=bad)
