@@ -135,7 +135,9 @@ def _serve_config(args: argparse.Namespace, auth_cfg, limits_cfg, tls_cfg):
                                           max_inflight_per_worker=args.max_inflight,
                                           adapt_latency=args.adapt_latency, margin_ms=args.margin_ms,
                                           measure_margin=args.measure_margin,
-                                          default_min_confidence=args.min_confidence),
+                                          default_min_confidence=args.min_confidence,
+                                          admission_shedding=args.admission_shedding,
+                                          shed_peak_fraction=args.shed_peak_fraction),
                       health=HealthConfig(probe_interval_s=args.probe_interval_ms / 1000,
                                           max_backoff_s=max(args.probe_interval_ms / 1000, 2.0),
                                           hang_factor=args.hang_factor, hang_floor_ms=args.hang_floor_ms,
@@ -221,6 +223,12 @@ def _cmd_bench_fault(args: argparse.Namespace) -> int:
     from superserve.client.fault_bench import main as bench_fault
 
     return bench_fault(args)
+
+
+def _cmd_bench_overload(args: argparse.Namespace) -> int:
+    from superserve.client.overload_bench import main as bench_overload
+
+    return bench_overload(args)
 
 
 def _cmd_bench_soak(args: argparse.Namespace) -> int:
@@ -329,6 +337,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="plan with max(--margin-ms, the 95th percentile of the reply times measured online)")
     sv.add_argument("--no-adapt-latency", dest="adapt_latency", action="store_false",
                     help="plan with the profile as measured, not scaled by the observed/profiled batch latency")
+    sv.add_argument("--no-admission-shedding", dest="admission_shedding", action="store_false",
+                    help="queue every request the queue has room for, even one the work ahead certainly makes "
+                    "late (it is then dropped with 504 when infeasible), rather than refusing it at once with 503")
+    sv.add_argument("--shed-peak-fraction", type=float, default=1.0,
+                    help="admission shedding assumes the queue drains at this fraction of the profile's peak "
+                    "throughput (1: never refuses what the profile could serve; lower refuses earlier)")
     from superserve.scheduler import auth, limits
     limits.add_arguments(sv)
     auth.add_arguments(sv)
@@ -484,6 +498,27 @@ def build_parser() -> argparse.ArgumentParser:
     so.add_argument("--out-dir", help="default results/")
     so.add_argument("--serve-args", help='extra options for superserve serve, e.g. "--workers 2"')
     so.set_defaults(func=_cmd_bench_soak)
+
+    o = sub.add_parser("bench-overload", help="open-loop 3x capacity then 0.7x, with and without admission "
+                       "shedding: refusal latency, accepted attainment, queue depth, sidecar RSS, recovery time "
+                       "-> results/<name>.json and .png")
+    o.add_argument("--name", default="overload")
+    o.add_argument("--capacity-rps", type=float, help="skip the capacity measurement and use this")
+    o.add_argument("--overload-x", type=float, default=3.0, help="overload rate, times capacity")
+    o.add_argument("--recover-x", type=float, default=0.7, help="rate after the overload, times capacity")
+    o.add_argument("--overload-s", type=float, default=60.0)
+    o.add_argument("--recover-s", type=float, default=30.0)
+    o.add_argument("--slo-ms", type=float, default=100.0)
+    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--scrape-s", type=float, default=0.5, help="seconds between /metrics and RSS samples")
+    o.add_argument("--warmup", type=int, default=100, help="requests before the measurement")
+    o.add_argument("--compare", action="store_true",
+                   help="run the same trace twice: serve as is, then serve --no-admission-shedding")
+    o.add_argument("--no-admission-shedding", action="store_true",
+                   help="run only the serve --no-admission-shedding arm")
+    o.add_argument("--out-dir", help="default results/")
+    o.add_argument("--serve-args", help='extra options for every superserve serve, e.g. "--workers 2"')
+    o.set_defaults(func=_cmd_bench_overload)
     return p
 
 

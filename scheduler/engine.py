@@ -20,6 +20,7 @@ from .edf_queue import EDFQueue, Pending
 from .escalation import MEASURES, escalate, threshold_for
 from .latency_tracker import LatencyTracker
 from .reply_margin import ReplyMargin
+from .shedding import Backlog, peak_rows_per_ms, shed_reason
 from .errors import DeadlineInfeasible, InvalidInput, Overloaded, ServeError, WorkerFailed
 from .health import HealthConfig, Retry, retry_decision
 from .metrics import Stats
@@ -53,12 +54,21 @@ class EngineConfig:
     default_min_confidence: float | None = None
     """Cascade escalation for requests that set no min_confidence and whose policy sets no threshold
     (e.g. SlackFit picks the first stage, escalation runs on top); None: no escalation by default."""
+    admission_shedding: bool = True
+    """Refuse at arrival (503, Overloaded) a request the queue ahead of it certainly makes late (shedding.py),
+    rather than queueing it until it is dropped with 504; False: the old behaviour, for comparison."""
+    shed_peak_fraction: float = 1.0
+    """Admission shedding assumes the queue drains at this fraction of the profile's peak rows/ms (1: the
+    optimistic bound, which never refuses what the profile could serve; below 1 it refuses earlier, at the risk
+    of refusing what could have been served)."""
 
     def __post_init__(self):
         if not 0 < self.default_slo_ms <= self.max_slo_ms:
             raise ValueError(f"need 0 < default_slo_ms <= max_slo_ms, got {self.default_slo_ms}, {self.max_slo_ms}")
         if self.margin_ms < 0:
             raise ValueError(f"margin_ms must be >= 0, got {self.margin_ms}")
+        if not 0 < self.shed_peak_fraction <= 1:
+            raise ValueError(f"shed_peak_fraction must be in (0, 1], got {self.shed_peak_fraction}")
         if self.default_min_confidence is not None and not 0 <= self.default_min_confidence <= 1:
             raise ValueError(f"default_min_confidence must be in [0, 1], got {self.default_min_confidence}")
         if self.queue_capacity < 1 or self.max_inflight_per_worker < 1:
@@ -171,6 +181,22 @@ class Engine:
             raise Overloaded("no Triton worker is alive")
         if len(self.queue) >= self.queue.capacity:
             raise Overloaded(f"queue full ({self.queue.capacity} requests waiting)")
+        if self.cfg.admission_shedding:  # O(log n): the rows queued ahead, drained at peak throughput
+            now = p.arrival_ms
+            backlog = Backlog(self.queue.rows_ahead(p.deadline_ms), tuple(now for w in self.workers if w.healthy))
+            reason = shed_reason(now, p.deadline_ms - self.cfg.margin_ms, backlog, fastest, self._peak_rows_per_ms())
+            if reason is not None:
+                self.stats.shed += 1
+                log.warning("request %d shed at admission: %s", p.id, reason)
+                raise Overloaded(reason)
+
+    _peak: tuple = (None, 0.0)
+    """(profile, its peak rows/ms): recomputed only when the engine plans with another profile object."""
+
+    def _peak_rows_per_ms(self) -> float:
+        if self._peak[0] is not self.profile:
+            self._peak = (self.profile, peak_rows_per_ms(self.profile) * self.cfg.shed_peak_fraction)
+        return self._peak[1]
 
     def record_rejection(self, e: ServeError) -> None:
         """Count an error raised at a front end before the request reached the engine."""

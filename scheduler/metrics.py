@@ -74,6 +74,9 @@ class Stats:
     request_retries: int = 0
     reply_margin_ms: float = 0.0
     """The reply margin policies plan with when it is measured online (serve --measure-margin)."""
+    shed: int = 0
+    """Requests refused at admission because the queue ahead certainly made them late (also counted as
+    outcome overloaded)."""
     unexpected_errors: int = 0
     """Exceptions no handler expected (a bug, answered 500 and logged at most every few seconds)."""
     auth_failures: Counter = field(default_factory=Counter)
@@ -130,6 +133,8 @@ def render(s: Stats) -> str:
             "# TYPE sched_batch_retries_total counter", f"sched_batch_retries_total {s.batch_retries}",
             "# HELP sched_request_retries_total Requests put back in the queue after their worker failed.",
             "# TYPE sched_request_retries_total counter", f"sched_request_retries_total {s.request_retries}",
+            "# HELP sched_shed_total Requests refused at admission (503): the queue ahead would make them late.",
+            "# TYPE sched_shed_total counter", f"sched_shed_total {s.shed}",
             "# HELP sched_unexpected_errors_total Requests that hit an exception no handler expected (answered 500).",
             "# TYPE sched_unexpected_errors_total counter", f"sched_unexpected_errors_total {s.unexpected_errors}",
             "# HELP sched_reply_margin_seconds Reply margin planned with, when measured online (else 0).",

@@ -1,0 +1,89 @@
+"""Admission-time shedding wired into the engine (scheduler/shedding.py, EngineConfig.admission_shedding), with
+a stand-in worker that never answers and a clock that stands still (no sockets): requests the queue ahead
+certainly makes late get 503 (Overloaded) at arrival and are counted; the others are queued as before."""
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from superserve.scheduler.admission import RequestParams
+from superserve.scheduler.engine import Engine, EngineConfig
+from superserve.scheduler.errors import Overloaded
+from superserve.scheduler.metrics import render
+from superserve.scheduler.policies import make_policy
+from superserve.scheduler.shedding import peak_rows_per_ms
+from tests.unit.test_worker_retry import StandIn, profile
+
+
+class StillClock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def now_ms(self) -> float:
+        return self.t
+
+
+def flood(shedding: bool, n: int, slo_ms: float = 100.0, late_slo_ms: float | None = None, fraction: float = 1.0):
+    """Send ``n`` requests of ``slo_ms`` at one instant to an engine whose only worker hangs, then one of
+    ``late_slo_ms``; returns (queued, refused with Overloaded, the last one's fate, engine)."""
+    cfg = EngineConfig(adapt_latency=False, admission_shedding=shedding, shed_peak_fraction=fraction)
+    engine = Engine(cfg, profile(), make_policy("slackfit"), [StandIn("w", "hang")], clock=StillClock())
+    x = np.zeros((1, 1, 28, 28), np.float32)
+
+    async def go():
+        tasks = [asyncio.create_task(engine.infer(x, RequestParams(slo_ms=slo_ms))) for _ in range(n)]
+        if late_slo_ms is not None:
+            tasks.append(asyncio.create_task(engine.infer(x, RequestParams(slo_ms=late_slo_ms))))
+        await asyncio.sleep(0)  # every task has been admitted (queued) or refused by now
+        await asyncio.sleep(0)
+        refused = sum(1 for t in tasks if t.done() and isinstance(t.exception(), Overloaded))
+        last = "refused" if tasks[-1].done() else "queued"
+        queued = len(engine.queue)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await engine.close()
+        return queued, refused, last
+
+    return (*asyncio.run(go()), engine)
+
+
+def test_a_flood_is_refused_at_admission_beyond_what_peak_throughput_can_drain():
+    n = 2000
+    queued, refused, _, engine = flood(True, n)
+    prof, cfg = profile(), engine.cfg
+    # What one worker could drain at peak speed before the deadline (minus margin and the request's own time).
+    bound = (100.0 - cfg.margin_ms) * peak_rows_per_ms(prof)
+    assert refused > 0 and queued + refused == n - 1  # one went to the (hanging) worker
+    assert queued <= bound + 1
+    assert queued >= 0.5 * bound  # it is not refusing what could be served
+    assert engine.stats.shed == refused == engine.stats.requests["overloaded"]
+    assert f"sched_shed_total {refused}\n" in render(engine.stats)
+
+
+def test_without_admission_shedding_the_flood_is_queued():
+    queued, refused, _, engine = flood(False, 2000)
+    assert refused == 0 and queued == 1999 and engine.stats.shed == 0
+
+
+def test_a_later_deadline_is_not_behind_the_flood():
+    """EDF: only work with an earlier deadline is ahead, so a long-SLO request is still admitted."""
+    _, refused, last, engine = flood(True, 2000, late_slo_ms=10_000)
+    assert refused > 0 and last == "queued"
+    _, _, last, _ = flood(True, 2000, late_slo_ms=100.0)
+    assert last == "refused"
+
+
+def test_a_lower_peak_fraction_refuses_earlier_in_proportion():
+    full, _, _, _ = flood(True, 2000)
+    half, refused, _, engine = flood(True, 2000, fraction=0.5)
+    assert abs(half - full / 2) <= 2 and engine.stats.shed == refused == 1999 - half
+
+
+def test_peak_fraction_out_of_range_is_refused_at_config():
+    import pytest
+
+    for bad in (0.0, -1.0, 1.5):
+        with pytest.raises(ValueError, match="shed_peak_fraction"):
+            EngineConfig(shed_peak_fraction=bad)
