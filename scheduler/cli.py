@@ -113,6 +113,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                       engine=EngineConfig(default_slo_ms=args.default_slo_ms, max_slo_ms=args.max_slo_ms, queue_capacity=args.queue_capacity,
                                           max_inflight_per_worker=args.max_inflight,
                                           adapt_latency=args.adapt_latency, margin_ms=args.margin_ms,
+                                          latency_model=args.latency_model, latency_quantile=args.latency_quantile,
+                                          pipeline=args.pipeline, pipeline_lead_ms=args.pipeline_lead_ms,
+                                          batch_log=args.batch_log,
                                           default_min_confidence=args.min_confidence),
                       health=HealthConfig(probe_interval_s=args.probe_interval_ms / 1000,
                                           max_backoff_s=max(args.probe_interval_ms / 1000, 2.0),
@@ -292,6 +295,18 @@ def build_parser() -> argparse.ArgumentParser:
                     help="plan every batch to finish this long before its deadline (reply path, client)")
     sv.add_argument("--no-adapt-latency", dest="adapt_latency", action="store_false",
                     help="plan with the profile as measured, not scaled by the observed/profiled batch latency")
+    sv.add_argument("--latency-model", choices=("quantile", "ewma"), default="quantile",
+                    help="quantile: plan at --latency-quantile of observed/profiled batch latency, per batch size; "
+                    "ewma: the profile scaled by a running mean of it (the behaviour before issue 13)")
+    sv.add_argument("--latency-quantile", type=float, default=0.99,
+                    help="the quantile policies plan with (about the SLO attainment target)")
+    sv.add_argument("--no-pipeline", dest="pipeline", action="store_false",
+                    help="one batch in flight per worker (default: slackfit and fixed send the next batch shortly "
+                    "before the running one is expected to end, planned from that time)")
+    sv.add_argument("--pipeline-lead-ms", type=float, default=3.0,
+                    help="send the next batch this long before the running one is expected to end")
+    sv.add_argument("--batch-log", help="append one JSON line per finished batch to this file (timings, planned "
+                    "and observed latency)")
     sv.set_defaults(func=_cmd_serve)
 
     pr = sub.add_parser("profile", help="measure end-to-end latency of the Pareto subnets through Triton and "

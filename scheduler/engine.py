@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,6 +19,7 @@ from .admission import MAX_SLO_MS, RequestParams
 from .clock import Clock, MonotonicClock
 from .edf_queue import EDFQueue, Pending
 from .escalation import MEASURES, escalate, threshold_for
+from .latency_model import LatencyModel, LatencyModelConfig, ScaledProfiles
 from .latency_tracker import LatencyTracker
 from .errors import DeadlineInfeasible, InvalidInput, Overloaded, ServeError, WorkerFailed
 from .health import HealthConfig, Retry, retry_decision
@@ -45,7 +48,20 @@ class EngineConfig:
     """Time reserved after each batch for what the profile does not see (the answer's way back
     through the scheduler and the client's own event loop): policies plan as if it were this much later."""
     adapt_latency: bool = True
-    """Plan with the profile scaled by observed/profiled batch latency (latency_tracker.py)."""
+    """Plan with the profile scaled by observed/profiled batch latency (latency_model.py)."""
+    latency_model: str = "quantile"
+    """``quantile``: plan at ``latency_quantile`` of the observed/profiled ratio, per batch size
+    (latency_model.py); ``ewma``: the profile scaled by a running mean of that ratio (the behaviour
+    before issue 13, latency_tracker.py)."""
+    latency_quantile: float = 0.99
+    """The quantile of the ``quantile`` model (about the SLO attainment target)."""
+    pipeline: bool = True
+    """Send a second batch to a busy worker shortly before its batch is expected to end, so Triton
+    does not wait for the scheduler between batches (policies that plan from ``WorkerView.free_at_ms``)."""
+    pipeline_lead_ms: float = 3.0
+    """How long before a worker's batch is expected to end (median estimate) the next one is sent."""
+    batch_log: str | None = None
+    """Write one JSON line per finished batch here (timings, planned and observed latency)."""
     default_min_confidence: float | None = None
     """Cascade escalation for requests that set no min_confidence and whose policy sets no threshold
     (e.g. SlackFit picks the first stage, escalation runs on top); None: no escalation by default."""
@@ -57,6 +73,11 @@ class EngineConfig:
             raise ValueError(f"margin_ms must be >= 0, got {self.margin_ms}")
         if self.default_min_confidence is not None and not 0 <= self.default_min_confidence <= 1:
             raise ValueError(f"default_min_confidence must be in [0, 1], got {self.default_min_confidence}")
+        if self.latency_model not in ("quantile", "ewma"):
+            raise ValueError(f"latency_model must be quantile or ewma, got {self.latency_model!r}")
+        if not 0.5 <= self.latency_quantile < 1 or self.pipeline_lead_ms < 0:
+            raise ValueError(f"need 0.5 <= latency_quantile < 1 and pipeline_lead_ms >= 0, got "
+                             f"{self.latency_quantile}, {self.pipeline_lead_ms}")
         if self.queue_capacity < 1 or self.max_inflight_per_worker < 1:
             raise ValueError(f"queue_capacity and max_inflight_per_worker must be >= 1, got "
                              f"{self.queue_capacity}, {self.max_inflight_per_worker}")
@@ -82,16 +103,37 @@ class _Job:
     """Dispatches of the current stage (a failed worker's batch may be retried, health.py)."""
 
 
+@dataclass
+class _Slot:
+    """A batch in flight on a worker: its planned latency (the planning view's, at its rows) and
+    median estimate, and when it is expected to end by each (ms, engine clock)."""
+    planned_ms: float
+    median_ms: float
+    end_ms: float
+    median_end_ms: float
+
+    def started(self, now: float) -> None:
+        """The batch before it answered: it runs from ``now``."""
+        self.end_ms, self.median_end_ms = now + self.planned_ms, now + self.median_ms
+
+
 class Engine:
     def __init__(self, cfg: EngineConfig, profile: Profile, policy: Policy, workers: list,
                  clock: Clock | None = None, stats: Stats | None = None, health: HealthConfig | None = None):
         if not workers:
             raise ValueError("the scheduler needs at least one worker")
         self.cfg, self.policy, self.workers = cfg, policy, workers
-        # ``profile`` is what policies plan with: ``base_profile`` scaled by the latency tracker.
+        # ``profile`` is what policies plan with: ``base_profile`` scaled by the latency model.
         self.base_profile = self.profile = profile
         self.latency = LatencyTracker()
-        self._scaled: dict[float, Profile] = {1.0: profile}
+        self.model = LatencyModel(profile.batch_sizes, LatencyModelConfig(quantile=cfg.latency_quantile))
+        self._scaled = ScaledProfiles(profile)
+        self._pipelining = cfg.pipeline and getattr(policy, "pipelines", False)
+        self._slots: dict[int, deque] = {id(w): deque() for w in workers}
+        """Per worker, its batches in flight, in the order Triton runs them."""
+        self._last_done: dict[int, float] = {id(w): -1e18 for w in workers}
+        self._pipe_timer: asyncio.TimerHandle | None = None
+        self._batch_log = open(cfg.batch_log, "a", buffering=1 << 16) if cfg.batch_log else None
         self.clock = clock or MonotonicClock()
         self.stats = stats or Stats()
         self.queue = EDFQueue(cfg.queue_capacity)
@@ -162,22 +204,43 @@ class Engine:
 
     # -- the pump ----------------------------------------------------------------------------
     def _free_worker(self):
-        return self.pool.pick(self.cfg.max_inflight_per_worker)
+        if not self._pipelining:
+            return self.pool.pick(self.cfg.max_inflight_per_worker)
+        now = self.clock.now_ms()
+        return self.pool.pick(max(2, self.cfg.max_inflight_per_worker),
+                              lambda w: not self._slots[id(w)] or self._pipe_at(w) <= now)
+
+    def _pipe_at(self, worker) -> float:
+        """When the next batch may be sent to ``worker``: ``pipeline_lead_ms`` before the median end
+        of its last batch in flight."""
+        return self._slots[id(worker)][-1].median_end_ms - self.cfg.pipeline_lead_ms
+
+    def _free_at(self, worker, now: float) -> float | None:
+        """Expected end of ``worker``'s batches in flight (planned, at the model's quantile), or None."""
+        slots = self._slots[id(worker)]
+        return max(now, slots[-1].end_ms) if slots else None
 
     def _pump(self) -> None:
+        decided = False
         while len(self.queue):
             worker = self._free_worker()
             if worker is None:
                 break
             snapshot, now = self.queue.snapshot(), self._plan_now()
             t = time.perf_counter()
-            view = WorkerView(id(worker), worker.inflight, getattr(worker, "loaded", None))
+            free_at = self._free_at(worker, now - self.cfg.margin_ms)
+            view = WorkerView(id(worker), worker.inflight, getattr(worker, "loaded", None),
+                              None if free_at is None else free_at + self.cfg.margin_ms)
             decision = self.policy.decide(snapshot, now, self.profile, view)
             self.stats.decision_seconds.observe(time.perf_counter() - t)
             self._drop(decision.drop, now)
             if decision.batch is None:
+                if free_at is None:
+                    break
+                decided = True  # nothing to pipeline now; retry when the worker frees
                 break
             jobs = [self._jobs.pop(p.id) for p in self.queue.remove(decision.batch.requests)]
+            self._start_slot(worker, decision.batch, jobs, now - self.cfg.margin_ms)
             worker.inflight += 1  # now, not in the task: the next loop turn must see the worker busy
             self.stats.worker_inflight[worker.url] = worker.inflight
             task = asyncio.get_running_loop().create_task(self._run(worker, decision.batch, jobs))
@@ -185,6 +248,43 @@ class Engine:
             task.add_done_callback(self._tasks.discard)
         self.stats.queue_depth = len(self.queue)
         self._arm_sweep()
+        if not decided:
+            self._arm_pipeline()
+
+    def _start_slot(self, worker, batch: Batch, jobs: list[_Job], now: float) -> None:
+        """Book ``batch`` on ``worker``: it starts when the batches before it end, and takes the
+        planning view's latency at its real number of rows (the policy's point may be a larger batch)."""
+        slots = self._slots[id(worker)]
+        rows = sum(j.pending.rows for j in jobs)
+        planned = self.profile.get(batch.subnet).at(rows)
+        start = max(now, slots[-1].end_ms) if slots else now
+        start_median = max(now, slots[-1].median_end_ms) if slots else now
+        slots.append(_Slot(planned, self._median_ms(batch.subnet, rows), start + planned,
+                           start_median + self._median_ms(batch.subnet, rows)))
+
+    def _median_ms(self, subnet: str, rows: int) -> float:
+        base = self.base_profile.get(subnet).at(rows)
+        if self.cfg.latency_model == "ewma" or not self.cfg.adapt_latency:
+            return base * (self.latency.factor if self.cfg.adapt_latency else 1.0)
+        return base * self.model.median
+
+    def _arm_pipeline(self) -> None:
+        """While every worker is busy, wake up when the first may take a pipelined batch."""
+        if self._pipe_timer:
+            self._pipe_timer.cancel()
+            self._pipe_timer = None
+        if not self._pipelining or not len(self.queue):
+            return
+        times = [self._pipe_at(w) for w in self.workers
+                 if w.healthy and len(self._slots[id(w)]) == 1 and w.inflight < max(2, self.cfg.max_inflight_per_worker)]
+        if not times:
+            return
+        delay_ms = max(0.0, min(times) - self.clock.now_ms()) + 0.05
+        self._pipe_timer = asyncio.get_running_loop().call_later(delay_ms / 1000, self._on_pipe_timer)
+
+    def _on_pipe_timer(self) -> None:
+        self._pipe_timer = None
+        self._pump()
 
     def _plan_now(self) -> float:
         """The time policies plan with: now plus the reply margin."""
@@ -244,8 +344,13 @@ class Engine:
             finally:
                 worker.inflight -= 1
                 self.stats.worker_inflight[worker.url] = worker.inflight
-            done = self.clock.now_ms()
-            self._track_latency(worker, batch.subnet, len(images), done - dispatched)
+                done = self.clock.now_ms()
+                started = max(dispatched, self._last_done[id(worker)])
+                slot = self._end_slot(worker, done)
+            # A pipelined batch starts when the one before it ends: its service time is measured from there.
+            self._track_latency(worker, batch.subnet, len(images), done - started)
+            self._log_batch(worker, batch, jobs, dispatched, started, done, infos,
+                            slot.planned_ms if slot else batch.expected_ms)
             if hasattr(self.policy, "observe"):
                 self.policy.observe(batch, done - dispatched,
                                     min(j.pending.deadline_ms - j.pending.arrival_ms for j in jobs))
@@ -353,6 +458,16 @@ class Engine:
             self.stats.request_retries += requeued
             log.warning("retrying %d of %d requests on another worker (%s)", requeued, len(jobs), err)
 
+    def _end_slot(self, worker, done: float):
+        """A batch of ``worker`` answered (in order: one Triton instance runs them one after another);
+        the next in flight, if any, started running now. Returns the answered batch's booking."""
+        self._last_done[id(worker)] = done
+        slots = self._slots[id(worker)]
+        slot = slots.popleft() if slots else None
+        if slots:
+            slots[0].started(done)
+        return slot
+
     def _track_latency(self, worker, subnet: str, rows: int, observed_ms: float) -> None:
         if getattr(worker, "last_call_loaded", False):
             self.stats.model_loads += 1
@@ -360,16 +475,39 @@ class Engine:
             return  # a call that first loaded a model (INFaaS variants) says nothing about forward speed
         if not self.cfg.adapt_latency:
             return
-        self.latency.observe(observed_ms, self.base_profile.get(subnet).at(rows))
-        f = self.latency.quantised
-        if f not in self._scaled:
-            self._scaled[f] = self.base_profile.scaled(f)
-        self.profile = self._scaled[f]
-        self.stats.latency_factor = f
+        profiled = self.base_profile.get(subnet).at(rows)
+        if self.cfg.latency_model == "ewma":
+            self.latency.observe(observed_ms, profiled)
+            f = self.latency.quantised
+            self.profile = self._scaled.get({b: f for b in self.base_profile.batch_sizes})
+            self.stats.latency_factor = f
+            return
+        self.model.observe(rows, observed_ms, profiled)
+        self.profile = self._scaled.get(self.model.factors())
+        self.stats.latency_factor = self.model.factor(self.base_profile.max_batch)
+
+    def _log_batch(self, worker, batch: Batch, jobs: list[_Job], dispatched: float, started: float, done: float,
+                   infos: list[dict], planned_ms: float) -> None:
+        if self._batch_log is None:
+            return
+        rows = sum(j.pending.rows for j in jobs)
+        self._batch_log.write(json.dumps({
+            "worker": worker.url, "subnet": batch.subnet, "rows": rows, "dispatched": round(dispatched, 3),
+            "started": round(started, 3), "done": round(done, 3), "planned_ms": round(planned_ms, 3),
+            "profiled_ms": round(self.base_profile.get(batch.subnet).at(rows), 3),
+            "infer_ms": infos[0].get("infer_ms") if infos else None,
+            "first_arrival": round(min(j.pending.arrival_ms for j in jobs), 3),
+            "min_deadline": round(min(j.pending.deadline_ms for j in jobs), 3),
+            "factor": self.stats.latency_factor}) + "\n")
 
     async def close(self) -> None:
         if self._sweep:
             self._sweep.cancel()
+        if self._pipe_timer:
+            self._pipe_timer.cancel()
+        if self._batch_log is not None:
+            self._batch_log.close()
+            self._batch_log = None
         await self.pool.close()
         for t in list(self._tasks):
             t.cancel()

@@ -1,0 +1,123 @@
+"""A latency model that knows its error: how much slower than profiled a batch runs right now, as a
+distribution, not only a mean.
+
+The profile is measured one request at a time on an idle machine (maybe another machine). Served
+live, a batch also pays Triton's queueing, the reply path and whatever else shares the cores, and
+its latency varies from batch to batch. Planning with the mean misses every batch that runs slower
+than average, and at the edge of a deadline that is about half of them.
+
+The model keeps the last ``window`` ratios observed/profiled (profiled: the profile's latency of the
+batch's subnet at its batch size) and plans at their ``quantile`` (about the attainment target: a
+0.99 target plans at the p99 of the ratio). Ratios are kept per profiled batch size, because the
+fixed costs of a call (gRPC, the reply path) weigh more on small batches; a batch size with too few
+observations of its own uses the quantile of all of them (the batch curve falls back to global).
+
+Fast to react to a slowdown, slow to trust a speed-up: a high quantile of a window rises as soon as a
+handful of slow batches arrive ((1 - quantile) x window of them), and falls only once the slow ones
+have left the window. A single spike moves it not at all (it is one sample above the quantile).
+
+State in the engine (and the simulator), not in the policy: the engine hands policies the profile
+scaled by ``factors()`` (quantised, so policies see a bounded set of distinct profiles)."""
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .profile import Profile
+
+
+@dataclass(frozen=True)
+class LatencyModelConfig:
+    quantile: float = 0.99
+    """The quantile of observed/profiled latency that policies plan with (the attainment target)."""
+    window: int = 400
+    """Observations kept (all batch sizes together, newest last)."""
+    min_samples: int = 30
+    """A batch size with fewer observations in the window uses the quantile over all of them."""
+    lo: float = 0.3
+    hi: float = 6.0
+    """Clamp of one observation's ratio (a pathological batch must not freeze planning on the smallest subnet)."""
+    step: float = 0.05
+    """Factors are rounded up to a multiple of this (bounded number of distinct scaled profiles)."""
+
+    def __post_init__(self):
+        if not 0.5 <= self.quantile < 1:
+            raise ValueError(f"quantile must be in [0.5, 1), got {self.quantile}")
+        if self.window < 10 or not 1 <= self.min_samples <= self.window:
+            raise ValueError(f"need window >= 10 and 1 <= min_samples <= window, got {self.window}, {self.min_samples}")
+        if not 0 < self.lo <= 1 <= self.hi or self.step <= 0:
+            raise ValueError(f"need 0 < lo <= 1 <= hi and step > 0, got lo {self.lo}, hi {self.hi}, step {self.step}")
+
+
+@dataclass
+class LatencyModel:
+    """Online quantiles of observed/profiled batch latency, per profiled batch size."""
+    batch_sizes: tuple[int, ...]
+    cfg: LatencyModelConfig = field(default_factory=LatencyModelConfig)
+
+    def __post_init__(self):
+        self.batch_sizes = tuple(sorted(self.batch_sizes))
+        self._window: deque[tuple[int, float]] = deque(maxlen=self.cfg.window)
+        self._factors: dict[int, float] = {b: 1.0 for b in self.batch_sizes}
+        self.median = 1.0
+        """Median ratio over the window (when a worker is likely free, not when it surely is)."""
+        self.observations = 0
+
+    def bucket(self, rows: int) -> int:
+        """The profiled batch size a batch of ``rows`` is planned with (as Profile.at: next larger)."""
+        return next((b for b in self.batch_sizes if b >= rows), self.batch_sizes[-1])
+
+    def observe(self, rows: int, observed_ms: float, profiled_ms: float) -> None:
+        if profiled_ms <= 0 or not math.isfinite(observed_ms):
+            return
+        ratio = min(self.cfg.hi, max(self.cfg.lo, observed_ms / profiled_ms))
+        self._window.append((self.bucket(rows), ratio))
+        self.observations += 1
+        self._update()
+
+    def _update(self) -> None:
+        q = self.cfg.quantile
+        arr = np.fromiter((r for _, r in self._window), float, len(self._window))
+        buckets = np.fromiter((b for b, _ in self._window), int, len(self._window))
+        overall = float(np.quantile(arr, q, method="higher"))
+        self.median = float(np.median(arr))
+        for b in self.batch_sizes:
+            own = arr[buckets == b]
+            self._factors[b] = float(np.quantile(own, q, method="higher")) if len(own) >= self.cfg.min_samples \
+                else overall
+
+    def factor(self, rows: int) -> float:
+        return self._factors[self.bucket(rows)]
+
+    def factors(self) -> dict[int, float]:
+        """Planning factor per profiled batch size, rounded up to ``step``."""
+        s = self.cfg.step
+        return {b: round(math.ceil(f / s - 1e-9) * s, 4) for b, f in self._factors.items()}
+
+    def summary(self) -> dict:
+        """Quantiles of the ratio over the window (for metrics and logs)."""
+        if not self._window:
+            return {"n": 0}
+        arr = np.array([r for _, r in self._window])
+        return {"n": len(arr), "p50": round(float(np.quantile(arr, 0.5)), 3),
+                "p90": round(float(np.quantile(arr, 0.9)), 3), "p99": round(float(np.quantile(arr, 0.99)), 3)}
+
+
+class ScaledProfiles:
+    """Scaled copies of a base profile, memoised by their factors (policies memoise per profile object)."""
+
+    def __init__(self, base: Profile, capacity: int = 64):
+        self.base, self.capacity = base, capacity
+        self._cache: dict[tuple, Profile] = {}
+
+    def get(self, factors: dict[int, float]) -> Profile:
+        key = tuple(sorted(factors.items()))
+        p = self._cache.get(key)
+        if p is None:
+            if len(self._cache) >= self.capacity:
+                self._cache.clear()
+            p = self._cache[key] = self.base.scaled_by_batch(factors)
+        return p
