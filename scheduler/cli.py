@@ -389,8 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     bl.set_defaults(func=_cmd_baselines)
 
     b = sub.add_parser("bench", help="policies side by side on one open-loop trace; results/<name>.json + plots")
-    b.add_argument("--policies", help="comma-separated (default: slackfit,clipper,infaas,"
-                   "triton-fixed:smallest,triton-fixed:middle,triton-fixed:largest)")
+    b.add_argument("--policies", help="comma-separated (default: slackfit,cascade,slackfit+escalate,clipper,infaas,"
+                   "triton-fixed:smallest,triton-fixed:middle,triton-fixed:largest); also slackfit-classic (SlackFit "
+                   "before issue 13), fixed:<subnet>")
     b.add_argument("--trace-kind", default="bursty", choices=("poisson", "bursty", "ramp", "azure"))
     b.add_argument("--trace", help="a saved trace file (superserve trace ...) instead of generating one")
     b.add_argument("--azure-file", help="Azure Functions 2019 per-minute file for --trace-kind azure "
@@ -408,6 +409,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out-dir", help="default results/")
     b.add_argument("--serve-args", help='extra options for every superserve serve, e.g. "--margin-ms 10"')
     b.add_argument("--records", action="store_true", help="also write every request's record")
+    b.add_argument("--noise", type=float, default=0.0, metavar="F",
+                   help="run a co-tenant burning fraction F of one core (duty-cycled, seeded by --seed) during every "
+                   "policy's run, the same for each; recorded in the results file")
+    b.add_argument("--profile", help="profile JSON for every policy (default: this machine's)")
     b.set_defaults(func=_cmd_bench)
 
     f = sub.add_parser("bench-fault", help="fault tolerance: 4 Triton workers under bursty load, kill -9 down to 2, "
