@@ -115,6 +115,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                                           adapt_latency=args.adapt_latency, margin_ms=args.margin_ms,
                                           latency_model=args.latency_model, latency_quantile=args.latency_quantile,
                                           pipeline=args.pipeline, pipeline_lead_ms=args.pipeline_lead_ms,
+                                          pipeline_min_rows=args.pipeline_min_rows,
                                           batch_log=args.batch_log,
                                           default_min_confidence=args.min_confidence),
                       health=HealthConfig(probe_interval_s=args.probe_interval_ms / 1000,
@@ -305,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "before the running one is expected to end, planned from that time)")
     sv.add_argument("--pipeline-lead-ms", type=float, default=3.0,
                     help="send the next batch this long before the running one is expected to end")
+    sv.add_argument("--pipeline-min-rows", type=int, default=8,
+                    help="pipeline only while at least this many requests wait")
     sv.add_argument("--batch-log", help="append one JSON line per finished batch to this file (timings, planned "
                     "and observed latency)")
     sv.set_defaults(func=_cmd_serve)

@@ -15,6 +15,11 @@ observations of its own uses the quantile of all of them (the batch curve falls 
 Fast to react to a slowdown, slow to trust a speed-up: a high quantile of a window rises as soon as a
 handful of slow batches arrive ((1 - quantile) x window of them), and falls only once the slow ones
 have left the window. A single spike moves it not at all (it is one sample above the quantile).
+A long window covers a new regime's tail only once the new batches fill it, so each batch size also
+keeps its last ``short`` ratios and plans at least at their quantile (at most the second largest): two
+slow batches raise the plan to the new level at once (one alone, a spike, does not).
+The model learns only from batches that run: if it ever judges every request infeasible, the engine
+makes it ``forget`` (see Engine._drop), so a passing slowdown cannot stop the service for good.
 
 State in the engine (and the simulator), not in the policy: the engine hands policies the profile
 scaled by ``factors()`` (quantised, so policies see a bounded set of distinct profiles)."""
@@ -34,11 +39,13 @@ class LatencyModelConfig:
     quantile: float = 0.99
     """The quantile of observed/profiled latency that policies plan with (the attainment target)."""
     window: int = 400
-    """Observations kept (all batch sizes together, newest last)."""
+    """Observations kept, over all batch sizes and for each batch size (newest last)."""
     min_samples: int = 30
     """A batch size with fewer observations in the window uses the quantile over all of them."""
+    short: int = 50
+    """Recent ratios per batch size whose quantile (never their maximum) is a floor of the plan."""
     lo: float = 0.3
-    hi: float = 6.0
+    hi: float = 20.0
     """Clamp of one observation's ratio (a pathological batch must not freeze planning on the smallest subnet)."""
     step: float = 0.05
     """Factors are rounded up to a multiple of this (bounded number of distinct scaled profiles)."""
@@ -46,7 +53,7 @@ class LatencyModelConfig:
     def __post_init__(self):
         if not 0.5 <= self.quantile < 1:
             raise ValueError(f"quantile must be in [0.5, 1), got {self.quantile}")
-        if self.window < 10 or not 1 <= self.min_samples <= self.window:
+        if self.window < 10 or not 1 <= self.min_samples <= self.window or not 2 <= self.short <= self.window:
             raise ValueError(f"need window >= 10 and 1 <= min_samples <= window, got {self.window}, {self.min_samples}")
         if not 0 < self.lo <= 1 <= self.hi or self.step <= 0:
             raise ValueError(f"need 0 < lo <= 1 <= hi and step > 0, got lo {self.lo}, hi {self.hi}, step {self.step}")
@@ -60,10 +67,13 @@ class LatencyModel:
 
     def __post_init__(self):
         self.batch_sizes = tuple(sorted(self.batch_sizes))
-        self._window: deque[tuple[int, float]] = deque(maxlen=self.cfg.window)
+        self._all: deque[float] = deque(maxlen=self.cfg.window)
+        self._own: dict[int, deque[float]] = {b: deque(maxlen=self.cfg.window) for b in self.batch_sizes}
+        self._short: dict[int, deque[float]] = {b: deque(maxlen=self.cfg.short) for b in self.batch_sizes}
         self._factors: dict[int, float] = {b: 1.0 for b in self.batch_sizes}
+        self._medians: dict[int, float] = {b: 1.0 for b in self.batch_sizes}
         self.median = 1.0
-        """Median ratio over the window (when a worker is likely free, not when it surely is)."""
+        """Median ratio over all batch sizes (when a worker is likely free, not when it surely is)."""
         self.observations = 0
 
     def bucket(self, rows: int) -> int:
@@ -74,34 +84,52 @@ class LatencyModel:
         if profiled_ms <= 0 or not math.isfinite(observed_ms):
             return
         ratio = min(self.cfg.hi, max(self.cfg.lo, observed_ms / profiled_ms))
-        self._window.append((self.bucket(rows), ratio))
+        b = self.bucket(rows)
+        self._all.append(ratio)
+        self._own[b].append(ratio)
+        self._short[b].append(ratio)
         self.observations += 1
-        self._update()
+        q_all, self.median = self._stats(self._all)
+        for k, own in self._own.items():  # a batch size with too few observations follows all of them
+            if len(own) < self.cfg.min_samples:
+                self._factors[k], self._medians[k] = q_all, self.median
+        if len(self._own[b]) >= self.cfg.min_samples:
+            self._factors[b], self._medians[b] = self._stats(self._own[b])
+        short = self._short[b]
+        if len(short) >= 2:  # a new regime: plan for it before the long window fills (never at a lone maximum)
+            i = min(len(short) - 2, math.ceil(self.cfg.quantile * (len(short) - 1)))
+            self._factors[b] = max(self._factors[b], sorted(short)[i])
 
-    def _update(self) -> None:
-        q = self.cfg.quantile
-        arr = np.fromiter((r for _, r in self._window), float, len(self._window))
-        buckets = np.fromiter((b for b, _ in self._window), int, len(self._window))
-        overall = float(np.quantile(arr, q, method="higher"))
-        self.median = float(np.median(arr))
-        for b in self.batch_sizes:
-            own = arr[buckets == b]
-            self._factors[b] = float(np.quantile(own, q, method="higher")) if len(own) >= self.cfg.min_samples \
-                else overall
+    def _stats(self, window) -> tuple[float, float]:
+        """(the planning quantile, the median) of a window; the quantile rounds up to an observation."""
+        a = np.sort(np.fromiter(window, float, len(window)))
+        return float(a[min(len(a) - 1, math.ceil(self.cfg.quantile * (len(a) - 1)))]), float(a[(len(a) - 1) // 2])
 
     def factor(self, rows: int) -> float:
         return self._factors[self.bucket(rows)]
+
+    def median_factor(self, rows: int) -> float:
+        return self._medians[self.bucket(rows)]
 
     def factors(self) -> dict[int, float]:
         """Planning factor per profiled batch size, rounded up to ``step``."""
         s = self.cfg.step
         return {b: round(math.ceil(f / s - 1e-9) * s, 4) for b, f in self._factors.items()}
 
+    def forget(self) -> None:
+        """Drop every observation: plan with the profile again until new batches are seen."""
+        self._all.clear()
+        for own in (*self._own.values(), *self._short.values()):
+            own.clear()
+        self._factors = {b: 1.0 for b in self.batch_sizes}
+        self._medians = {b: 1.0 for b in self.batch_sizes}
+        self.median = 1.0
+
     def summary(self) -> dict:
         """Quantiles of the ratio over the window (for metrics and logs)."""
-        if not self._window:
+        if not self._all:
             return {"n": 0}
-        arr = np.array([r for _, r in self._window])
+        arr = np.array(self._all)
         return {"n": len(arr), "p50": round(float(np.quantile(arr, 0.5)), 3),
                 "p90": round(float(np.quantile(arr, 0.9)), 3), "p99": round(float(np.quantile(arr, 0.99)), 3)}
 

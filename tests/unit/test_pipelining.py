@@ -74,10 +74,11 @@ class Recording(SlackFit):
         return super().decide(queue, now_ms, profile, worker)
 
 
-def serve_two_waves(pipeline: bool):
+def serve_two_waves(pipeline: bool, min_rows: int = 1):
     """Two requests 20 ms apart, 2 s SLO: the second arrives while the first's batch runs."""
     worker, policy = Sleeper(), Recording()
-    engine = Engine(EngineConfig(adapt_latency=False, margin_ms=0, pipeline=pipeline, pipeline_lead_ms=150),
+    engine = Engine(EngineConfig(adapt_latency=False, margin_ms=0, pipeline=pipeline, pipeline_lead_ms=150,
+                                 pipeline_min_rows=min_rows),
                     FLAT, policy, [worker])
 
     async def go():
@@ -108,3 +109,37 @@ def test_without_pipelining_one_batch_at_a_time():
     worker, policy, answers = serve_two_waves(pipeline=False)
     assert len(answers) == 2 and worker.max_active == 1
     assert all(v.free_at_ms is None for _, v in policy.views)
+
+
+def test_no_pipelining_below_the_backlog_threshold():
+    worker, policy, answers = serve_two_waves(pipeline=True, min_rows=2)  # one request waits: form it later
+    assert len(answers) == 2 and worker.max_active == 1
+
+
+def test_a_model_that_judges_everything_infeasible_while_idle_is_forgotten():
+    from superserve.scheduler.errors import DeadlineInfeasible
+
+    worker = Sleeper()
+    engine = Engine(EngineConfig(margin_ms=0, latency_quantile=0.99), FLAT, SlackFit(), [worker])
+    for _ in range(50):  # once, the machine ran 20x slower than profiled
+        engine._track_latency(worker, "only", 1, 4000.0)
+    assert engine.policy.fastest_ms(Pending(0, 0, 1000), engine.profile) > 1000
+    engine._last_done[id(worker)] = -10_000.0  # and no batch has run since
+
+    async def go():
+        try:
+            return await engine.infer(np.zeros((1, 1, 28, 28), np.float32), RequestParams(slo_ms=1000))
+        finally:
+            await engine.close()
+    answer = asyncio.run(go())  # served on the profile's plan, not refused forever
+    assert answer.infos[0]["subnet"] == "only" and engine.model.observations == 1
+    engine2 = Engine(EngineConfig(margin_ms=0), FLAT, SlackFit(), [Sleeper()])
+    w2 = engine2.workers[0]
+    for _ in range(50):
+        engine2._track_latency(w2, "only", 1, 4000.0)
+    engine2._last_done[id(w2)] = engine2.clock.now_ms()  # a batch just ran: the model is not stale
+    try:
+        engine2._admit(Pending(1, engine2.clock.now_ms(), engine2.clock.now_ms() + 1000), RequestParams(slo_ms=1000))
+        raise AssertionError("expected DeadlineInfeasible")
+    except DeadlineInfeasible:
+        pass
