@@ -16,8 +16,9 @@ Fast to react to a slowdown, slow to trust a speed-up: a high quantile of a wind
 handful of slow batches arrive ((1 - quantile) x window of them), and falls only once the slow ones
 have left the window. A single spike moves it not at all (it is one sample above the quantile).
 A long window covers a new regime's tail only once the new batches fill it, so each batch size also
-keeps its last ``short`` ratios and plans at least at their quantile (at most the second largest): two
-slow batches raise the plan to the new level at once (one alone, a spike, does not).
+keeps its last ``short`` ratios and plans at least at their quantile, but never above their fourth
+largest: four slow batches raise the plan to the new level at once; one or two (a spike, a stall of the
+whole machine) do not.
 The model learns only from batches that run: if it ever judges every request infeasible, the engine
 makes it ``forget`` (see Engine._drop), so a passing slowdown cannot stop the service for good.
 
@@ -43,9 +44,10 @@ class LatencyModelConfig:
     min_samples: int = 30
     """A batch size with fewer observations in the window uses the quantile over all of them."""
     short: int = 50
-    """Recent ratios per batch size whose quantile (never their maximum) is a floor of the plan."""
+    """Recent ratios per batch size whose quantile (at most their ``short_rank``-th largest) floors the plan."""
+    short_rank: int = 4
     lo: float = 0.3
-    hi: float = 20.0
+    hi: float = 6.0
     """Clamp of one observation's ratio (a pathological batch must not freeze planning on the smallest subnet)."""
     step: float = 0.05
     """Factors are rounded up to a multiple of this (bounded number of distinct scaled profiles)."""
@@ -53,7 +55,7 @@ class LatencyModelConfig:
     def __post_init__(self):
         if not 0.5 <= self.quantile < 1:
             raise ValueError(f"quantile must be in [0.5, 1), got {self.quantile}")
-        if self.window < 10 or not 1 <= self.min_samples <= self.window or not 2 <= self.short <= self.window:
+        if self.window < 10 or not 1 <= self.min_samples <= self.window or not 1 <= self.short_rank < self.short <= self.window:
             raise ValueError(f"need window >= 10 and 1 <= min_samples <= window, got {self.window}, {self.min_samples}")
         if not 0 < self.lo <= 1 <= self.hi or self.step <= 0:
             raise ValueError(f"need 0 < lo <= 1 <= hi and step > 0, got lo {self.lo}, hi {self.hi}, step {self.step}")
@@ -96,8 +98,8 @@ class LatencyModel:
         if len(self._own[b]) >= self.cfg.min_samples:
             self._factors[b], self._medians[b] = self._stats(self._own[b])
         short = self._short[b]
-        if len(short) >= 2:  # a new regime: plan for it before the long window fills (never at a lone maximum)
-            i = min(len(short) - 2, math.ceil(self.cfg.quantile * (len(short) - 1)))
+        if len(short) > self.cfg.short_rank:  # a new regime: plan for it before the long window fills
+            i = min(len(short) - self.cfg.short_rank, math.ceil(self.cfg.quantile * (len(short) - 1)))
             self._factors[b] = max(self._factors[b], sorted(short)[i])
 
     def _stats(self, window) -> tuple[float, float]:

@@ -51,7 +51,7 @@ def test_a_speed_up_is_trusted_only_once_the_slow_batches_leave_the_window():
 def test_quantile_matches_a_known_distribution():
     sigma = 0.3
     for q, z in ((0.99, 2.3263), (0.95, 1.6449)):
-        exact = LatencyModel(BATCHES, LatencyModelConfig(quantile=q, window=5000, short=2))  # long window alone
+        exact = LatencyModel(BATCHES, LatencyModelConfig(quantile=q, window=5000, short=2, short_rank=1))  # long window alone
         feed(exact, steady(5000, sigma=sigma, seed=5))
         assert exact.factor(8) == pytest.approx(float(np.exp(z * sigma)), rel=0.05), q
         assert exact.median == pytest.approx(1.0, rel=0.03)
@@ -113,3 +113,14 @@ def test_forget_returns_to_the_profile():
     assert m.factors() == {b: 1.0 for b in BATCHES} and m.median == 1.0
     feed(m, steady(10, level=2.0))
     assert m.factor(8) >= 1.9
+
+
+def test_two_stalled_batches_do_not_raise_the_plan_four_slow_ones_do():
+    m = LatencyModel(BATCHES, LatencyModelConfig(quantile=0.99, window=400, short=50, short_rank=4))
+    feed(m, steady(400))
+    before = m.factor(8)
+    feed(m, [5.0, 5.0])  # the whole machine stalled once, for two batches
+    feed(m, steady(10, seed=10))
+    assert m.factor(8) == pytest.approx(before, rel=0.05)
+    feed(m, steady(4, level=3.0, seed=11))  # four slow batches in a row: a new regime
+    assert m.factor(8) >= 2.8
