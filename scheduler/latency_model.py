@@ -10,7 +10,8 @@ The model keeps the last ``window`` ratios observed/profiled (profiled: the prof
 batch's subnet at its batch size) and plans at their ``quantile`` (about the attainment target: a
 0.99 target plans at the p99 of the ratio). Ratios are kept per profiled batch size, because the
 fixed costs of a call (gRPC, the reply path) weigh more on small batches; a batch size with too few
-observations of its own uses the quantile of all of them (the batch curve falls back to global).
+observations of its own takes the nearest smaller batch size's (the conservative neighbour), not the
+quantile over all batches, which stalls of small batches dominate.
 
 Fast to react to a slowdown, slow to trust a speed-up: a high quantile of a window rises as soon as a
 handful of slow batches arrive ((1 - quantile) x window of them), and falls only once the slow ones
@@ -42,7 +43,9 @@ class LatencyModelConfig:
     window: int = 400
     """Observations kept, over all batch sizes and for each batch size (newest last)."""
     min_samples: int = 30
-    """A batch size with fewer observations in the window uses the quantile over all of them."""
+    """A batch size with fewer observations takes the factor of the nearest smaller batch size that has
+    enough (fixed call costs make small batches the slower ones, relative to the profile), else the
+    nearest larger, else the quantile over all observations."""
     short: int = 50
     """Recent ratios per batch size whose quantile (at most their ``short_rank``-th largest) floors the plan."""
     short_rank: int = 4
@@ -73,6 +76,8 @@ class LatencyModel:
         self._own: dict[int, deque[float]] = {b: deque(maxlen=self.cfg.window) for b in self.batch_sizes}
         self._short: dict[int, deque[float]] = {b: deque(maxlen=self.cfg.short) for b in self.batch_sizes}
         self._factors: dict[int, float] = {b: 1.0 for b in self.batch_sizes}
+        self._own_stats: dict[int, tuple[float, float]] = {}
+        """(planning factor, median) of each batch size with enough observations of its own."""
         self._medians: dict[int, float] = {b: 1.0 for b in self.batch_sizes}
         self.median = 1.0
         """Median ratio over all batch sizes (when a worker is likely free, not when it surely is)."""
@@ -92,15 +97,15 @@ class LatencyModel:
         self._short[b].append(ratio)
         self.observations += 1
         q_all, self.median = self._stats(self._all)
-        for k, own in self._own.items():  # a batch size with too few observations follows all of them
-            if len(own) < self.cfg.min_samples:
-                self._factors[k], self._medians[k] = q_all, self.median
         if len(self._own[b]) >= self.cfg.min_samples:
-            self._factors[b], self._medians[b] = self._stats(self._own[b])
-        short = self._short[b]
-        if len(short) > self.cfg.short_rank:  # a new regime: plan for it before the long window fills
+            f, m = self._stats(self._own[b])
+            short = self._short[b]  # a new regime: plan for it before the long window fills
             i = min(len(short) - self.cfg.short_rank, math.ceil(self.cfg.quantile * (len(short) - 1)))
-            self._factors[b] = max(self._factors[b], sorted(short)[i])
+            self._own_stats[b] = (max(f, sorted(short)[i]), m)
+        donors = sorted(self._own_stats)
+        for k in self.batch_sizes:  # too few observations of its own: the nearest smaller batch size's
+            d = k if k in self._own_stats else next((x for x in reversed(donors) if x < k), donors[0] if donors else None)
+            self._factors[k], self._medians[k] = self._own_stats[d] if d is not None else (q_all, self.median)
 
     def _stats(self, window) -> tuple[float, float]:
         """(the planning quantile, the median) of a window; the quantile rounds up to an observation."""
@@ -125,6 +130,7 @@ class LatencyModel:
             own.clear()
         self._factors = {b: 1.0 for b in self.batch_sizes}
         self._medians = {b: 1.0 for b in self.batch_sizes}
+        self._own_stats = {}
         self.median = 1.0
 
     def summary(self) -> dict:
