@@ -50,8 +50,9 @@ class LatencyModelConfig:
     """Recent ratios per batch size whose quantile (at most their ``short_rank``-th largest) floors the plan."""
     short_rank: int = 4
     lo: float = 0.3
-    hi: float = 6.0
-    """Clamp of one observation's ratio (a pathological batch must not freeze planning on the smallest subnet)."""
+    hi: float = 20.0
+    """Clamp of one observation's ratio (a quantile ignores a lone outlier; the clamp only bounds how far a
+    batch size with no observations of its own can inherit a small batch's stalls)."""
     step: float = 0.05
     """Factors are rounded up to a multiple of this (bounded number of distinct scaled profiles)."""
 
