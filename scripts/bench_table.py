@@ -16,6 +16,8 @@ def load(paths):
     cells = defaultdict(lambda: defaultdict(list))  # (rate, noise) -> policy -> [summary per seed]
     for p in paths:
         r = json.load(open(p))
+        if "policies" not in r:  # a saved trace, not a results file
+            continue
         key = (r["rate_x"], r.get("noise", {}).get("fraction_of_core", 0.0))
         for pol, s in r["policies"].items():
             cells[key][pol].append(dict(s, seed=r["trace"]["seed"]))

