@@ -178,7 +178,8 @@ class Engine:
             raise InvalidInput(f"parameter 'subnet': {p.subnet!r} is not a profiled subnet; choose from "
                                f"{[s.name for s in self.profile.subnets]}")
         fastest = self.policy.fastest_ms(p, self.profile)
-        if fastest is not None and p.deadline_ms - p.arrival_ms - self.cfg.margin_ms < fastest and self._stale_model(p.arrival_ms):
+        too_late = fastest is not None and p.deadline_ms - p.arrival_ms - self.cfg.margin_ms < fastest
+        if too_late and self._stale_model(p.arrival_ms):
             fastest = self.policy.fastest_ms(p, self.profile)
         if fastest is None:
             best = self.profile.subnets[-1].accuracy

@@ -59,8 +59,9 @@ class LatencyModelConfig:
     def __post_init__(self):
         if not 0.5 <= self.quantile < 1:
             raise ValueError(f"quantile must be in [0.5, 1), got {self.quantile}")
-        if self.window < 10 or not 1 <= self.min_samples <= self.window or not 1 <= self.short_rank < self.short <= self.window:
-            raise ValueError(f"need window >= 10 and 1 <= min_samples <= window, got {self.window}, {self.min_samples}")
+        if self.window < 10 or not 1 <= self.min_samples <= self.window or not 1 <= self.short_rank < self.short:
+            raise ValueError(f"need window >= 10, 1 <= min_samples <= window and 1 <= short_rank < short; got "
+                             f"{self.window}, {self.min_samples}, {self.short_rank}, {self.short}")
         if not 0 < self.lo <= 1 <= self.hi or self.step <= 0:
             raise ValueError(f"need 0 < lo <= 1 <= hi and step > 0, got lo {self.lo}, hi {self.hi}, step {self.step}")
 
@@ -105,7 +106,8 @@ class LatencyModel:
             self._own_stats[b] = (max(f, sorted(short)[i]), m)
         donors = sorted(self._own_stats)
         for k in self.batch_sizes:  # too few observations of its own: the nearest smaller batch size's
-            d = k if k in self._own_stats else next((x for x in reversed(donors) if x < k), donors[0] if donors else None)
+            smaller = [x for x in donors if x < k]
+            d = k if k in self._own_stats else (smaller[-1] if smaller else donors[0] if donors else None)
             self._factors[k], self._medians[k] = self._own_stats[d] if d is not None else (q_all, self.median)
 
     def _stats(self, window) -> tuple[float, float]:
