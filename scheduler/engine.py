@@ -136,6 +136,10 @@ class Engine:
         """Per worker, its batches in flight, in the order Triton runs them."""
         self._last_done: dict[int, float] = {id(w): -1e18 for w in workers}
         self._pipe_timer: asyncio.TimerHandle | None = None
+        self._running: dict[int, set] = {}
+        """Batch tasks in flight per worker."""
+        self._abandoned: set = set()
+        """Tasks cancelled because the batch before them on their worker failed: retried, not lost."""
         self._batch_log = open(cfg.batch_log, "a", buffering=1 << 16) if cfg.batch_log else None
         self.clock = clock or MonotonicClock()
         self.stats = stats or Stats()
@@ -261,18 +265,24 @@ class Engine:
                 decided = True  # nothing to pipeline now; retry when the worker frees
                 break
             jobs = [self._jobs.pop(p.id) for p in self.queue.remove(decision.batch.requests)]
-            self._start_slot(worker, decision.batch, jobs, now - self.cfg.margin_ms)
+            slot = self._start_slot(worker, decision.batch, jobs, now - self.cfg.margin_ms)
+            # The hang rule scales the median expectation (from now: a pipelined batch waits for the one ahead),
+            # not the planning quantile, which may be several times longer.
+            expected = max(slot.median_ms, slot.median_end_ms - (now - self.cfg.margin_ms))
             worker.inflight += 1  # now, not in the task: the next loop turn must see the worker busy
             self.stats.worker_inflight[worker.url] = worker.inflight
-            task = asyncio.get_running_loop().create_task(self._run(worker, decision.batch, jobs))
+            task = asyncio.get_running_loop().create_task(self._run(worker, decision.batch, jobs, expected))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            on_worker = self._running.setdefault(id(worker), set())
+            on_worker.add(task)
+            task.add_done_callback(on_worker.discard)
         self.stats.queue_depth = len(self.queue)
         self._arm_sweep()
         if not decided:
             self._arm_pipeline()
 
-    def _start_slot(self, worker, batch: Batch, jobs: list[_Job], now: float) -> None:
+    def _start_slot(self, worker, batch: Batch, jobs: list[_Job], now: float) -> _Slot:
         """Book ``batch`` on ``worker``: it starts when the batches before it end, and takes the
         planning view's latency at its real number of rows (the policy's point may be a larger batch)."""
         slots = self._slots[id(worker)]
@@ -280,8 +290,10 @@ class Engine:
         planned = self.profile.get(batch.subnet).at(rows)
         start = max(now, slots[-1].end_ms) if slots else now
         start_median = max(now, slots[-1].median_end_ms) if slots else now
-        slots.append(_Slot(planned, self._median_ms(batch.subnet, rows), start + planned,
-                           start_median + self._median_ms(batch.subnet, rows)))
+        slot = _Slot(planned, self._median_ms(batch.subnet, rows), start + planned,
+                     start_median + self._median_ms(batch.subnet, rows))
+        slots.append(slot)
+        return slot
 
     def _median_ms(self, subnet: str, rows: int) -> float:
         base = self.base_profile.get(subnet).at(rows)
@@ -345,7 +357,7 @@ class Engine:
         self._pump()
 
     # -- dispatch ----------------------------------------------------------------------------
-    async def _run(self, worker, batch: Batch, jobs: list[_Job]) -> None:
+    async def _run(self, worker, batch: Batch, jobs: list[_Job], expected_ms: float | None = None) -> None:
         """Run one batch on ``worker`` (whose inflight count _pump already raised)."""
         dispatched = self.clock.now_ms()
         images = np.concatenate([j.image for j in jobs]) if len(jobs) > 1 else jobs[0].image
@@ -356,10 +368,21 @@ class Engine:
         try:
             try:
                 logits, infos = await self.pool.call(worker, worker.infer(images, batch.subnet, timeout_s),
-                                                     batch.expected_ms)
+                                                     expected_ms or batch.expected_ms)
+            except asyncio.CancelledError:
+                me = asyncio.current_task()
+                if me not in self._abandoned:
+                    raise
+                self._abandoned.discard(me)
+                self._retry_or_fail(jobs, WorkerFailed(f"worker {worker.url}: abandoned with the batch ahead of it"))
+                return
             except Exception as e:  # every request of the batch is retried or gets an error, none is lost
                 err = e if isinstance(e, ServeError) else WorkerFailed(f"worker {worker.url}: {e}")
                 log.warning("batch of %d on %s failed: %s", len(jobs), batch.subnet, err)
+                if isinstance(err, WorkerFailed):  # a pipelined batch behind it would wait on a dead worker
+                    for t in self._running.get(id(worker), set()) - {asyncio.current_task()}:
+                        self._abandoned.add(t)
+                        t.cancel()
                 self._retry_or_fail(jobs, err)
                 return
             finally:
