@@ -6,7 +6,8 @@ Rates are relative to this machine's capacity: the largest subnet's best through
 through the whole stack (load generator + Triton, same cores) unless ``--capacity-rps`` is given.
 Writes ``results/<name>.json`` (DESIGN.md format plus per-second series) and PNG plots beside it.
 
-Policies: ``slackfit`` (ours) · ``clipper[:subnet]`` (AIMD batch on one subnet, default largest)
+Policies: ``slackfit`` (ours) · ``slackfit-classic`` (SlackFit as before issue 13: mean latency
+scaled by a running mean, one batch in flight per worker) · ``clipper[:subnet]`` (AIMD batch on one subnet, default largest)
 · ``infaas`` (cheapest variant per request; separate models loaded on demand) · ``fixed:<subnet>``
 (our scheduler, one subnet) · ``triton-fixed:<subnet>`` (Triton's dynamic batcher, no sidecar).
 ``<subnet>`` is ``smallest``, ``middle``, ``largest`` or a profiled subnet name.
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from superserve.client import report, traces, triton_fixed
+from superserve.client import batchlog, noise, report, traces, triton_fixed
 from superserve.client.loadgen import Target, assign_slos, records_json, run_open_loop, slo_classes, summarize
 from superserve.scheduler import paths
 from superserve.scheduler.hardware import command_line, git_commit, hardware_name
@@ -37,7 +38,9 @@ from superserve.supernet.data import load_split
 DEFAULT_POLICIES = ("slackfit", "cascade", "slackfit+escalate", "clipper", "infaas", "triton-fixed:smallest",
                     "triton-fixed:middle", "triton-fixed:largest")
 QUICK_POLICIES = ("slackfit", "clipper", "triton-fixed:largest")
-KINDS = ("slackfit", "cascade", "slackfit+escalate", "clipper", "infaas", "fixed", "triton-fixed")
+KINDS = ("slackfit", "slackfit-classic", "cascade", "slackfit+escalate", "clipper", "infaas", "fixed", "triton-fixed")
+CLASSIC_ARGS = ("--latency-model", "ewma", "--no-pipeline")
+"""slackfit-classic: SlackFit with the latency handling from before issue 13."""
 ESCALATE_DEFAULT = "0.8"
 """slackfit+escalate: SlackFit picks the first subnet, answers below this max-softmax go up while slack allows."""
 
@@ -71,8 +74,14 @@ class BenchConfig:
     """Also run every sidecar policy as ``<policy>@compare`` with this interpreter's ``superserve serve``
     (e.g. an older checkout's .venv/bin/python): before and after on the same trace, in one results file,
     in the order A B B A (second runs suffixed ``#2``)."""
+    noise: float = 0.0
+    """A co-tenant burning this fraction of one core during each policy's run (noise.py)."""
+    profile: str | None = None
+    """Profile file (default: this machine's, see server.find_profile)."""
 
     def __post_init__(self):
+        if not 0 <= self.noise <= 1:
+            raise ValueError(f"noise must be in [0, 1] (a fraction of one core), got {self.noise}")
         if self.rate_x <= 0 or self.duration_s <= 0:
             raise ValueError(f"rate_x and duration_s must be > 0, got {self.rate_x}, {self.duration_s}")
         slo_classes(self.slo)
@@ -80,7 +89,7 @@ class BenchConfig:
             slo_classes(self.min_accuracy, allow_zero=True)
         for p in self.policies:
             if p.split(":")[0] not in KINDS:
-                raise ValueError(f"unknown policy {p!r}; choose from slackfit, cascade[:plan.json], "
+                raise ValueError(f"unknown policy {p!r}; choose from slackfit, slackfit-classic, cascade[:plan.json], "
                                  "slackfit+escalate[:min_confidence], clipper[:subnet], infaas, fixed:<subnet>, "
                                  "triton-fixed:<subnet>")
 
@@ -101,9 +110,11 @@ def make_trace(cfg: BenchConfig, rate_rps: float) -> traces.Trace:
 
 
 @contextlib.contextmanager
-def policy_server(policy: str, profile: Profile, slo_ms: float, workdir: Path, serve_args=(), python=None):
-    """Fresh servers for one policy; yields the load generator's Target. ``python``: run the sidecar
-    with that interpreter instead of this one (``<policy>@compare``)."""
+def policy_server(policy: str, profile: Profile, slo_ms: float, workdir: Path, serve_args=(), python=None,
+                  profile_path: str | None = None):
+    """Fresh servers for one policy; yields the load generator's Target (its ``batch_log``: the
+    sidecar's per-batch log, for the schedulers). ``python``: run the sidecar with that interpreter
+    instead of this one (``<policy>@compare``; an older checkout may not know --batch-log)."""
     kind, _, arg = policy.partition(":")
     if kind == "triton-fixed":
         subnet = triton_fixed.pick(profile, arg or "largest")
@@ -117,8 +128,14 @@ def policy_server(policy: str, profile: Profile, slo_ms: float, workdir: Path, s
     http, grpc, th, tg, tm = free_ports(5)
     args = ["--http-port", str(http), "--grpc-port", str(grpc), "--triton-http-port", str(th),
             "--triton-grpc-port", str(tg), "--triton-metrics-port", str(tm),
-            "--policy", "slackfit" if kind == "slackfit+escalate" else kind,
+            "--policy", "slackfit" if kind in ("slackfit+escalate", "slackfit-classic") else kind,
             "--default-slo-ms", str(slo_ms), "--triton-log-file", str(workdir / "triton.log")]
+    if python is None:  # another checkout's serve may not know --batch-log
+        args += ["--batch-log", str(workdir / "batches.jsonl")]
+    if profile_path:
+        args += ["--profile", str(profile_path)]
+    if kind == "slackfit-classic":
+        args += list(CLASSIC_ARGS)
     if kind in ("clipper", "fixed"):
         args += ["--subnet", triton_fixed.pick(profile, arg or "largest")]
     if kind == "cascade" and arg:
@@ -127,7 +144,8 @@ def policy_server(policy: str, profile: Profile, slo_ms: float, workdir: Path, s
         args += ["--min-confidence", arg or ESCALATE_DEFAULT]
     args += list(serve_args)
     with serve_subprocess(args, str(workdir / "serve.log"), python=python):
-        yield Target(f"127.0.0.1:{grpc}", metrics_url=f"http://127.0.0.1:{http}/metrics")
+        yield Target(f"127.0.0.1:{grpc}", metrics_url=f"http://127.0.0.1:{http}/metrics",
+                     batch_log=None if python else str(workdir / "batches.jsonl"))
 
 
 def scheduler_view(target: Target) -> dict:
@@ -177,13 +195,14 @@ async def _closed_loop(target: Target, images, seconds: float, concurrency: int)
     return done
 
 
-def measure_capacity(profile: Profile, images, labels, seconds: float = 6.0, concurrency: int = 64) -> dict:
+def measure_capacity(profile: Profile, images, labels, seconds: float = 6.0, concurrency: int = 64,
+                     profile_path: str | None = None) -> dict:
     """The largest subnet's best throughput on this machine, load generator included: Triton's
     dynamic batcher on a model pinned to it, kept saturated by ``concurrency`` closed-loop clients
     (enough to fill its largest batches; an open-loop flood would measure the client's collapse)."""
     largest = profile.subnets[-1].name
     with tempfile.TemporaryDirectory(prefix="superserve-capacity-") as d, \
-            policy_server(f"triton-fixed:{largest}", profile, 1000.0, Path(d)) as target:
+            policy_server(f"triton-fixed:{largest}", profile, 1000.0, Path(d), profile_path=profile_path) as target:
         asyncio.run(_warm(target, images, labels, 40))
         cap = asyncio.run(_closed_loop(target, images, seconds, concurrency)) / seconds
     profiled = max(b * 1000 / profile.subnets[-1].latency_ms[b] for b in profile.batch_sizes)
@@ -194,10 +213,11 @@ def measure_capacity(profile: Profile, images, labels, seconds: float = 6.0, con
 
 
 def run(cfg: BenchConfig, command: str) -> Path:
-    profile = Profile.load(find_profile(None))
+    profile_path = str(find_profile(cfg.profile))
+    profile = Profile.load(profile_path)
     images, labels = load_split("test")
     capacity = {"rps": cfg.capacity_rps, "method": "given (--capacity-rps)"} if cfg.capacity_rps else \
-        measure_capacity(profile, images, labels)
+        measure_capacity(profile, images, labels, profile_path=profile_path)
     trace = make_trace(cfg, cfg.rate_x * capacity["rps"])
     classes = slo_classes(cfg.slo)
     slos = assign_slos(len(trace.arrivals_s), classes, cfg.seed)
@@ -211,7 +231,12 @@ def run(cfg: BenchConfig, command: str) -> Path:
     result = {"command": command, "commit": git_commit(paths.repo_root()), "hardware": hardware_name(),
               "trace": dict(trace.describe(), file=trace_path.name), "slo_ms": cfg.slo,
               "min_accuracy": cfg.min_accuracy, "serve_args": list(cfg.serve_args), "capacity": capacity,
-              "rate_x": cfg.rate_x, "compare_python": cfg.compare_python, "policies": {}, "series": {}}
+              "rate_x": cfg.rate_x, "profile": Path(profile_path).name,
+              "noise": {"fraction_of_core": cfg.noise, "seed": cfg.seed, "cycle_ms": [noise.MIN_CYCLE_MS, noise.MAX_CYCLE_MS],
+                        "method": "a duty-cycled spinning process, restarted with the same seed for each policy's "
+                                  "warm-up and run"},
+              "compare_python": cfg.compare_python,
+              "policies": {}, "series": {}}
     all_records = {}
     runs = [(p, None) for p in cfg.policies]
     if cfg.compare_python:  # A B B A per sidecar policy, so a drift in the machine's other load hits both alike
@@ -222,12 +247,16 @@ def run(cfg: BenchConfig, command: str) -> Path:
         t0 = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="superserve-bench-") as d:
             with policy_server(policy.split("@")[0].split("#")[0], profile, max(s for s, _ in classes), Path(d),
-                               cfg.serve_args, python) as target:
+                               cfg.serve_args, python, profile_path) as target, noise.cotenant(cfg.noise, cfg.seed):
                 asyncio.run(_warm(target, images, labels, cfg.warmup))
                 before = scheduler_view(target)
+                skip = batchlog.count(target.batch_log)
                 recs = asyncio.run(run_open_loop(target, trace.arrivals_s, slos, images, labels, floors))
                 after = scheduler_view(target)
+                batches = batchlog.summarize(batchlog.read(target.batch_log, skip=skip))
         summary = summarize(recs)
+        if batches:
+            summary["batches"] = batches
         if after:
             summary["scheduler_view"] = {k: round(v - before.get(k, 0), 3) if not k.endswith("scale") else v
                                          for k, v in after.items()}
@@ -238,7 +267,12 @@ def run(cfg: BenchConfig, command: str) -> Path:
               f"{summary['mean_served_accuracy'] or 0:.4f}  real acc {summary['real_accuracy']:.4f}  "
               f"late {summary['late']}  below floor {summary['inaccurate']}  dropped {summary['dropped']}  "
               f"rejected {summary['rejected']}  errors {summary['errors']}  "
-              f"p99 {summary['p99_ms']} ms  ({time.monotonic() - t0:.0f} s)", flush=True)
+              f"p50 {summary['p50_ms']} p99 {summary['p99_ms']} ms  ({time.monotonic() - t0:.0f} s)", flush=True)
+        if batches:
+            print(f"{'':28} batches {batches['n']}  observed/planned p50 {batches['observed_over_planned']['p50']} "
+                  f"p99 {batches['observed_over_planned']['p99']}  over plan {batches['over_plan_share']}  "
+                  f"worker idle {batches['worker_idle_ms_per_batch']} ms/batch ({batches['worker_idle_share']} of "
+                  f"backlogged time)  final factor {batches['final_factor']}", flush=True)
     result["arrivals_per_s"] = report.arrival_series(trace, 1.0)
     path = out_dir / f"{cfg.name}.json"
     path.write_text(json.dumps(result, indent=1) + "\n")
@@ -259,7 +293,7 @@ def main(args) -> int:
                       duration_s=args.duration or (12.0 if args.quick else 60.0), seed=args.seed, slo=args.slo_ms,
                       min_accuracy=args.min_accuracy, trace_file=args.trace, capacity_rps=args.capacity_rps, azure_file=args.azure_file,
                       warmup=20 if args.quick else 40, records=args.records, compare_python=args.compare_python,
-                      serve_args=tuple(shlex.split(args.serve_args or "")),
+                      serve_args=tuple(shlex.split(args.serve_args or "")), noise=args.noise, profile=args.profile,
                       out_dir=Path(args.out_dir) if args.out_dir else paths.repo_root() / "results")
     command = command_line()
     run(cfg, command)

@@ -39,6 +39,8 @@ class Target:
     """Send the SLO as Triton's per-request queue timeout (``timeout`` in µs), for Triton's queue policy."""
     metrics_url: str | None = None
     """The sidecar's Prometheus endpoint, if any (for the scheduler's own view of a run)."""
+    batch_log: str | None = None
+    """The sidecar's per-batch log file (``serve --batch-log``), if any."""
 
 
 @dataclass

@@ -135,9 +135,13 @@ def _serve_config(args: argparse.Namespace, auth_cfg, limits_cfg, tls_cfg):
                                           max_inflight_per_worker=args.max_inflight,
                                           adapt_latency=args.adapt_latency, margin_ms=args.margin_ms,
                                           measure_margin=args.measure_margin,
-                                          default_min_confidence=args.min_confidence,
                                           admission_shedding=args.admission_shedding,
-                                          shed_peak_fraction=args.shed_peak_fraction),
+                                          shed_peak_fraction=args.shed_peak_fraction,
+                                          latency_model=args.latency_model, latency_quantile=args.latency_quantile,
+                                          pipeline=args.pipeline, pipeline_lead_ms=args.pipeline_lead_ms,
+                                          pipeline_min_rows=args.pipeline_min_rows,
+                                          batch_log=args.batch_log,
+                                          default_min_confidence=args.min_confidence),
                       health=HealthConfig(probe_interval_s=args.probe_interval_ms / 1000,
                                           max_backoff_s=max(args.probe_interval_ms / 1000, 2.0),
                                           hang_factor=args.hang_factor, hang_floor_ms=args.hang_floor_ms,
@@ -337,6 +341,20 @@ def build_parser() -> argparse.ArgumentParser:
                     help="plan with max(--margin-ms, the 95th percentile of the reply times measured online)")
     sv.add_argument("--no-adapt-latency", dest="adapt_latency", action="store_false",
                     help="plan with the profile as measured, not scaled by the observed/profiled batch latency")
+    sv.add_argument("--latency-model", choices=("quantile", "ewma"), default="quantile",
+                    help="quantile: plan at --latency-quantile of observed/profiled batch latency, per batch size; "
+                    "ewma: the profile scaled by a running mean of it (the behaviour before issue 13)")
+    sv.add_argument("--latency-quantile", type=float, default=0.99,
+                    help="the quantile policies plan with (about the SLO attainment target)")
+    sv.add_argument("--no-pipeline", dest="pipeline", action="store_false",
+                    help="one batch in flight per worker (default: slackfit and fixed send the next batch shortly "
+                    "before the running one is expected to end, planned from that time)")
+    sv.add_argument("--pipeline-lead-ms", type=float, default=3.0,
+                    help="send the next batch this long before the running one is expected to end")
+    sv.add_argument("--pipeline-min-rows", type=int, default=8,
+                    help="pipeline only while at least this many requests wait")
+    sv.add_argument("--batch-log", help="append one JSON line per finished batch to this file (timings, planned "
+                    "and observed latency)")
     sv.add_argument("--no-admission-shedding", dest="admission_shedding", action="store_false",
                     help="queue every request the queue has room for, even one the work ahead certainly makes "
                     "late (it is then dropped with 504 when infeasible), rather than refusing it at once with 503")
@@ -436,8 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
     bl.set_defaults(func=_cmd_baselines)
 
     b = sub.add_parser("bench", help="policies side by side on one open-loop trace; results/<name>.json + plots")
-    b.add_argument("--policies", help="comma-separated (default: slackfit,clipper,infaas,"
-                   "triton-fixed:smallest,triton-fixed:middle,triton-fixed:largest)")
+    b.add_argument("--policies", help="comma-separated (default: slackfit,cascade,slackfit+escalate,clipper,infaas,"
+                   "triton-fixed:smallest,triton-fixed:middle,triton-fixed:largest); also slackfit-classic (SlackFit "
+                   "before issue 13), fixed:<subnet>")
     b.add_argument("--trace-kind", default="bursty", choices=("poisson", "bursty", "ramp", "azure"))
     b.add_argument("--trace", help="a saved trace file (superserve trace ...) instead of generating one")
     b.add_argument("--azure-file", help="Azure Functions 2019 per-minute file for --trace-kind azure "
@@ -458,6 +477,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--compare-python", metavar="PYTHON",
                    help="also run each sidecar policy as <policy>@compare with this interpreter's superserve serve "
                         "(e.g. an older checkout's .venv/bin/python), on the same trace")
+    b.add_argument("--noise", type=float, default=0.0, metavar="F",
+                   help="run a co-tenant burning fraction F of one core (duty-cycled, seeded by --seed) during every "
+                   "policy's run, the same for each; recorded in the results file")
+    b.add_argument("--profile", help="profile JSON for every policy (default: this machine's)")
     b.set_defaults(func=_cmd_bench)
 
     f = sub.add_parser("bench-fault", help="fault tolerance: 4 Triton workers under bursty load, kill -9 down to 2, "

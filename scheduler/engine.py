@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,6 +20,7 @@ from .admission import MAX_SLO_MS, RequestParams
 from .clock import Clock, MonotonicClock
 from .edf_queue import EDFQueue, Pending
 from .escalation import MEASURES, escalate, threshold_for
+from .latency_model import LatencyModel, LatencyModelConfig, ScaledProfiles
 from .latency_tracker import LatencyTracker
 from .reply_margin import ReplyMargin
 from .shedding import Backlog, peak_rows_per_ms, shed_reason
@@ -48,9 +51,25 @@ class EngineConfig:
     """Time reserved after each batch for what the profile does not see (the answer's way back
     through the scheduler and the client's own event loop): policies plan as if it were this much later."""
     adapt_latency: bool = True
-    """Plan with the profile scaled by observed/profiled batch latency (latency_tracker.py)."""
+    """Plan with the profile scaled by observed/profiled batch latency (latency_model.py)."""
     measure_margin: bool = False
     """Plan with max(margin_ms, the 95th percentile of recent reply times measured online), reply_margin.py."""
+    latency_model: str = "quantile"
+    """``quantile``: plan at ``latency_quantile`` of the observed/profiled ratio, per batch size
+    (latency_model.py); ``ewma``: the profile scaled by a running mean of that ratio (the behaviour
+    before issue 13, latency_tracker.py)."""
+    latency_quantile: float = 0.99
+    """The quantile of the ``quantile`` model (about the SLO attainment target)."""
+    pipeline: bool = True
+    """Send a second batch to a busy worker shortly before its batch is expected to end, so Triton
+    does not wait for the scheduler between batches (policies that plan from ``WorkerView.free_at_ms``)."""
+    pipeline_lead_ms: float = 3.0
+    """How long before a worker's batch is expected to end (median estimate) the next one is sent."""
+    pipeline_min_rows: int = 8
+    """Pipeline only while at least this many requests wait: at low load the next batch is better
+    formed when the worker frees (more requests per Triton call, less scheduler CPU per request)."""
+    batch_log: str | None = None
+    """Write one JSON line per finished batch here (timings, planned and observed latency)."""
     default_min_confidence: float | None = None
     """Cascade escalation for requests that set no min_confidence and whose policy sets no threshold
     (e.g. SlackFit picks the first stage, escalation runs on top); None: no escalation by default."""
@@ -71,6 +90,11 @@ class EngineConfig:
             raise ValueError(f"shed_peak_fraction must be in (0, 1], got {self.shed_peak_fraction}")
         if self.default_min_confidence is not None and not 0 <= self.default_min_confidence <= 1:
             raise ValueError(f"default_min_confidence must be in [0, 1], got {self.default_min_confidence}")
+        if self.latency_model not in ("quantile", "ewma"):
+            raise ValueError(f"latency_model must be quantile or ewma, got {self.latency_model!r}")
+        if not 0.5 <= self.latency_quantile < 1 or self.pipeline_lead_ms < 0 or self.pipeline_min_rows < 1:
+            raise ValueError(f"need 0.5 <= latency_quantile < 1, pipeline_lead_ms >= 0 and pipeline_min_rows >= 1, "
+                             f"got {self.latency_quantile}, {self.pipeline_lead_ms}, {self.pipeline_min_rows}")
         if self.queue_capacity < 1 or self.max_inflight_per_worker < 1:
             raise ValueError(f"queue_capacity and max_inflight_per_worker must be >= 1, got "
                              f"{self.queue_capacity}, {self.max_inflight_per_worker}")
@@ -112,18 +136,43 @@ class _Job:
     """Dispatches of the current stage (a failed worker's batch may be retried, health.py)."""
 
 
+@dataclass
+class _Slot:
+    """A batch in flight on a worker: its planned latency (the planning view's, at its rows) and
+    median estimate, and when it is expected to end by each (ms, engine clock)."""
+    planned_ms: float
+    median_ms: float
+    end_ms: float
+    median_end_ms: float
+
+    def started(self, now: float) -> None:
+        """The batch before it answered: it runs from ``now``."""
+        self.end_ms, self.median_end_ms = now + self.planned_ms, now + self.median_ms
+
+
 class Engine:
     def __init__(self, cfg: EngineConfig, profile: Profile, policy: Policy, workers: list,
                  clock: Clock | None = None, stats: Stats | None = None, health: HealthConfig | None = None):
         if not workers:
             raise ValueError("the scheduler needs at least one worker")
         self.cfg, self.policy, self.workers = cfg, policy, workers
-        # ``profile`` is what policies plan with: ``base_profile`` scaled by the latency tracker.
+        # ``profile`` is what policies plan with: ``base_profile`` scaled by the latency model.
         self.base_profile = self.profile = profile
         self.latency = LatencyTracker()
         self.reply = ReplyMargin(cfg.margin_ms)
         """The margin policies plan with (cfg.margin_ms, or measured online with cfg.measure_margin)."""
-        self._scaled: dict[float, Profile] = {1.0: profile}
+        self.model = LatencyModel(profile.batch_sizes, LatencyModelConfig(quantile=cfg.latency_quantile))
+        self._scaled = ScaledProfiles(profile)
+        self._pipelining = cfg.pipeline and getattr(policy, "pipelines", False)
+        self._slots: dict[int, deque] = {id(w): deque() for w in workers}
+        """Per worker, its batches in flight, in the order Triton runs them."""
+        self._last_done: dict[int, float] = {id(w): -1e18 for w in workers}
+        self._pipe_timer: asyncio.TimerHandle | None = None
+        self._running: dict[int, set] = {}
+        """Batch tasks in flight per worker."""
+        self._abandoned: set = set()
+        """Tasks cancelled because the batch before them on their worker failed: retried, not lost."""
+        self._batch_log = open(cfg.batch_log, "a", buffering=1 << 16) if cfg.batch_log else None
         self.clock = clock or MonotonicClock()
         self.stats = stats or Stats()
         self.queue = EDFQueue(cfg.queue_capacity)
@@ -166,6 +215,9 @@ class Engine:
             raise InvalidInput(f"parameter 'subnet': {p.subnet!r} is not a profiled subnet; choose from "
                                f"{[s.name for s in self.profile.subnets]}")
         fastest = self.policy.fastest_ms(p, self.profile)
+        too_late = fastest is not None and p.deadline_ms - p.arrival_ms - self.reply.margin_ms < fastest
+        if too_late and self._stale_model(p.arrival_ms):
+            fastest = self.policy.fastest_ms(p, self.profile)
         if fastest is None:
             best = self.profile.subnets[-1].accuracy
             raise InvalidInput(f"parameter 'min_accuracy' {p.min_accuracy} cannot be met"
@@ -182,9 +234,10 @@ class Engine:
         if len(self.queue) >= self.queue.capacity:
             raise Overloaded(f"queue full ({self.queue.capacity} requests waiting)")
         if self.cfg.admission_shedding:  # O(log n): the rows queued ahead, drained at peak throughput
-            now = p.arrival_ms
-            backlog = Backlog(self.queue.rows_ahead(p.deadline_ms), tuple(now for w in self.workers if w.healthy))
-            reason = shed_reason(now, p.deadline_ms - self.cfg.margin_ms, backlog, fastest, self._peak_rows_per_ms())
+            now = p.arrival_ms  # each healthy worker starts on the backlog when its batches in flight end
+            free = tuple(self._free_at(w, now) or now for w in self.workers if w.healthy)
+            backlog = Backlog(self.queue.rows_ahead(p.deadline_ms), free)
+            reason = shed_reason(now, p.deadline_ms - margin, backlog, fastest, self._peak_rows_per_ms())
             if reason is not None:
                 self.stats.shed += 1
                 log.warning("request %d shed at admission: %s", p.id, reason)
@@ -197,6 +250,21 @@ class Engine:
         if self._peak[0] is not self.profile:
             self._peak = (self.profile, peak_rows_per_ms(self.profile) * self.cfg.shed_peak_fraction)
         return self._peak[1]
+
+    def _stale_model(self, now: float) -> bool:
+        """The latency model judges a request infeasible while nothing runs and nothing has for a
+        second: it can only learn from batches, so it would never see the machine recover. Forget it
+        (plan with the profile until new batches are seen). True if it was forgotten."""
+        if self.cfg.latency_model != "quantile" or not self.model.observations or not self.cfg.adapt_latency:
+            return False
+        if any(self._slots[id(w)] for w in self.workers) or now - max(self._last_done.values()) < 1000.0:
+            return False
+        log.warning("latency model forgotten: it judged requests infeasible while no batch ran for a second")
+        self.model.forget()
+        self.model.observations = 0
+        self.profile = self.base_profile
+        self.stats.latency_factor = 1.0
+        return True
 
     def record_rejection(self, e: ServeError) -> None:
         """Count an error raised at a front end before the request reached the engine."""
@@ -213,29 +281,95 @@ class Engine:
 
     # -- the pump ----------------------------------------------------------------------------
     def _free_worker(self):
-        return self.pool.pick(self.cfg.max_inflight_per_worker)
+        if not self._pipelining:
+            return self.pool.pick(self.cfg.max_inflight_per_worker)
+        now, backlog = self.clock.now_ms(), len(self.queue) >= self.cfg.pipeline_min_rows
+        return self.pool.pick(max(2, self.cfg.max_inflight_per_worker),
+                              lambda w: not self._slots[id(w)] or (backlog and self._pipe_at(w) <= now))
+
+    def _pipe_at(self, worker) -> float:
+        """When the next batch may be sent to ``worker``: ``pipeline_lead_ms`` before the median end
+        of its last batch in flight."""
+        return self._slots[id(worker)][-1].median_end_ms - self.cfg.pipeline_lead_ms
+
+    def _free_at(self, worker, now: float) -> float | None:
+        """Expected end of ``worker``'s batches in flight (planned, at the model's quantile), or None."""
+        slots = self._slots[id(worker)]
+        return max(now, slots[-1].end_ms) if slots else None
 
     def _pump(self) -> None:
+        decided = False
         while len(self.queue):
             worker = self._free_worker()
             if worker is None:
                 break
             snapshot, now = self.queue.snapshot(), self._plan_now()
             t = time.perf_counter()
-            view = WorkerView(id(worker), worker.inflight, getattr(worker, "loaded", None))
+            free_at = self._free_at(worker, now - self.reply.margin_ms)
+            view = WorkerView(id(worker), worker.inflight, getattr(worker, "loaded", None),
+                              None if free_at is None else free_at + self.reply.margin_ms)
             decision = self.policy.decide(snapshot, now, self.profile, view)
             self.stats.decision_seconds.observe(time.perf_counter() - t)
             self._drop(decision.drop, now)
             if decision.batch is None:
+                if free_at is None:
+                    break
+                decided = True  # nothing to pipeline now; retry when the worker frees
                 break
             jobs = [self._jobs.pop(p.id) for p in self.queue.remove(decision.batch.requests)]
+            slot = self._start_slot(worker, decision.batch, jobs, now - self.reply.margin_ms)
+            # The hang rule scales the median expectation (from now: a pipelined batch waits for the one ahead),
+            # not the planning quantile, which may be several times longer.
+            expected = max(slot.median_ms, slot.median_end_ms - (now - self.reply.margin_ms))
             worker.inflight += 1  # now, not in the task: the next loop turn must see the worker busy
             self.stats.worker_inflight[worker.url] = worker.inflight
-            task = asyncio.get_running_loop().create_task(self._run(worker, decision.batch, jobs))
+            task = asyncio.get_running_loop().create_task(self._run(worker, decision.batch, jobs, expected))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            on_worker = self._running.setdefault(id(worker), set())
+            on_worker.add(task)
+            task.add_done_callback(on_worker.discard)
         self.stats.queue_depth = len(self.queue)
         self._arm_sweep()
+        if not decided:
+            self._arm_pipeline()
+
+    def _start_slot(self, worker, batch: Batch, jobs: list[_Job], now: float) -> _Slot:
+        """Book ``batch`` on ``worker``: it starts when the batches before it end, and takes the
+        planning view's latency at its real number of rows (the policy's point may be a larger batch)."""
+        slots = self._slots[id(worker)]
+        rows = sum(j.pending.rows for j in jobs)
+        planned = self.profile.get(batch.subnet).at(rows)
+        start = max(now, slots[-1].end_ms) if slots else now
+        start_median = max(now, slots[-1].median_end_ms) if slots else now
+        slot = _Slot(planned, self._median_ms(batch.subnet, rows), start + planned,
+                     start_median + self._median_ms(batch.subnet, rows))
+        slots.append(slot)
+        return slot
+
+    def _median_ms(self, subnet: str, rows: int) -> float:
+        base = self.base_profile.get(subnet).at(rows)
+        if self.cfg.latency_model == "ewma" or not self.cfg.adapt_latency:
+            return base * (self.latency.factor if self.cfg.adapt_latency else 1.0)
+        return base * self.model.median_factor(rows)
+
+    def _arm_pipeline(self) -> None:
+        """While every worker is busy, wake up when the first may take a pipelined batch."""
+        if self._pipe_timer:
+            self._pipe_timer.cancel()
+            self._pipe_timer = None
+        if not self._pipelining or len(self.queue) < self.cfg.pipeline_min_rows:
+            return
+        times = [self._pipe_at(w) for w in self.workers
+                 if w.healthy and len(self._slots[id(w)]) == 1 and w.inflight < max(2, self.cfg.max_inflight_per_worker)]
+        if not times:
+            return
+        delay_ms = max(0.0, min(times) - self.clock.now_ms()) + 0.05
+        self._pipe_timer = asyncio.get_running_loop().call_later(delay_ms / 1000, self._on_pipe_timer)
+
+    def _on_pipe_timer(self) -> None:
+        self._pipe_timer = None
+        self._pump()
 
     def _plan_now(self) -> float:
         """The time policies plan with: now plus the reply margin."""
@@ -279,7 +413,7 @@ class Engine:
         self._pump()
 
     # -- dispatch ----------------------------------------------------------------------------
-    async def _run(self, worker, batch: Batch, jobs: list[_Job]) -> None:
+    async def _run(self, worker, batch: Batch, jobs: list[_Job], expected_ms: float | None = None) -> None:
         """Run one batch on ``worker`` (whose inflight count _pump already raised)."""
         dispatched = self.clock.now_ms()
         images = np.concatenate([j.image for j in jobs]) if len(jobs) > 1 else jobs[0].image
@@ -290,17 +424,33 @@ class Engine:
         try:
             try:
                 logits, infos = await self.pool.call(worker, worker.infer(images, batch.subnet, timeout_s),
-                                                     batch.expected_ms)
+                                                     expected_ms or batch.expected_ms)
+            except asyncio.CancelledError:
+                me = asyncio.current_task()
+                if me not in self._abandoned:
+                    raise
+                self._abandoned.discard(me)
+                self._retry_or_fail(jobs, WorkerFailed(f"worker {worker.url}: abandoned with the batch ahead of it"))
+                return
             except Exception as e:  # every request of the batch is retried or gets an error, none is lost
                 err = e if isinstance(e, ServeError) else WorkerFailed(f"worker {worker.url}: {e}")
                 log.warning("batch of %d on %s failed: %s", len(jobs), batch.subnet, err)
+                if isinstance(err, WorkerFailed):  # a pipelined batch behind it would wait on a dead worker
+                    for t in self._running.get(id(worker), set()) - {asyncio.current_task()}:
+                        self._abandoned.add(t)
+                        t.cancel()
                 self._retry_or_fail(jobs, err)
                 return
             finally:
                 worker.inflight -= 1
                 self.stats.worker_inflight[worker.url] = worker.inflight
-            done = self.clock.now_ms()
-            self._track_latency(worker, batch.subnet, len(images), done - dispatched)
+                done = self.clock.now_ms()
+                started = max(dispatched, self._last_done[id(worker)])
+                slot = self._end_slot(worker, done)
+            # A pipelined batch starts when the one before it ends: its service time is measured from there.
+            self._track_latency(worker, batch.subnet, len(images), done - started)
+            self._log_batch(worker, batch, jobs, dispatched, started, done, infos,
+                            slot.planned_ms if slot else batch.expected_ms)
             if hasattr(self.policy, "observe"):
                 self.policy.observe(batch, done - dispatched,
                                     min(j.pending.deadline_ms - j.pending.arrival_ms for j in jobs))
@@ -415,6 +565,16 @@ class Engine:
             self.stats.request_retries += requeued
             log.warning("retrying %d of %d requests on another worker (%s)", requeued, len(jobs), err)
 
+    def _end_slot(self, worker, done: float):
+        """A batch of ``worker`` answered (in order: one Triton instance runs them one after another);
+        the next in flight, if any, started running now. Returns the answered batch's booking."""
+        self._last_done[id(worker)] = done
+        slots = self._slots[id(worker)]
+        slot = slots.popleft() if slots else None
+        if slots:
+            slots[0].started(done)
+        return slot
+
     def _track_latency(self, worker, subnet: str, rows: int, observed_ms: float) -> None:
         if getattr(worker, "last_call_loaded", False):
             self.stats.model_loads += 1
@@ -422,16 +582,39 @@ class Engine:
             return  # a call that first loaded a model (INFaaS variants) says nothing about forward speed
         if not self.cfg.adapt_latency:
             return
-        self.latency.observe(observed_ms, self.base_profile.get(subnet).at(rows))
-        f = self.latency.quantised
-        if f not in self._scaled:
-            self._scaled[f] = self.base_profile.scaled(f)
-        self.profile = self._scaled[f]
-        self.stats.latency_factor = f
+        profiled = self.base_profile.get(subnet).at(rows)
+        if self.cfg.latency_model == "ewma":
+            self.latency.observe(observed_ms, profiled)
+            f = self.latency.quantised
+            self.profile = self._scaled.get({b: f for b in self.base_profile.batch_sizes})
+            self.stats.latency_factor = f
+            return
+        self.model.observe(rows, observed_ms, profiled)
+        self.profile = self._scaled.get(self.model.factors())
+        self.stats.latency_factor = self.model.factor(self.base_profile.max_batch)
+
+    def _log_batch(self, worker, batch: Batch, jobs: list[_Job], dispatched: float, started: float, done: float,
+                   infos: list[dict], planned_ms: float) -> None:
+        if self._batch_log is None:
+            return
+        rows = sum(j.pending.rows for j in jobs)
+        self._batch_log.write(json.dumps({
+            "worker": worker.url, "subnet": batch.subnet, "rows": rows, "dispatched": round(dispatched, 3),
+            "started": round(started, 3), "done": round(done, 3), "planned_ms": round(planned_ms, 3),
+            "profiled_ms": round(self.base_profile.get(batch.subnet).at(rows), 3),
+            "infer_ms": infos[0].get("infer_ms") if infos else None,
+            "first_arrival": round(min(j.pending.arrival_ms for j in jobs), 3),
+            "min_deadline": round(min(j.pending.deadline_ms for j in jobs), 3),
+            "factor": self.stats.latency_factor}) + "\n")
 
     async def close(self) -> None:
         if self._sweep:
             self._sweep.cancel()
+        if self._pipe_timer:
+            self._pipe_timer.cancel()
+        if self._batch_log is not None:
+            self._batch_log.close()
+            self._batch_log = None
         await self.pool.close()
         for t in list(self._tasks):
             t.cancel()

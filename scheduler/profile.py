@@ -55,6 +55,12 @@ class Profile:
                      for s in self.subnets)
         return Profile(self.hardware, self.supernet, self.batch_sizes, subs)
 
+    def scaled_by_batch(self, factors: dict[int, float]) -> "Profile":
+        """Latency at batch ``b`` multiplied by ``factors[b]`` (1 where missing): the latency model's view."""
+        subs = tuple(SubnetProfile(s.name, s.accuracy, {b: v * factors.get(b, 1.0) for b, v in s.latency_ms.items()})
+                     for s in self.subnets)
+        return Profile(self.hardware, self.supernet, self.batch_sizes, subs)
+
     def get(self, name: str) -> SubnetProfile | None:
         return next((s for s in self.subnets if s.name == name), None)
 

@@ -58,10 +58,10 @@ def pareto_on_latency(rows: list[dict]) -> list[dict]:
 
 
 def build_profile(client, weights_meta: dict, hardware: str, batch_sizes=BATCH_SIZES, reps: int = 30,
-                  model: str = "supernet") -> dict:
+                  model: str = "supernet", warmup: int = 5, label: str = "profile") -> dict:
     acc = {r["name"]: r for r in weights_meta["subnets"]}
     names = list(weights_meta["pareto"])
-    lat = measure(client, model, names, batch_sizes, reps)
+    lat = measure(client, model, names, batch_sizes, reps, warmup, label)
     rows = [{"name": n, "accuracy": acc[n].get("test_accuracy", acc[n]["val_accuracy"]),
              "params": acc[n]["params"], "flops": 2 * acc[n]["macs"], "latency_ms": lat[n]} for n in names]
     kept = pareto_on_latency(rows)

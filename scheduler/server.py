@@ -27,7 +27,6 @@ from .gears import GearPlan
 from .engine import Engine, EngineConfig
 from .health import HealthConfig
 from .limits import ConnectionLimits, LimitedTCPSite, grpc_server_kwargs, http_runner_kwargs
-from .hardware import hardware_name
 from .policies import make_policy
 from .profile import Profile, ProfileError
 from .triton_launcher import TritonConfig, TritonProcess, control_headers
@@ -142,19 +141,11 @@ def expand_workers(urls, resolve=None) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def find_profile(explicit: str | None) -> Path:
-    if explicit:
-        return Path(explicit)
-    hw = hardware_name()
-    own = paths.repo_root() / "profiles" / f"{hw}.json"
-    if own.exists():
-        return own
-    others = sorted((paths.repo_root() / "profiles").glob("*.json"))
-    if not others:
-        raise ProfileError(f"no profile in profiles/ for this hardware ({hw}); run 'superserve profile'")
-    log.warning("no profile for this hardware (%s); using %s. Latency targets will be off until you run "
-                "'superserve profile' here.", hw, others[0].name)
-    return others[0]
+def find_profile(explicit: str | None, measure: bool = True) -> Path:
+    """The profile to plan with (local_profile.py: this machine's, measured quickly if none matches)."""
+    from .local_profile import find_profile as find
+
+    return find(explicit, measure)
 
 
 def _int_lists(d):
@@ -187,7 +178,8 @@ class Sidecar:
     async def start(self) -> "Sidecar":
         cfg = self.cfg
         weights_meta = json.loads(paths.default_weights().with_suffix(".json").read_text())
-        profile = Profile.load(find_profile(cfg.profile), expect_supernet=weights_meta["sha256"], stat=cfg.latency_stat)
+        profile = Profile.load(find_profile(cfg.profile, measure=not cfg.workers), expect_supernet=weights_meta["sha256"],
+                               stat=cfg.latency_stat)
         if cfg.subnet and profile.get(cfg.subnet) is None:
             raise ProfileError(f"--subnet {cfg.subnet!r} is not in the profile")
         infaas = cfg.policy == "infaas"

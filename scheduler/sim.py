@@ -5,19 +5,23 @@ validation record. The gear planner uses it to find each cascade's p95 latency a
 
 Same code paths as the engine: ``policy.decide`` on an EDF snapshot at now + margin, drops for
 infeasible requests, ``escalation.escalate`` after every batch, previous answers as fallbacks.
-What it leaves out: the network, Python's own overheads and latency variance (all of which the
-live engine's latency scaling and reply margin absorb).
+With ``SimConfig.latency`` the policy plans, as the engine does, with the latency model's view
+(latency_model.py) fed with every simulated batch; ``slowdown`` and ``jitter_sigma`` then make the
+simulated machine differ from the profile (a co-tenant, variance), seeded. What it leaves out: the
+network and Python's own overheads (which the live engine's reply margin absorbs).
 """
 from __future__ import annotations
 
 import heapq
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
 from .edf_queue import EDFQueue, Pending
 from .escalation import escalate, threshold_for
+from .latency_model import LatencyModel, LatencyModelConfig, ScaledProfiles
 from .policies.base import WorkerView
 from .profile import Profile
 
@@ -63,10 +67,19 @@ class SimConfig:
     """As the engine's: policies plan as if it were this much later."""
     default_min_confidence: float | None = None
     queue_capacity: int = 100_000
+    latency: LatencyModelConfig | None = None
+    """Plan with the latency model's view, as the engine does (None: with the profile as it is)."""
+    slowdown: Callable[[float], float] | None = None
+    """The simulated machine: batch latency is the profile's times ``slowdown(now_ms)`` ..."""
+    jitter_sigma: float = 0.0
+    """... times a lognormal(0, sigma) draw per batch (seeded by ``seed``)."""
+    seed: int = 0
 
     def __post_init__(self):
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.jitter_sigma < 0:
+            raise ValueError(f"jitter_sigma must be >= 0, got {self.jitter_sigma}")
 
 
 @dataclass
@@ -85,8 +98,15 @@ def simulate(policy, profile: Profile, requests: list[SimRequest], record=None,
     order = sorted(range(len(requests)), key=lambda i: requests[i].arrival_ms)
     out = [SimOutcome(r.arrival_ms, r.arrival_ms + r.slo_ms) for r in requests]
     queue, jobs, free = EDFQueue(cfg.queue_capacity), {}, list(range(cfg.workers))
-    done_events: list = []  # (time, seq, worker, subnet, [jobs])
+    done_events: list = []  # (time, seq, worker, subnet, [jobs], latency_ms, rows)
     seq, nxt = 0, 0
+    model = LatencyModel(profile.batch_sizes, cfg.latency) if cfg.latency else None
+    views, rng = ScaledProfiles(profile), np.random.default_rng(cfg.seed)
+    view = profile  # what the policy plans with
+
+    def batch_ms(subnet: str, rows: int, now: float) -> float:
+        ms = profile.get(subnet).at(rows) * (cfg.slowdown(now) if cfg.slowdown else 1.0)
+        return ms * float(rng.lognormal(0.0, cfg.jitter_sigma)) if cfg.jitter_sigma else ms
 
     def finish(job: _Job, subnet: str, t: float) -> None:
         o = out[job.index]
@@ -97,7 +117,7 @@ def simulate(policy, profile: Profile, requests: list[SimRequest], record=None,
     def pump(now: float) -> None:
         nonlocal seq
         while len(queue) and free:
-            decision = policy.decide(queue.snapshot(), now + cfg.margin_ms, profile, WorkerView(free[0], 0))
+            decision = policy.decide(queue.snapshot(), now + cfg.margin_ms, view, WorkerView(free[0], 0))
             for p in queue.remove(decision.drop):
                 job = jobs.pop(p.id)
                 if job.fallback is not None:
@@ -107,19 +127,23 @@ def simulate(policy, profile: Profile, requests: list[SimRequest], record=None,
             taken = [jobs.pop(p.id) for p in queue.remove(decision.batch.requests)]
             rows = sum(j.pending.rows for j in taken)
             seq += 1
-            heapq.heappush(done_events, (now + profile.get(decision.batch.subnet).at(rows), seq, free.pop(0),
-                                         decision.batch.subnet, taken))
+            ms = batch_ms(decision.batch.subnet, rows, now)
+            heapq.heappush(done_events, (now + ms, seq, free.pop(0), decision.batch.subnet, taken, ms, rows))
 
-    def complete(now: float, worker: int, subnet: str, taken: list[_Job]) -> None:
+    def complete(now: float, worker: int, subnet: str, taken: list[_Job], ms: float, rows: int) -> None:
+        nonlocal view
         free.append(worker)
         free.sort()
         ran = profile.get(subnet)
+        if model is not None:
+            model.observe(rows, ms, ran.at(rows))
+            view = views.get(model.factors())
         for job in taken:
             out[job.index].subnets.append(subnet)
             req = requests[job.index]
             conf = 1.0 if record is None else float(record.confidence(subnet, measure)[req.sample])
             threshold = threshold_for(job.pending, subnet, policy, cfg.default_min_confidence)
-            step = escalate(job.pending, ran.accuracy, conf, threshold, now + cfg.margin_ms, policy, profile)
+            step = escalate(job.pending, ran.accuracy, conf, threshold, now + cfg.margin_ms, policy, view)
             if step is not None and len(queue) < queue.capacity:
                 job.pending, job.fallback = step, (subnet, now)
                 jobs[step.id] = job
@@ -130,8 +154,8 @@ def simulate(policy, profile: Profile, requests: list[SimRequest], record=None,
     while nxt < len(order) or done_events:
         t_arr = requests[order[nxt]].arrival_ms if nxt < len(order) else math.inf
         if done_events and done_events[0][0] <= t_arr:
-            now, _, worker, subnet, taken = heapq.heappop(done_events)
-            complete(now, worker, subnet, taken)
+            now, _, worker, subnet, taken, ms, rows = heapq.heappop(done_events)
+            complete(now, worker, subnet, taken, ms, rows)
         else:
             i, now = order[nxt], t_arr
             nxt += 1
@@ -139,7 +163,7 @@ def simulate(policy, profile: Profile, requests: list[SimRequest], record=None,
             p = Pending(i, now, now + r.slo_ms, r.min_accuracy, None, 1, r.min_confidence)
             if hasattr(policy, "on_arrival"):
                 policy.on_arrival(now, 1)
-            fastest = policy.fastest_ms(p, profile)
+            fastest = policy.fastest_ms(p, view)
             if fastest is None or r.slo_ms - cfg.margin_ms < fastest or len(queue) >= queue.capacity:
                 continue  # refused at admission: counted as dropped
             jobs[i] = _Job(i, p)

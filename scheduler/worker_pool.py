@@ -42,10 +42,12 @@ class WorkerPool:
             self._publish(w)
 
     # -- rotation ------------------------------------------------------------------------------
-    def pick(self, max_inflight: int):
+    def pick(self, max_inflight: int, ready: Callable[[object], bool] | None = None):
         """A healthy worker with room for another batch: fewest batches in flight, then the one
-        picked longest ago (so every worker keeps serving, and a re-admitted one gets work)."""
-        free = [w for w in self.workers if w.healthy and w.inflight < max_inflight]
+        picked longest ago (so every worker keeps serving, and a re-admitted one gets work).
+        ``ready(worker)``, if given, must also hold (the engine's pipelining: a second batch only
+        shortly before the first is expected to end)."""
+        free = [w for w in self.workers if w.healthy and w.inflight < max_inflight and (ready is None or ready(w))]
         if not free:
             return None
         w = min(free, key=lambda w: (w.inflight, self._picked[id(w)]))

@@ -31,6 +31,14 @@ class WorkerView:
     inflight: int
     loaded: frozenset[str] | None = None
     """Subnets this worker can run without loading a model first; None: any subnet (the supernet)."""
+    free_at_ms: float | None = None
+    """When the batches already in flight on this worker are expected to end (on the policy's clock,
+    reply margin included); None: the worker is free now. A policy that plans a pipelined batch
+    measures slack from ``max(now_ms, free_at_ms)``."""
+
+    def start_ms(self, now_ms: float) -> float:
+        """When a batch decided now would start running on this worker."""
+        return now_ms if self.free_at_ms is None else max(now_ms, self.free_at_ms)
 
 
 class Policy(Protocol):
@@ -63,6 +71,17 @@ def drop_infeasible_head(policy: Policy, queue: Sequence[Pending], now_ms: float
         dropped.append(queue[i].id)
         i += 1
     return tuple(dropped), i
+
+
+def feasible_from(policy: Policy, queue: Sequence[Pending], now_ms: float, profile: Profile, worker: WorkerView):
+    """``drop_infeasible_head`` at ``now_ms``, then the index of the first request that can still be
+    served by a batch starting when ``worker`` is free (requests between the two stay queued: another
+    worker, or none, may serve them). Returns (dropped ids, index)."""
+    dropped, start = drop_infeasible_head(policy, queue, now_ms, profile)
+    t0 = worker.start_ms(now_ms)
+    if t0 > now_ms and start < len(queue):
+        start += drop_infeasible_head(policy, queue[start:], t0, profile)[1]
+    return dropped, start
 
 
 def fill(queue: Sequence[Pending], start: int, subnet: str, accuracy: float, max_rows: int,

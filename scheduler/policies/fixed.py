@@ -7,13 +7,14 @@ from typing import Sequence
 
 from ..edf_queue import Pending
 from ..profile import Profile
-from .base import Batch, Decision, WorkerView, drop_infeasible_head, fill, one_subnet, one_subnet_fastest_ms
+from .base import Batch, Decision, WorkerView, feasible_from, fill, one_subnet, one_subnet_fastest_ms
 
 
 @dataclass
 class Fixed:
     subnet: str
     name: str = "fixed"
+    pipelines: bool = True
 
     def _sub(self, profile: Profile):
         return one_subnet(profile, self.subnet, self.name)
@@ -22,11 +23,11 @@ class Fixed:
         return one_subnet_fastest_ms(req, profile, self.subnet, self.name)
 
     def decide(self, queue: Sequence[Pending], now_ms: float, profile: Profile, worker: WorkerView) -> Decision:
-        dropped, start = drop_infeasible_head(self, queue, now_ms, profile)
+        dropped, start = feasible_from(self, queue, now_ms, profile, worker)
         if start >= len(queue):
             return Decision(None, dropped)
         s = self._sub(profile)
-        slack = queue[start].deadline_ms - now_ms
+        slack = queue[start].deadline_ms - worker.start_ms(now_ms)
         fits = [b for b in profile.batch_sizes if s.latency_ms[b] <= slack and b >= queue[start].rows]
         b = max(fits)
         queued_rows = sum(p.rows for p in queue[start:start + profile.max_batch])

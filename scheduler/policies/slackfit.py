@@ -5,6 +5,8 @@ deadline, take the bucket just under it and, within it, the point with the large
 queue can fill, then the most accurate subnet. At low load (short queue, large slack) that is the
 most accurate subnet; in a burst (long queue, shrinking slack) a large batch on a smaller subnet.
 Requests whose slack is below the fastest point that may serve them are dropped at once.
+Slack is measured from when the worker will be free (``WorkerView.start_ms``), so the engine can
+plan a second batch while the first runs.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from typing import Sequence
 
 from ..edf_queue import Pending
 from ..profile import Profile
-from .base import Batch, Decision, WorkerView, drop_infeasible_head, fill
+from .base import Batch, Decision, WorkerView, feasible_from, fill
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,8 @@ def build_table(profile: Profile, n_buckets: int) -> _Table:
 class SlackFit:
     n_buckets: int = 16
     name: str = "slackfit"
+    pipelines: bool = True
+    """Plans from the worker's expected free time (WorkerView.free_at_ms): a second batch may be sent early."""
     _tables: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self):
@@ -66,11 +70,11 @@ class SlackFit:
         return min((s.at(req.rows) for s in profile.subnets if req.admits(s.name, s.accuracy)), default=None)
 
     def decide(self, queue: Sequence[Pending], now_ms: float, profile: Profile, worker: WorkerView) -> Decision:
-        dropped, start = drop_infeasible_head(self, queue, now_ms, profile)
+        dropped, start = feasible_from(self, queue, now_ms, profile, worker)
         if start >= len(queue):
             return Decision(None, dropped)
         head = queue[start]
-        slack = head.deadline_ms - now_ms
+        slack = head.deadline_ms - worker.start_ms(now_ms)
         queued_rows = sum(p.rows for p in queue[start:start + profile.max_batch])
         t = self.table(profile)
         best = None

@@ -6,10 +6,13 @@ import json
 import subprocess
 import sys
 
+from superserve.scheduler import paths
+
 
 def test_bench_quick_end_to_end(tmp_path):
     cmd = [sys.executable, "-m", "superserve.scheduler.cli", "bench", "--quick", "--duration", "6", "--rate", "0.3",
-           "--out-dir", str(tmp_path), "--name", "smoke", "--slo-ms", "150:0.7,400:0.3"]
+           "--out-dir", str(tmp_path), "--name", "smoke", "--slo-ms", "150:0.7,400:0.3",
+           "--profile", str(sorted((paths.repo_root() / "profiles").glob("*.json"))[0])]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     res = json.loads((tmp_path / "smoke.json").read_text())

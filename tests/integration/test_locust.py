@@ -38,7 +38,8 @@ def stack(tmp_path_factory, weights_path):
     ports = free_ports(5)
     http, grpc, th, tg, tm = ports
     args = ["--http-port", str(http), "--grpc-port", str(grpc), "--triton-http-port", str(th),
-            "--triton-grpc-port", str(tg), "--triton-metrics-port", str(tm)]
+            "--triton-grpc-port", str(tg), "--triton-metrics-port", str(tm),
+            "--profile", str(sorted((paths.repo_root() / "profiles").glob("*.json"))[0])]
     with serve_subprocess(args, str(log)) as proc:
         yield f"127.0.0.1:{http}", f"127.0.0.1:{grpc}"
         proc.send_signal(signal.SIGINT)
