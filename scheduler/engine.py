@@ -447,14 +447,14 @@ class Engine:
                 done = self.clock.now_ms()
                 started = max(dispatched, self._last_done[id(worker)])
                 slot = self._end_slot(worker, done)
-            # A pipelined batch starts when the one before it ends: its service time is measured from there.
-            self._track_latency(worker, batch.subnet, len(images), done - started)
-            self._log_batch(worker, batch, jobs, dispatched, started, done, infos,
-                            slot.planned_ms if slot else batch.expected_ms)
-            if hasattr(self.policy, "observe"):
-                self.policy.observe(batch, done - dispatched,
-                                    min(j.pending.deadline_ms - j.pending.arrival_ms for j in jobs))
-            try:
+            try:  # a bug anywhere below must still answer every request of the batch, once
+                # A pipelined batch starts when the one before it ends: its service time is measured from there.
+                self._track_latency(worker, batch.subnet, len(images), done - started)
+                self._log_batch(worker, batch, jobs, dispatched, started, done, infos,
+                                slot.planned_ms if slot else batch.expected_ms)
+                if hasattr(self.policy, "observe"):
+                    self.policy.observe(batch, done - dispatched,
+                                        min(j.pending.deadline_ms - j.pending.arrival_ms for j in jobs))
                 self._answer_or_escalate(batch.subnet, jobs, logits, infos, dispatched, done)
             except Exception as e:  # a bug here must still answer every request, once
                 log.exception("answering a batch of %d on %s failed", len(jobs), batch.subnet)
@@ -594,15 +594,17 @@ class Engine:
         self.stats.latency_factor = self.model.factor(self.base_profile.max_batch)
 
     def _log_batch(self, worker, batch: Batch, jobs: list[_Job], dispatched: float, started: float, done: float,
-                   infos: list[dict], planned_ms: float) -> None:
+                   infos: list, planned_ms: float) -> None:
         if self._batch_log is None:
             return
         rows = sum(j.pending.rows for j in jobs)
+        first = infos[0] if len(infos) else None  # Triton's INFO row: bytes on the hot path (info.py), or a dict
+        first = json.loads(first) if isinstance(first, (bytes, str)) else first
         self._batch_log.write(json.dumps({
             "worker": worker.url, "subnet": batch.subnet, "rows": rows, "dispatched": round(dispatched, 3),
             "started": round(started, 3), "done": round(done, 3), "planned_ms": round(planned_ms, 3),
             "profiled_ms": round(self.base_profile.get(batch.subnet).at(rows), 3),
-            "infer_ms": infos[0].get("infer_ms") if infos else None,
+            "infer_ms": first.get("infer_ms") if first else None,
             "first_arrival": round(min(j.pending.arrival_ms for j in jobs), 3),
             "min_deadline": round(min(j.pending.deadline_ms for j in jobs), 3),
             "factor": self.stats.latency_factor}) + "\n")
