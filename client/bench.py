@@ -4,7 +4,7 @@ Each policy runs on fresh servers (its own ``superserve serve``, or for ``triton
 Triton with the pinned model), is warmed up, then gets exactly the same arrivals, images and SLOs.
 Rates are relative to this machine's capacity: the largest subnet's best throughput, measured here
 through the whole stack (load generator + Triton, same cores) unless ``--capacity-rps`` is given.
-Writes ``results/<name>.json`` (DESIGN.md format plus per-second series) and PNG plots beside it.
+Writes ``results/<name>.json`` (docs/design.md format plus per-second series) and PNG plots beside it.
 
 Policies: ``slackfit`` (ours) · ``slackfit-classic`` (SlackFit as before issue 13: mean latency
 scaled by a running mean, one batch in flight per worker) · ``clipper[:subnet]`` (AIMD batch on one subnet, default largest)

@@ -149,7 +149,7 @@ async def run_open_loop(target: Target, arrivals_s: np.ndarray, slos_ms: np.ndar
 
 
 def summarize(records: Sequence[Record]) -> dict:
-    """DESIGN.md's per-policy numbers: attainment and real accuracy over requests *sent*; served
+    """docs/design.md's per-policy numbers: attainment and real accuracy over requests *sent*; served
     accuracy over the in-time answers; latency percentiles over all answers (in time or late)."""
     n = len(records)
     by = Counter(r.outcome for r in records)

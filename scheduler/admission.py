@@ -1,4 +1,4 @@
-"""Request parameters and inputs (DESIGN.md contracts), validated before anything is queued.
+"""Request parameters and inputs (docs/design.md), validated before anything is queued.
 Every error names the field, so front ends can answer 400 / INVALID_ARGUMENT as is."""
 from __future__ import annotations
 

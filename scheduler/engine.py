@@ -115,7 +115,7 @@ class Answer:
 
     @property
     def infos(self) -> list[dict]:
-        """INFO per row (DESIGN.md) as dicts, with the scheduler's fields (decodes: not for the hot path)."""
+        """INFO per row (docs/design.md) as dicts, with the scheduler's fields (decodes: not for the hot path)."""
         return [info.parse(r, self.queue_ms, self.escalations, self.subnets) for r in self.rows]
 
     def info_bytes(self) -> list[bytes]:

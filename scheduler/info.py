@@ -1,4 +1,4 @@
-"""The INFO output's rows (DESIGN.md): Triton's JSON per row, with the scheduler's fields filled in.
+"""The INFO output's rows (docs/design.md): Triton's JSON per row, with the scheduler's fields filled in.
 
 Triton's backend writes ``"queue_ms": null`` (it cannot know) and ``"escalations": 0, "subnets":
 [<subnet>]`` last. Decoding and re-encoding that JSON for every request cost more than the rest of

@@ -1,4 +1,4 @@
-"""The latency/accuracy profile: the single source of truth the scheduler reads (DESIGN.md).
+"""The latency/accuracy profile: the single source of truth the scheduler reads (docs/design.md).
 
 ``profiles/<hardware>.json`` holds, per Pareto subnet, its test accuracy and the end-to-end latency
 through Triton at each profiled batch size, measured by ``superserve profile`` on that hardware.

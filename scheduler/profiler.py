@@ -1,6 +1,6 @@
 """``superserve profile``: end-to-end latency of every Pareto subnet at each batch size, measured
 through a running Triton with gRPC (what the scheduler's dispatch pays), written as the profile
-the scheduler reads (DESIGN.md format)."""
+the scheduler reads (docs/design.md format)."""
 from __future__ import annotations
 
 import json

@@ -226,7 +226,7 @@ def test_tritonclient_calls_match_triton(triton_plain, sidecar):
 
 def test_misspelt_project_parameters_are_named(sidecar):
     """Triton passes unknown names to the model; the sidecar refuses them by name, since they are
-    usually misspelt project parameters (DESIGN.md), over both protocols."""
+    usually misspelt project parameters (docs/design.md), over both protocols."""
     h = httpclient.InferenceServerClient(sidecar[0])
     g = grpcclient.InferenceServerClient(sidecar[1])
     for mod, c, want in ((httpclient, h, "400"), (grpcclient, g, "StatusCode.INVALID_ARGUMENT")):

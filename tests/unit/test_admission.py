@@ -1,4 +1,4 @@
-"""Request parameters and inputs per DESIGN.md: accepted forms and errors that name the field."""
+"""Request parameters and inputs per docs/design.md: accepted forms and errors that name the field."""
 import numpy as np
 import pytest
 
