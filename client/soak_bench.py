@@ -66,7 +66,8 @@ class SoakConfig:
 
 
 # -- the processes ---------------------------------------------------------------------------------
-def _children(ppid: int) -> list[tuple[int, str]]:
+def children_of(ppid: int) -> list[tuple[int, str]]:
+    """(pid, command name) of every process whose parent is ``ppid``, read from /proc."""
     out = []
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
@@ -84,10 +85,10 @@ def processes(sidecar_pid: int) -> dict[str, int]:
     """{role: pid}: ``sidecar``, ``tritonserver`` (``tritonserver-i`` with several), ``stub-<pid>`` per
     Python backend stub."""
     roles = {"sidecar": sidecar_pid}
-    servers = [p for p, comm in _children(sidecar_pid) if comm == "tritonserver"]
+    servers = [p for p, comm in children_of(sidecar_pid) if comm == "tritonserver"]
     for i, pid in enumerate(sorted(servers)):
         roles["tritonserver" if len(servers) == 1 else f"tritonserver-{i}"] = pid
-        for j, (stub, _) in enumerate(sorted(_children(pid))):
+        for j, (stub, _) in enumerate(sorted(children_of(pid))):
             roles[f"stub-{i}.{j}" if len(servers) > 1 else f"stub-{j}"] = stub
     return roles
 

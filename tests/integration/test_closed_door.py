@@ -16,6 +16,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from superserve.client.soak_bench import children_of
 from superserve.scheduler import paths
 from superserve.scheduler.server import serve_subprocess
 from superserve.scheduler.triton_launcher import TritonConfig, TritonProcess
@@ -51,17 +52,7 @@ def listening(pid: int) -> set[tuple[str, int]]:
 
 
 def children(ppid: int, name: str) -> list[int]:
-    pids = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                stat = (d / "stat").read_text()
-            except OSError:
-                continue
-            comm, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
-            if comm == name and int(rest[1]) == ppid:
-                pids.append(int(d.name))
-    return pids
+    return [pid for pid, comm in children_of(ppid) if comm == name]
 
 
 def post(url: str, body: dict, headers: dict | None = None) -> tuple[int, str]:

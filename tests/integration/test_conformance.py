@@ -22,6 +22,7 @@ from tritonclient.utils import InferenceServerException
 
 from superserve.scheduler import paths
 from superserve.scheduler.profile import Profile
+from tests.integration.conftest import set_param
 
 X = np.random.default_rng(3).random((1, 1, 28, 28), dtype=np.float32)
 SUBNET = Profile.load(sorted((paths.repo_root() / "profiles").glob("*.json"))[0]).subnets[0].name
@@ -95,15 +96,7 @@ def grpc_request(raw_input: bool, params: dict, outputs: list | None, rid: str, 
     else:
         t.contents.fp32_contents.extend(X.ravel().tolist())
     for k, v in dict(params, subnet=SUBNET).items():
-        p = req.parameters[k]
-        if isinstance(v, bool):
-            p.bool_param = v
-        elif isinstance(v, int):
-            p.int64_param = v
-        elif isinstance(v, float):
-            p.double_param = v
-        else:
-            p.string_param = v
+        set_param(req.parameters[k], v)
     for name in outputs or []:
         req.outputs.add(name=name)
     return req

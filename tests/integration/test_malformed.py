@@ -16,6 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2
 
+from tests.integration.conftest import set_param
+
 X = np.random.default_rng(5).random((1, 1, 28, 28), dtype=np.float32)
 INPUT = {"name": "INPUT", "datatype": "FP32", "shape": [1, 1, 28, 28]}
 INFER = "/v2/models/supernet/infer"
@@ -194,16 +196,8 @@ def grpc_requests(draw) -> bytes:
     for name in draw(st.lists(st.sampled_from(["slo_ms", "subnet", "priority", "timeout", "sequence_id",
                                                "sequence_start", "triton_enable_empty_final_response", "bad"]),
                               max_size=3, unique=True)):
-        p = req.parameters[name]
         v = draw(st.one_of(st.booleans(), st.integers(-2 ** 63, 2 ** 63 - 1), st.floats(), st.text(max_size=5)))
-        if isinstance(v, bool):
-            p.bool_param = v
-        elif isinstance(v, int):
-            p.int64_param = v
-        elif isinstance(v, float):
-            p.double_param = v
-        else:
-            p.string_param = v
+        set_param(req.parameters[name], v)
     for name in draw(st.lists(st.sampled_from(["LOGITS", "INFO", "X"]), max_size=2)):
         req.outputs.add(name=name)
     return req.SerializeToString()

@@ -79,7 +79,7 @@ def test_worker_names_expand_to_every_address_they_resolve_to():
     table = {"triton": ["10.0.0.3", "10.0.0.2", "10.0.0.3"], "one": ["10.0.0.9"]}
     assert expand_workers(["triton:8001", "one:9"], lambda h, p: table[h]) == \
         ["10.0.0.2:8001", "10.0.0.3:8001", "10.0.0.9:9"]
-    assert expand_workers(["127.0.0.1:8001"]) == ["127.0.0.1:8001"]
+    assert expand_workers(["127.0.0.1:18001"]) == ["127.0.0.1:18001"]
     with pytest.raises(ValueError, match="host:port"):
         expand_workers(["triton"])
     with pytest.raises(ValueError, match="cannot resolve"):
