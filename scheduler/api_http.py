@@ -12,6 +12,7 @@ import numpy as np
 from aiohttp import web
 
 from .dataplane import SERVER_METADATA, DataPlane, InferRequest, InferResponse, InputTensor, ModelSurface
+from .dispatcher import bytes_elements
 from .engine import Engine
 from .errors import InvalidInput, ServeError
 from .metrics import render
@@ -133,7 +134,7 @@ def encode(resp: InferResponse, binary_choice: dict[str, bool], binary_default: 
             out["parameters"] = {"binary_data_size": len(raw)}
             blobs.append(raw)
         elif dtype == "BYTES":
-            out["data"] = _bytes_elements(raw)
+            out["data"] = [b.decode() for b in bytes_elements(raw)]
         else:
             out["data"] = np.frombuffer(raw, "<f4").tolist()
         outs.append(out)
@@ -146,14 +147,6 @@ def encode(resp: InferResponse, binary_choice: dict[str, bool], binary_default: 
     return web.Response(body=head + b"".join(blobs), content_type="application/octet-stream",
                         headers={HEADER_LEN: str(len(head))})
 
-
-def _bytes_elements(raw: bytes) -> list[str]:
-    out, i = [], 0
-    while i < len(raw):
-        n = int.from_bytes(raw[i:i + 4], "little")
-        out.append(raw[i + 4:i + 4 + n].decode())
-        i += 4 + n
-    return out
 
 
 class HttpFrontend:

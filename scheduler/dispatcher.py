@@ -61,7 +61,8 @@ def map_error(url: str, e: InferenceServerException, model: str | None = None) -
 _U32 = struct.Struct("<I")
 
 
-def _bytes_elements(raw: bytes) -> list[bytes]:
+def bytes_elements(raw: bytes) -> list[bytes]:
+    """The elements of a serialized BYTES tensor (each a 4-byte little-endian length, then the bytes)."""
     out, i, n = [], 0, len(raw)
     while i < n:
         (k,) = _U32.unpack_from(raw, i)
@@ -77,7 +78,7 @@ def split_raw(url: str, r: service_pb2.ModelInferResponse, rows: int) -> tuple[n
     if "LOGITS" not in raw or "INFO" not in raw or len(raw["LOGITS"]) % (4 * rows):
         raise WorkerFailed(f"worker {url} answered without LOGITS/INFO for {rows} rows")
     logits = np.frombuffer(raw["LOGITS"], "<f4").reshape(rows, -1)
-    infos = _bytes_elements(raw["INFO"])
+    infos = bytes_elements(raw["INFO"])
     if len(infos) != rows:
         raise WorkerFailed(f"worker {url} returned {len(infos)} INFO rows for {rows}")
     return logits, infos

@@ -21,6 +21,7 @@ import tritonclient.http as httpclient
 import tritonclient.http.aio as httpaio
 from tritonclient.utils import InferenceServerException
 
+from superserve.client.soak_bench import children_of
 from superserve.scheduler import paths, shm_regions
 from superserve.scheduler.triton_launcher import TritonConfig, TritonProcess
 from tests.conftest import free_ports
@@ -47,15 +48,9 @@ def prefix_of(pid: int) -> str:
 
 
 def tritonserver_child(ppid: int) -> int:
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                stat = (d / "stat").read_text()
-            except OSError:
-                continue
-            if stat[stat.index("(") + 1:stat.rindex(")")] == "tritonserver" and \
-                    int(stat[stat.rindex(")") + 2:].split()[1]) == ppid:
-                return int(d.name)
+    for pid, comm in children_of(ppid):
+        if comm == "tritonserver":
+            return pid
     raise AssertionError(f"no tritonserver child of {ppid}")
 
 

@@ -21,6 +21,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from superserve.scheduler import paths
+from superserve.scheduler.dispatcher import bytes_elements
 from superserve.scheduler.profile import Profile
 from tests.integration.conftest import set_param
 
@@ -29,12 +30,7 @@ SUBNET = Profile.load(sorted((paths.repo_root() / "profiles").glob("*.json"))[0]
 
 
 def _bytes_elements(raw: bytes) -> list[str]:
-    out, i = [], 0
-    while i < len(raw):
-        n = int.from_bytes(raw[i:i + 4], "little")
-        out.append(raw[i + 4:i + 4 + n].decode())
-        i += 4 + n
-    return out
+    return [b.decode() for b in bytes_elements(raw)]
 
 
 def _answer(outputs: list[tuple[str, str, list[int], object]], rid: str, version: str) -> dict:
