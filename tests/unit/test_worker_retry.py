@@ -82,7 +82,8 @@ def test_hung_call_is_cancelled_and_its_batch_served_elsewhere():
     hung, good = StandIn("hung", "hang"), StandIn("good")
     out, stats = asyncio.run(serve([hung, good], 20, 2000.0, HealthConfig(hang_floor_ms=50)))
     assert out == ["good"] * 20
-    assert hung.calls == 1 and hung.cancelled == 1 and not hung.healthy
+    # With pipelining a second batch may already sit on the hung worker; it is cancelled with the first.
+    assert hung.calls in (1, 2) and hung.cancelled == hung.calls and not hung.healthy
     assert stats.worker_failures[("hung", "hang")] == 1 and stats.worker_batches[("hung", "hung")] == 1
 
 
