@@ -122,6 +122,8 @@ def _serve_config(args: argparse.Namespace, auth_cfg, limits_cfg, tls_cfg):
     cfg = ServeConfig(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port, policy=args.policy,
                       subnet=args.subnet, workers=tuple(args.worker or ()), local_workers=args.workers or 1,
                       resolve_workers=args.resolve_workers,
+                      worker_transport="http" if args.worker_http else args.worker_transport,
+                      worker_http=tuple(args.worker_http or ()),
                       profile=args.profile,
                       latency_stat=args.latency_stat, variant_repository=args.variant_repository,
                       memory_budget=args.memory_budget, load_ms=args.load_ms, plan=args.plan,
@@ -214,7 +216,7 @@ def _cmd_bench_overhead(args: argparse.Namespace) -> int:
     from superserve.client.overhead_bench import bench_overhead
 
     return bench_overhead(args.reps, args.rate, args.duration, tuple(float(r) for r in args.rates.split(",")),
-                          args.step, args.compare_python, args.name)
+                          args.step, args.compare_python, args.compare_transport, args.name)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -311,6 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="gRPC host:port of a running Triton worker (repeatable); default: start one")
     sv.add_argument("--workers", type=int, metavar="N",
                     help="start N local Triton workers (default 1); not with --worker")
+    sv.add_argument("--worker-transport", choices=("grpc", "http"), default="grpc",
+                    help="how batch calls reach Triton (probes and metadata use gRPC either way); http costs less "
+                    "CPU on both sides (docs/data-path.md)")
+    sv.add_argument("--worker-http", action="append", metavar="HOST:PORT",
+                    help="HTTP address of each --worker, in the same order: batch calls over HTTP")
     sv.add_argument("--resolve-workers", action="store_true",
                     help="use every address each --worker host resolves to, one worker each (docker compose --scale)")
     sv.add_argument("--probe-interval-ms", type=float, default=500.0,
@@ -440,6 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     bo.add_argument("--step", type=float, default=5.0, help="seconds per dispatch rate")
     bo.add_argument("--compare-python", metavar="PYTHON",
                     help="also measure the sidecar run by this interpreter (e.g. an older checkout's .venv/bin/python)")
+    bo.add_argument("--compare-transport", action="store_true",
+                    help="also measure the sidecar with its batch calls to Triton over HTTP (--worker-http)")
     bo.add_argument("--name", default="sidecar_overhead", help="results/<name>.json")
     bo.set_defaults(func=_cmd_bench_overhead)
 
