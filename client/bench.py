@@ -384,7 +384,8 @@ def run(cfg: BenchConfig, command: str, pool: FixedPool | None = None) -> Path:
             print(f"{p:28} vs the fixed frontier ({h['fixed_runs']} subnets): accuracy gain at 0.99 "
                   f"{_fmt(h['gain_at_target'])} (real {_fmt(h['real_gain_at_target'])}, best fixed at 0.99 "
                   f"{h['best_fixed_at_target']}), at equal attainment {_fmt(h['gain_at_equal_attainment'])}; "
-                  f"attainment ratio at equal accuracy {_fmt(h['attainment_ratio'])}", flush=True)
+                  f"attainment ratio at equal accuracy "
+                  f"{'n/a' if h['attainment_ratio'] is None else format(h['attainment_ratio'], '.3f')}", flush=True)
     path = out_dir / f"{cfg.name}.json"
     path.write_text(json.dumps(result, indent=1) + "\n")
     if cfg.records:
@@ -397,7 +398,7 @@ def run(cfg: BenchConfig, command: str, pool: FixedPool | None = None) -> Path:
 
 
 def _fmt(x) -> str:
-    return "n/a" if x is None else f"{x:+.4f}" if abs(x) < 0.5 else f"{x:.3f}"
+    return "n/a" if x is None else f"{x:+.4f}"
 
 
 def _frontier_done(result: dict, accuracy_of: dict[str, float]) -> bool:

@@ -28,11 +28,12 @@ from superserve.scheduler import paths
 from superserve.scheduler.hardware import command_line
 from superserve.scheduler.profile import Profile
 
-# Seconds of fixed cost on top of each trace, measured here (2 shared cores): a fresh sidecar with its
-# embedded Triton per adaptive run; per fixed run, the warm-up and the drain on the sweep's one Triton
-# for the fixed models (bench.fixed_pool), which loads each subnet's model once per SLO. The progress
-# line re-estimates from the cells already run.
-START_S = {"sidecar": 13.0, "fixed": 2.0, "load": 9.0}
+# Seconds of fixed cost on top of each trace, measured here (2 shared cores, load average 6-11, the
+# validation run in results/sweep/validation): a fresh sidecar with its embedded Triton per adaptive
+# run; per fixed run, the warm-up and the drain on the sweep's one Triton for the fixed models
+# (bench.fixed_pool), which loads each subnet's model once per SLO. The progress line re-estimates
+# from the cells already run.
+START_S = {"sidecar": 16.0, "fixed": 1.0, "load": 10.0}
 CAPACITY_S = 20.0
 EXPECTED_FIXED_RUNS = 6
 """Fixed subnets run per cell before the stopping rule ends the frontier (estimate; at most all)."""
@@ -172,11 +173,14 @@ def fit_duration(cfg: SweepConfig, plan: list[Cell]) -> float:
     return float(min(60, max(8, int((per_cell - fixed) / runs - 1.0))))
 
 
-def done(path: Path, policies) -> bool:
-    """A cell is done when its results file parses, has every adaptive policy and a frontier."""
+def done(path: Path, policies, duration_s: float | None = None) -> bool:
+    """A cell is done when its results file parses, has every adaptive policy and a frontier, and (if
+    given) ran the same trace duration; otherwise it is run again and its file replaced."""
     try:
         r = json.loads(path.read_text())
     except (OSError, ValueError):
+        return False
+    if duration_s is not None and abs(r.get("trace", {}).get("duration_s", -1) - duration_s) > 1e-6:
         return False
     return all(p in r.get("policies", {}) for p in policies) and bool(r.get("frontier", {}).get("run"))
 
@@ -184,7 +188,7 @@ def done(path: Path, policies) -> bool:
 def plan_text(cfg: SweepConfig, plan: list[Cell], duration_s: float, todo: list[Cell], profile: Profile) -> str:
     est, worst = cell_estimate_s(cfg, duration_s), cell_estimate_s(cfg, duration_s, len(profile.subnets))
     once, once_worst = overhead_s(cfg, todo), overhead_s(cfg, todo, len(profile.subnets))
-    lines = [f"sweep plan ({cfg.design}): {len(plan)} cells = {len(plan) // len(cfg.seeds)} points x "
+    lines = [f"sweep plan ({cfg.design}): {len(plan)} cells = {len(plan) // len(cfg.seeds)} point{'s' if len(plan) > len(cfg.seeds) else ''} x "
              f"{len(cfg.seeds)} seeds {list(cfg.seeds)}; {len(plan) - len(todo)} already done in {cfg.out_dir}",
              f"  policies {', '.join(cfg.policies)} + Triton's batcher on the Pareto subnets (up to "
              f"{len(profile.subnets)}, most accurate first, stopped by the frontier rule: about "
@@ -260,9 +264,9 @@ def run(cfg: SweepConfig, command: str, dry_run: bool = False) -> list[Path]:
     plan = cells(cfg)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    todo = [c for c in plan if not done(out / f"{c.name}.json", cfg.policies)]
-    todo.sort(key=lambda c: cfg.slos.index(c.slo))  # stable: one fixed-model Triton per SLO in turn
     duration = cfg.duration_s or fit_duration(cfg, plan)
+    todo = [c for c in plan if not done(out / f"{c.name}.json", cfg.policies, duration)]
+    todo.sort(key=lambda c: cfg.slos.index(c.slo))  # stable: one fixed-model Triton per SLO in turn
     print(plan_text(cfg, plan, duration, todo, profile), flush=True)
     if dry_run:
         return []

@@ -132,10 +132,12 @@ def test_default_plan_fits_the_budget():
 
 def test_resume_skips_complete_cells_only(tmp_path):
     good, partial, broken = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "c.json"
-    good.write_text(json.dumps({"policies": {"slackfit": {}}, "frontier": {"run": ["triton-fixed:x"]}}))
+    good.write_text(json.dumps({"policies": {"slackfit": {}}, "frontier": {"run": ["triton-fixed:x"]},
+                                "trace": {"duration_s": 12.0}}))
     partial.write_text(json.dumps({"policies": {"slackfit": {}}}))
     broken.write_text('{"policies": ')
-    assert sweep.done(good, ("slackfit",))
+    assert sweep.done(good, ("slackfit",)) and sweep.done(good, ("slackfit",), 12.0)
+    assert not sweep.done(good, ("slackfit",), 20.0)  # another duration: run again
     assert not sweep.done(partial, ("slackfit",)) and not sweep.done(broken, ("slackfit",))
     assert not sweep.done(tmp_path / "missing.json", ("slackfit",)) and not sweep.done(good, ("slackfit", "cascade"))
 
