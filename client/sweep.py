@@ -188,7 +188,8 @@ def done(path: Path, policies, duration_s: float | None = None) -> bool:
 def plan_text(cfg: SweepConfig, plan: list[Cell], duration_s: float, todo: list[Cell], profile: Profile) -> str:
     est, worst = cell_estimate_s(cfg, duration_s), cell_estimate_s(cfg, duration_s, len(profile.subnets))
     once, once_worst = overhead_s(cfg, todo), overhead_s(cfg, todo, len(profile.subnets))
-    lines = [f"sweep plan ({cfg.design}): {len(plan)} cells = {len(plan) // len(cfg.seeds)} point{'s' if len(plan) > len(cfg.seeds) else ''} x "
+    points = len(plan) // len(cfg.seeds)
+    lines = [f"sweep plan ({cfg.design}): {len(plan)} cells = {points} point{'s' if points > 1 else ''} x "
              f"{len(cfg.seeds)} seeds {list(cfg.seeds)}; {len(plan) - len(todo)} already done in {cfg.out_dir}",
              f"  policies {', '.join(cfg.policies)} + Triton's batcher on the Pareto subnets (up to "
              f"{len(profile.subnets)}, most accurate first, stopped by the frontier rule: about "
@@ -282,7 +283,8 @@ def run(cfg: SweepConfig, command: str, dry_run: bool = False) -> list[Path]:
             print(f"\n[sweep {i + 1}/{len(todo)}] {cell.name}  (elapsed {elapsed / 60:.1f} min, about "
                   f"{left / 60:.0f} min left)", flush=True)
             bcfg = bench_config(cfg, cell, profile, cap, duration)
-            bcfg = replace(bcfg, profile=profile_path, extra=dict(bcfg.extra, sweep=dict(bcfg.extra["sweep"], command=command)))
+            bcfg = replace(bcfg, profile=profile_path,
+                           extra=dict(bcfg.extra, sweep=dict(bcfg.extra["sweep"], command=command)))
             slo = float(bcfg.slo)
             if pool is None or pool.slo_ms != slo:
                 stack.close()

@@ -96,8 +96,9 @@ def summarize(results: list[dict]) -> list[dict]:
             rows.append({"point": list(point), "policy": pol, "seeds": [r["trace"]["seed"] for r in rs
                                                                        if pol in r["policies"]],
                          "files": [r["_file"] for r in rs if pol in r["policies"]],
-                         "commits": sorted({r["commit"][:12] for r in rs}), "hardware": sorted({r["hardware"] for r in rs}),
-                         "slo_ms": rs[0]["slo_ms"], "rate_rps": round(sum(r["trace"]["rate_rps"] for r in rs) / len(rs), 1),
+                         "commits": sorted({r["commit"][:12] for r in rs}),
+                         "hardware": sorted({r["hardware"] for r in rs}), "slo_ms": rs[0]["slo_ms"],
+                         "rate_rps": round(sum(r["trace"]["rate_rps"] for r in rs) / len(rs), 1),
                          "duration_s": rs[0]["trace"]["duration_s"],
                          "fixed_runs": [h["fixed_runs"] for h in per], "best_fixed_at_target": best,
                          "metrics": agg, "per_seed": per, "frontier": fr, "verdict": verdict(agg)})
@@ -180,10 +181,7 @@ def plots(rows: list[dict], folder: Path, policy: str = "slackfit") -> list[Path
     mine = [x for x in rows if x["policy"] == policy]
     if not mine:
         return []
-    counts = defaultdict(int)
-    for x in mine:
-        counts[tuple(x["point"])] += len(x["seeds"])
-    centre = max(counts, key=lambda p: (counts[p], p[1] == 1.0))  # the most measured point: the star's centre
+    centre = centre_of([tuple(x["point"]) for x in mine])
     out = []
     # 1. the frontier at each load (other axes at the centre), every adaptive policy as a point
     loads = sorted({x["point"][1] for x in rows if _same(x["point"], centre, 1)})
@@ -231,6 +229,14 @@ def plots(rows: list[dict], folder: Path, policy: str = "slackfit") -> list[Path
         fig.tight_layout()
         out.append(_save(fig, folder / f"{name}.png"))
     return out
+
+
+def centre_of(points: list[tuple]) -> tuple:
+    """The point most others differ from in exactly one axis (a star design's centre; in a grid, the
+    first such point), which the ratio plots vary one axis around."""
+    def neighbours(p):
+        return sum(sum(a != b for a, b in zip(p, q)) == 1 for q in points)
+    return max(points, key=neighbours)
 
 
 def _same(point, centre, except_axis: int) -> bool:

@@ -34,7 +34,8 @@ def test_sweep_quick_then_report(tmp_path):
     for c in cells:
         r = json.loads(c.read_text())
         assert r["command"].startswith("superserve bench --policies slackfit,triton-fixed:pareto") and r["commit"]
-        assert r["sweep"]["point"] == ["cv2", 0.3, "20x", 0.0] and r["sweep"]["command"].startswith("superserve bench-sweep")
+        assert r["sweep"]["point"] == ["cv2", 0.3, "20x", 0.0]
+        assert r["sweep"]["command"].startswith("superserve bench-sweep")
         assert float(r["slo_ms"]) == round(20 * r["sweep"]["largest_b1_ms"], 1)
         fr = r["frontier"]
         # most accurate first, every Pareto subnet either run or skipped by the rule, none twice

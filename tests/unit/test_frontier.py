@@ -130,6 +130,12 @@ def test_default_plan_fits_the_budget():
     assert len(plan) * sweep.cell_estimate_s(cfg, d + 2) + sweep.overhead_s(cfg, plan) > 90 * 60  # the longest
 
 
+def test_report_finds_the_star_centre():
+    plan = sweep.cells(sweep.SweepConfig())
+    points = list(dict.fromkeys(c.point for c in plan))[::-1]  # whatever the order
+    assert sweep_report.centre_of(points) == ("cv8", 1.0, "5x", 0.0)
+
+
 def test_resume_skips_complete_cells_only(tmp_path):
     good, partial, broken = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "c.json"
     good.write_text(json.dumps({"policies": {"slackfit": {}}, "frontier": {"run": ["triton-fixed:x"]},
@@ -165,3 +171,19 @@ def test_report_groups_seeds_gives_spread_verdict_and_readme_block(tmp_path):
     plain = tmp_path / "plain.md"
     plain.write_text("no markers")
     assert not sweep_report.update_readme(plain, text, "x") and plain.read_text() == "no markers"
+
+
+def test_report_plots_a_star(tmp_path):
+    centre = ("cv8", 1.0, "5x", 0.0)
+    points = [centre, ("cv8", 2.0, "5x", 0.0), ("cv2", 1.0, "5x", 0.0), ("azure", 1.0, "5x", 0.0),
+              ("cv8", 1.0, "2x", 0.0), ("cv8", 1.0, "5x", 0.5)]
+    for k, p in enumerate(points):
+        for seed in (1, 2):
+            sf = (0.99 - 0.05 * k, 0.90 + 0.002 * seed, 0.88)
+            (tmp_path / f"c{k}-s{seed}.json").write_text(json.dumps(result(FIXED, slackfit=sf, seed=seed, point=p)))
+    rows = sweep_report.summarize(sweep_report.load(tmp_path))
+    assert len(rows) == len(points) and all(r["metrics"]["attainment_ratio"]["n"] == 2 for r in rows)
+    pngs = sweep_report.plots(rows, tmp_path)
+    assert sorted(p.name for p in pngs) == ["frontier_per_load.png", "ratio_vs_burstiness.png", "ratio_vs_load.png",
+                                            "ratio_vs_slo_noise.png"]
+    assert all(p.stat().st_size > 5000 for p in pngs)
