@@ -465,7 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="policies side by side on one open-loop trace; results/<name>.json + plots")
     b.add_argument("--policies", help="comma-separated (default: slackfit,cascade,slackfit+escalate,clipper,infaas,"
                    "triton-fixed:smallest,triton-fixed:middle,triton-fixed:largest); also slackfit-classic (SlackFit "
-                   "before issue 13), fixed:<subnet>")
+                   "before issue 13), fixed:<subnet>, triton-fixed:pareto (Triton's batcher on every Pareto subnet: "
+                   "the frontier of fixed baselines, run after the other policies, most accurate first)")
     b.add_argument("--trace-kind", default="bursty", choices=("poisson", "bursty", "ramp", "azure"))
     b.add_argument("--trace", help="a saved trace file (superserve trace ...) instead of generating one")
     b.add_argument("--azure-file", help="Azure Functions 2019 per-minute file for --trace-kind azure "
@@ -490,7 +491,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run a co-tenant burning fraction F of one core (duty-cycled, seeded by --seed) during every "
                    "policy's run, the same for each; recorded in the results file")
     b.add_argument("--profile", help="profile JSON for every policy (default: this machine's)")
+    b.add_argument("--frontier-stop", action="store_true",
+                   help="with triton-fixed:pareto, stop once the less accurate fixed subnets cannot change the "
+                   "headline ratios (client/frontier.py); the file lists those skipped")
+    b.add_argument("--one-triton", action="store_true",
+                   help="serve every triton-fixed run from one Triton holding all their models, started once")
     b.set_defaults(func=_cmd_bench)
+
+    from superserve.client import sweep, sweep_report  # issue 16: the sweep and its report
+
+    sweep.add_parser(sub)
+    sweep_report.add_parser(sub)
 
     f = sub.add_parser("bench-fault", help="fault tolerance: 4 Triton workers under bursty load, kill -9 down to 2, "
                        "restart them; attainment and served accuracy over time -> results/<name>.json + .png")
