@@ -25,10 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
+from superserve.client import results
 from superserve.client import batchlog, noise, report, traces, triton_fixed
 from superserve.client.loadgen import Target, assign_slos, records_json, run_open_loop, slo_classes, summarize
 from superserve.scheduler import paths
-from superserve.scheduler.hardware import command_line, git_commit, hardware_name
+from superserve.scheduler.provenance import command_line
 from superserve.scheduler.ports import free_ports
 from superserve.scheduler.profile import Profile
 from superserve.scheduler.server import find_profile, serve_subprocess
@@ -228,7 +229,7 @@ def run(cfg: BenchConfig, command: str) -> Path:
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     trace_path = trace.save(out_dir / f"{cfg.name}.trace.json")
-    result = {"command": command, "commit": git_commit(paths.repo_root()), "hardware": hardware_name(),
+    result = {**results.header(command),
               "trace": dict(trace.describe(), file=trace_path.name), "slo_ms": cfg.slo,
               "min_accuracy": cfg.min_accuracy, "serve_args": list(cfg.serve_args), "capacity": capacity,
               "rate_x": cfg.rate_x, "profile": Path(profile_path).name,
@@ -274,8 +275,7 @@ def run(cfg: BenchConfig, command: str) -> Path:
                   f"worker idle {batches['worker_idle_ms_per_batch']} ms/batch ({batches['worker_idle_share']} of "
                   f"backlogged time)  final factor {batches['final_factor']}", flush=True)
     result["arrivals_per_s"] = report.arrival_series(trace, 1.0)
-    path = out_dir / f"{cfg.name}.json"
-    path.write_text(json.dumps(result, indent=1) + "\n")
+    path = results.write(result, out_dir / f"{cfg.name}.json")
     if cfg.records:
         (out_dir / f"{cfg.name}.records.json").write_text(
             json.dumps({p: records_json(r) for p, r in all_records.items()}))
