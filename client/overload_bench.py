@@ -14,23 +14,21 @@ the queue was near empty). Writes ``results/<name>.json`` and ``results/<name>.p
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shlex
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from superserve.client import traces
+from superserve.client import prometheus_text, results, traces
 from superserve.client.loadgen import Record, Target, run_open_loop
 from superserve.client.soak_bench import process_stats
 from superserve.scheduler import paths
-from superserve.scheduler.hardware import command_line, git_commit, hardware_name
+from superserve.scheduler.provenance import command_line
 from superserve.scheduler.ports import free_ports
 from superserve.scheduler.server import find_profile, serve_subprocess
 
@@ -128,11 +126,12 @@ def recovery_s(series: dict, samples: list[dict], overload_s: float) -> float | 
 
 
 # -- one arm: serve, warm, load, scrape ------------------------------------------------------------
+SCRAPED = ("sched_requests_total{", "sched_queue_depth", "sched_shed_total")
+"""The metric families sampled during a run."""
+
+
 def _scrape(url: str) -> dict[str, float]:
-    text = urllib.request.urlopen(url, timeout=5).read().decode()
-    return {k: float(v) for k, v in (line.rsplit(" ", 1) for line in text.splitlines()
-                                     if line.startswith(("sched_requests_total{", "sched_queue_depth",
-                                                         "sched_shed_total")))}
+    return prometheus_text.scrape(url, SCRAPED, timeout_s=5)
 
 
 async def _load(cfg: OverloadConfig, target: Target, arrivals, images, labels, pid: int):
@@ -234,7 +233,7 @@ def run(cfg: OverloadConfig, command: str) -> Path:
               f"{arms[arm]['recovery_s']} s; queue max {arms[arm]['queue_depth_max']}", flush=True)
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    result = {"command": command, "commit": git_commit(paths.repo_root()), "hardware": hardware_name(),
+    result = {**results.header(command),
               "cores": len(os.sched_getaffinity(0)),
               "note": "the load generator, the sidecar and Triton share these cores (and other users' jobs: "
                       "see load_avg per arm and in samples)",
@@ -251,8 +250,7 @@ def run(cfg: OverloadConfig, command: str) -> Path:
                                 f"queue depth <= {NEAR_EMPTY} throughout"},
               "goals": {"overload_refusal_p99_ms_below": 20.0, "overload_accepted_attainment_at_least": 0.95},
               "arms": arms}
-    path = out_dir / f"{cfg.name}.json"
-    path.write_text(json.dumps(result, indent=1) + "\n")
+    path = results.write(result, out_dir / f"{cfg.name}.json")
     plot(result, out_dir / f"{cfg.name}.png")
     print(f"wrote {path}")
     return path

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from superserve.scheduler import log_limits
-from superserve.scheduler.hardware import command_line
+from superserve.scheduler.provenance import command_line
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -66,7 +66,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     import tritonclient.grpc as grpcclient
 
     from superserve.scheduler import paths
-    from superserve.scheduler.hardware import hardware_name
+    from superserve.scheduler.provenance import hardware_name
     from superserve.scheduler.ports import free_ports
     from superserve.scheduler.profiler import BATCH_SIZES, build_profile, write_profile
     from superserve.scheduler.triton_launcher import TritonConfig, TritonProcess

@@ -117,7 +117,8 @@ def backend_directory() -> Path:
     root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "superserve" / f"backends-py{py}-{key}"
     py_dir = root / "python"
     py_dir.mkdir(parents=True, exist_ok=True)
-    for f in [src / "backends/python/libtriton_python.so", src / "backends/python/triton_python_backend_utils.py", stub]:
+    for f in [src / "backends/python/libtriton_python.so", src / "backends/python/triton_python_backend_utils.py",
+              stub]:
         dst = py_dir / f.name
         if not dst.exists() or dst.stat().st_size != f.stat().st_size:
             tmp = dst.with_name(f"{dst.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # parallel starts

@@ -8,7 +8,6 @@ import json
 import os
 import sys
 
-import numpy as np
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
@@ -90,7 +89,8 @@ class TritonPythonModel:
             except Exception as e:  # a failed forward fails its group only, never silently
                 for i, _ in items:
                     responses[i] = pb_utils.InferenceResponse(
-                        error=pb_utils.TritonError(f"forward of subnet {name} failed: {e}", pb_utils.TritonError.INTERNAL))
+                        error=pb_utils.TritonError(f"forward of subnet {name} failed: {e}",
+                                                   pb_utils.TritonError.INTERNAL))
                 continue
             batch = len(result.logits)
             info = self.runner.info_rows(cfg, result.logits, result.infer_ms, batch)

@@ -4,7 +4,6 @@ requests are re-timed, ordinary requests are untouched; the gRPC settings are ac
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 
 import grpc
@@ -40,7 +39,7 @@ async def exchange(port: int, raw: bytes, reader_writer=None) -> bytes:
     writer.write(raw)
     await writer.drain()
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-    length = int(next(l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")))
+    length = int(next(h.split(b":")[1] for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")))
     return head + await asyncio.wait_for(reader.readexactly(length), 5)
 
 
@@ -128,7 +127,8 @@ def test_a_head_larger_than_the_cap_is_refused():
 
 def test_grpc_settings_are_accepted_by_a_real_server_and_limits_are_validated():
     async def go():
-        kw = grpc_server_kwargs(ConnectionLimits(grpc_max_concurrent_rpcs=8), [("grpc.max_receive_message_length", 1 << 20)])
+        kw = grpc_server_kwargs(ConnectionLimits(grpc_max_concurrent_rpcs=8),
+                                [("grpc.max_receive_message_length", 1 << 20)])
         assert kw["maximum_concurrent_rpcs"] == 8
         assert ("grpc.max_receive_message_length", 1 << 20) in kw["options"]
         server = grpc.aio.server(**kw)
@@ -174,8 +174,8 @@ def test_the_guard_reads_the_decrypted_stream_under_tls(tmp_path):
         await site.start()
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", site.port, ssl=client_ctx)
-            assert b'"bytes": 3' in await exchange(site.port, b"POST /ok HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
-                                                   (reader, writer))
+            post = b"POST /ok HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+            assert b'"bytes": 3' in await exchange(site.port, post, (reader, writer))
             writer.write(b"POST /ok HTTP/1.1\r\n")
             data, took = await closed_within(reader, 3)
             assert data.startswith(b"HTTP/1.1 408") and took < 1.5

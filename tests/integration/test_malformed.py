@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2
 
+from superserve.client.prometheus_text import scrape
 from tests.integration.conftest import set_param
 
 X = np.random.default_rng(5).random((1, 1, 28, 28), dtype=np.float32)
@@ -25,12 +26,6 @@ INFER = "/v2/models/supernet/infer"
 
 def good_body() -> dict:
     return {"inputs": [dict(INPUT, data=X.ravel().tolist())], "parameters": {"slo_ms": 1000}}
-
-
-def scrape(http_url: str) -> dict:
-    text = urllib.request.urlopen(f"http://{http_url}/metrics").read().decode()
-    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-            if line and not line.startswith("#")}
 
 
 class Http:
@@ -209,6 +204,7 @@ FUZZ = settings(max_examples=1500, deadline=None, derandomize=True, database=Non
                 suppress_health_check=list(HealthCheck))
 
 
+@pytest.mark.slow
 def test_fuzz_http_and_grpc_no_5xx_and_good_requests_served(sidecar):
     http_url, grpc_url = sidecar
     c, good = Http(http_url), json.dumps(good_body()).encode()

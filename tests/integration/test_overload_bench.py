@@ -7,7 +7,10 @@ import json
 import subprocess
 import sys
 
+import pytest
 
+
+@pytest.mark.slow
 def test_bench_overload_compare_writes_both_arms_and_accounts_for_every_request(tmp_path, weights_path):
     r = subprocess.run([sys.executable, "-m", "superserve.scheduler.cli", "bench-overload", "--compare",
                         "--capacity-rps", "30", "--overload-s", "3", "--recover-s", "2", "--warmup", "10",

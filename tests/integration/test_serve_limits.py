@@ -9,13 +9,13 @@ import os
 import signal
 import socket
 import time
-import urllib.request
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
+from superserve.client.prometheus_text import scrape
 from superserve.scheduler import paths
 from superserve.scheduler.server import serve_subprocess
 from tests.conftest import free_ports
@@ -84,9 +84,7 @@ def fds(pid: int) -> int:
 
 
 def metric(http: int, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics", timeout=10) as r:
-        text = r.read().decode()
-    return float(next(l.rsplit(" ", 1)[1] for l in text.splitlines() if l.startswith(name + " ")))
+    return scrape(f"127.0.0.1:{http}")[name]
 
 
 def infer(client):

@@ -1,10 +1,12 @@
 """A few real training steps on a small slice of Fashion-MNIST lower the loss."""
+import pytest
 import torch
 
 from superserve.supernet.data import load_split
 from superserve.supernet.network import ElasticCNN
 from superserve.supernet.train import TrainConfig, loss_on, train
 
+pytestmark = pytest.mark.slow  # real training steps (~30 s alone, minutes on a busy machine) and the whole data set
 
 def test_a_few_sandwich_steps_lower_the_loss():
     torch.manual_seed(0)
@@ -13,7 +15,8 @@ def test_a_few_sandwich_steps_lower_the_loss():
     model = ElasticCNN()
     sp = model.space
     before = {c: loss_on(model, x, y, c, "cpu") for c in (sp.largest, sp.smallest)}
-    history = train(model, x, y, TrainConfig(epochs_largest=1, epochs_sandwich=2, batch_size=64, lr=0.05), torch.device("cpu"))
+    cfg = TrainConfig(epochs_largest=1, epochs_sandwich=2, batch_size=64, lr=0.05)
+    history = train(model, x, y, cfg, torch.device("cpu"))
     assert [h["phase"] for h in history] == ["largest", "sandwich", "sandwich"]
     model.eval()
     after = {c: loss_on(model, x, y, c, "cpu") for c in (sp.largest, sp.smallest)}

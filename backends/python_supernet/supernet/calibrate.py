@@ -40,9 +40,9 @@ def calibrate(model: ElasticCNN, subnets: list[SubnetConfig], images: np.ndarray
     for row, cfg in enumerate(subnets):
         sums: dict[SubnetNorm, list] = {}
 
-        def hook(mod, args):
+        def hook(mod, args):  # registered and removed within this iteration, so `sums` is always this row's
             x = args[0]
-            s = sums.setdefault(mod, [0.0, 0.0, 0])
+            s = sums.setdefault(mod, [0.0, 0.0, 0])  # noqa: B023
             s[0] = s[0] + x.sum(dim=(0, 2, 3))
             s[1] = s[1] + (x * x).sum(dim=(0, 2, 3))
             s[2] += x.numel() // x.shape[1]

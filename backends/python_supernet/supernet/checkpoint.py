@@ -35,7 +35,8 @@ def save_checkpoint(model: ElasticCNN, path: str | Path, meta: dict) -> dict:
     return meta
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", verify: bool = True) -> tuple[ElasticCNN, dict]:
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
+                    verify: bool = True) -> tuple[ElasticCNN, dict]:
     """Build the network from the metadata and load the weights (eval mode)."""
     path = Path(path)
     meta_path = path.with_suffix(".json")

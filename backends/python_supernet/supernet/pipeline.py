@@ -42,7 +42,8 @@ def train_supernet(out: Path, cfg: TrainConfig, data_dir: str | None, device: st
     bar = Progress(len(cands), "evaluate (val)")
     for c in cands:
         rows.append({"name": c.name, "val_accuracy": round(cal.accuracy(model, c, x_val, y_val), 4),
-                     "latency_ms": round(cal.latency_ms(model, c), 3), "macs": model.macs(c), "params": model.params(c)})
+                     "latency_ms": round(cal.latency_ms(model, c), 3), "macs": model.macs(c),
+                     "params": model.params(c)})
         bar.update(1, c.name)
     front = cal.pareto(rows)
     sp = model.space
@@ -50,7 +51,8 @@ def train_supernet(out: Path, cfg: TrainConfig, data_dir: str | None, device: st
     for r in rows:
         r["pareto"] = r["name"] in {p["name"] for p in front}
         if r["name"] in report_names:
-            r["test_accuracy"] = round(cal.accuracy(model, sp.validate(cal.SubnetConfig.parse(r["name"])), x_te, y_te), 4)
+            cfg = sp.validate(cal.SubnetConfig.parse(r["name"]))
+            r["test_accuracy"] = round(cal.accuracy(model, cfg, x_te, y_te), 4)
     meta = {
         "command": command,
         "train_config": asdict(cfg),
@@ -65,5 +67,6 @@ def train_supernet(out: Path, cfg: TrainConfig, data_dir: str | None, device: st
         "subnets": rows,
     }
     meta = save_checkpoint(model, out, meta)
-    log.info("saved %s (sha256 %s) in %.0f s; Pareto set: %d subnets", out, meta["sha256"][:12], meta["seconds"], len(front))
+    log.info("saved %s (sha256 %s) in %.0f s; Pareto set: %d subnets", out, meta["sha256"][:12], meta["seconds"],
+             len(front))
     return meta

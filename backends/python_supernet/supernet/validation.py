@@ -38,7 +38,8 @@ class ValidationRecord:
         try:
             return self.subnets.index(subnet)
         except ValueError:
-            raise KeyError(f"subnet {subnet!r} has no validation record (recorded: {', '.join(self.subnets)})") from None
+            raise KeyError(f"subnet {subnet!r} has no validation record "
+                           f"(recorded: {', '.join(self.subnets)})") from None
 
     def correct(self, subnet: str) -> np.ndarray:
         return self.predictions[self.index(subnet)] == self.labels
