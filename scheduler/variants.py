@@ -58,13 +58,11 @@ def variant_config(model_name: str, subnet: str) -> str:
 
 def _supernet_model(root: Path, weights_path: Path) -> None:
     """The supernet itself beside the variants (for benchmarks comparing both in one server)."""
+    from .model_config import with_weights, weights_parameter
+
     text = _supernet_config()
     if weights_path.resolve() != paths.default_weights().resolve():
-        old = 'parameters { key: "weights", value: { string_value: "" } }'
-        if old not in text:
-            raise ValueError("model_repository/supernet/config.pbtxt has no empty 'weights' parameter to set")
-        new = f'parameters {{ key: "weights", value: {{ string_value: "{weights_path.resolve()}" }} }}'
-        text = text.replace(old, new)
+        text = with_weights(text, weights_parameter(weights_path))
     (root / "supernet" / "1").mkdir(parents=True, exist_ok=True)
     (root / "supernet" / "config.pbtxt").write_text(text)
 
@@ -130,7 +128,6 @@ def build_variant_repository(root: str | Path, weights_path: str | Path | None =
     from superserve.supernet.checkpoint import load_checkpoint  # torch: only when exporting
     from superserve.supernet.export import save_static
     from superserve.supernet.progress import Progress
-    from superserve.supernet.subnets import SubnetConfig
 
     model, meta = load_checkpoint(weights_path)  # verifies the sha256 against the metadata
     root.mkdir(parents=True, exist_ok=True)
@@ -147,7 +144,7 @@ def build_variant_repository(root: str | Path, weights_path: str | Path | None =
     t, bar = time.perf_counter(), Progress(len(pareto), "export variants")
     for name, mname in variants.items():
         (root / mname / "1").mkdir(parents=True)
-        save_static(model, SubnetConfig.parse(name), root / mname / "1" / EXPORTED_FILE, accuracy[name], meta["sha256"])
+        save_static(model, model.space.parse(name), root / mname / "1" / EXPORTED_FILE, accuracy[name], meta["sha256"])
         (root / mname / "config.pbtxt").write_text(variant_config(mname, name))
         bar.update(1, mname)
     if with_supernet:
