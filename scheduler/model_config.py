@@ -11,7 +11,6 @@ what differs, not later inside Triton.
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from . import paths
 DEFAULT_MAX_BATCH = 64
 THREADS_NOTE = ("# One intra-op thread: on a small CPU host the scheduler and clients share the cores, and torch's\n"
                 "# spinning worker threads starve them (bench: SLO attainment 0.887 -> 0.964). \"0\" = torch's default.\n")
-WEIGHTS_PARAM = re.compile(r'parameters \{ key: "weights", value: \{ string_value: "[^"]*" \} \}')
+WEIGHTS_PARAM = re.compile(r'parameters \{ key: "weights", value: \{ string_value: "([^"]*)" \} \}')
 
 
 def weights_parameter(weights: str | Path) -> str:
@@ -96,7 +95,9 @@ def add_model(family: str, weights: str | Path, name: str | None = None, repo: s
     """Check the weights against ``family`` and write the model's config (and baselines); returns the
     files written. Raises FileNotFoundError / checkpoint.WeightsMismatch naming the file on bad weights."""
     from superserve.supernet.checkpoint import load_checkpoint
+    from superserve.supernet.families import family_class
 
+    family_class(family)  # an unknown family (or a missing optional package) is named before the weights
     weights = Path(weights)
     model, meta = load_checkpoint(weights, expect_family=family)  # full check: sha256, family, tensors, dims
     name = name or weights.stem
@@ -121,7 +122,7 @@ def add_model(family: str, weights: str | Path, name: str | None = None, repo: s
 def model_weights(config_text: str) -> str:
     """The weights parameter of a config (\"\" if none)."""
     m = WEIGHTS_PARAM.search(config_text)
-    return json.loads(m.group(0).split("string_value: ", 1)[1].rsplit(" }", 2)[0]) if m else ""
+    return m.group(1) if m else ""
 
 
 def with_weights(config_text: str, weights: str) -> str:
