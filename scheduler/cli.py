@@ -287,6 +287,24 @@ def _cmd_add_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_import_ofa(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from superserve.supernet.checkpoint import WeightsMismatch
+    from superserve.supernet.ofa_adapter import import_checkpoint
+
+    try:
+        images = np.load(args.calibration_images).astype(np.float32) if args.calibration_images else None
+        meta = import_checkpoint(args.checkpoint, args.out, args.resolution, args.num_classes, args.width_mult,
+                                 images=images, command=command_line())
+    except (OSError, ImportError, WeightsMismatch) as e:
+        print(f"superserve import-ofa: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out} ({len(meta['calibrated'])} subnets; {meta['calibration']}); serve it with "
+          f"'superserve add-model --family ofa-mobilenetv3 --weights {args.out}'")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="superserve", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -319,6 +337,17 @@ def build_parser() -> argparse.ArgumentParser:
     am.add_argument("--max-batch-size", type=int, default=64)
     am.add_argument("--force", action="store_true", help="overwrite existing configs")
     am.set_defaults(func=_cmd_add_model)
+
+    io = sub.add_parser("import-ofa", help="turn a published Once-for-All MobileNetV3 checkpoint (a local file) "
+                        "into weights of family ofa-mobilenetv3 (needs the optional 'ofa' package)")
+    io.add_argument("--checkpoint", required=True, help="OFA's .pth state dict (e.g. ofa_mbv3_d234_e346_k357_w1.0)")
+    io.add_argument("--out", required=True, help="weights to write (.pt, with .json beside it)")
+    io.add_argument("--resolution", type=int, default=224)
+    io.add_argument("--num-classes", type=int, default=1000)
+    io.add_argument("--width-mult", type=float, default=1.0)
+    io.add_argument("--calibration-images", help=".npy float32 [N, 3, R, R] in [0, 1]: per-subnet BN statistics "
+                    "(default: the checkpoint's shared statistics for every subnet)")
+    io.set_defaults(func=_cmd_import_ofa)
 
     tr = sub.add_parser("triton", help="run tritonserver (from the nvidia-pytriton wheel) on our model repository")
     tr.add_argument("--host", default="127.0.0.1")

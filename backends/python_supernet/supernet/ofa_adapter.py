@@ -320,3 +320,45 @@ def _count_macs(net: nn.Module, resolution: int) -> int:
         for h in handles:
             h.remove()
     return total[0]
+
+
+def import_checkpoint(src, out, resolution: int = 224, num_classes: int = 1000, width_mult: float = 1.0,
+                      ks_choices=(3, 5, 7), e_choices=(3, 4, 6), d_choices=(2, 3, 4), images=None,
+                      command: str = "") -> dict:
+    """Turn a published OFA MobileNetV3 checkpoint (a file the user has; nothing is downloaded) into
+    this project's weights (``out`` .pt + .json) for the family's candidate subnets.
+
+    With ``images`` (float32 [N, 3, R, R] in [0, 1] from the user's data) every candidate gets its own
+    SubnetNorm statistics; without, every candidate starts from the checkpoint's shared statistics (what
+    OFA serves before its own per-subnet recalibration), recorded as such in the JSON. Accuracy is
+    unknown here (no data set): the table lists MACs and parameters, accuracy null."""
+    from .checkpoint import WeightsMismatch, save_checkpoint
+
+    model = OFAMobileNetV3Supernet(resolution, num_classes, width_mult, ks_choices, e_choices, d_choices)
+    try:
+        blob = torch.load(src, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is reported the same way
+        raise WeightsMismatch(f"{src}: not a readable torch checkpoint ({type(e).__name__}: {e})") from None
+    state = blob.get("state_dict", blob) if isinstance(blob, dict) else blob
+    try:
+        model.net.load_state_dict(state)  # OFA's own loader, which also renames its older key names
+    except (AssertionError, KeyError, RuntimeError, ValueError) as e:
+        raise WeightsMismatch(f"{src}: does not fit an OFA MobileNetV3 with {model.arch()}: "
+                              f"{type(e).__name__}: {str(e)[:500]}") from None
+    cands = sorted(model.candidates(), key=model.macs)
+    if images is not None:
+        model.calibrate(cands, images)
+        how = f"per-subnet statistics over {len(images)} images given at import"
+    else:
+        model.set_calibrated([c.name for c in cands])
+        with torch.no_grad():
+            for i, bn in enumerate(model._bns):
+                mean, var = model._store(i)
+                mean.copy_(bn.running_mean.expand_as(mean))
+                var.copy_(bn.running_var.expand_as(var))
+        how = "the checkpoint's shared statistics for every subnet (not recalibrated: pass images to calibrate)"
+    rows = [{"name": c.name, "val_accuracy": None, "macs": model.macs(c), "params": model.params(c)} for c in cands]
+    meta = {"command": command, "source": str(src), "calibration": how, "subnets": rows,
+            "pareto": [c.name for c in cands], "largest": model.space.largest.name,
+            "smallest": model.space.smallest.name}
+    return save_checkpoint(model.eval(), out, meta)

@@ -1,0 +1,99 @@
+"""The Once-for-All adapter beyond the family contract (tests/unit/test_family_contract.py): a checkpoint
+in OFA's published form (a ``state_dict`` of OFA's own ``OFAMobileNetV3``) imports and serves, several
+subnets in one batch equal the static subnets OFA's own API extracts with the same BN statistics, and
+those statistics matter. Random weights at 32x32 pixels; nothing is downloaded."""
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("ofa") is None,
+                                reason="the optional 'ofa' package is not installed (pip install "
+                                "'superserve-triton[ofa]'); the OFA adapter cannot be tested")
+
+RES, CLASSES = 32, 10
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    """A random OFA MobileNetV3 saved as OFA publishes its checkpoints: {"state_dict": ...} of its own class,
+    with non-trivial BN statistics."""
+    from superserve.supernet.ofa_adapter import ofa_modules
+
+    OFAMobileNetV3, _ = ofa_modules()
+    torch.manual_seed(0)
+    net = OFAMobileNetV3(n_classes=CLASSES, dropout_rate=0.0, ks_list=[3, 5, 7], expand_ratio_list=[3, 4, 6],
+                         depth_list=[2, 3, 4])
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+    path = tmp_path_factory.mktemp("ofa") / "ofa_mbv3_random.pth"
+    torch.save({"state_dict": net.state_dict()}, path)
+    return path, net
+
+
+def test_a_published_checkpoint_imports_and_serves_several_subnets_in_one_batch(published, tmp_path):
+    from superserve.supernet.checkpoint import load_checkpoint
+    from superserve.supernet.ofa_adapter import import_checkpoint
+    from superserve.supernet.serving import SupernetRunner
+
+    src, net = published
+    out = tmp_path / "ofa.pt"
+    meta = import_checkpoint(src, out, resolution=RES, num_classes=CLASSES)
+    assert meta["family"] == "ofa-mobilenetv3" and len(meta["calibrated"]) == 27
+    assert meta["input"]["dims"] == [3, RES, RES] and "shared statistics" in meta["calibration"]
+    model, _ = load_checkpoint(out, expect_family="ofa-mobilenetv3")
+    runner = SupernetRunner(out, family="ofa-mobilenetv3")
+    names = [meta["pareto"][0], meta["pareto"][13], meta["pareto"][-1]]
+    x = np.random.default_rng(0).random((6, 3, RES, RES), dtype=np.float32)
+    # One execute(): rows 0-1 on the smallest, 2-3 on a middle, 4-5 on the largest subnet.
+    for i, name in enumerate(names):
+        cfg = runner.resolve(name)
+        got = runner.run(cfg, [x[2 * i:2 * i + 1], x[2 * i + 1:2 * i + 2]]).logits
+        # OFA's own static subnet of the original network, with the same (shared) statistics.
+        net.set_active_subnet(ks=list(cfg.ks), e=list(cfg.e), d=list(cfg.d))
+        static = net.get_active_subnet(preserve_weight=True).eval()
+        mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+        std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        with torch.inference_mode():
+            want = static((torch.from_numpy(x[2 * i:2 * i + 2]) - mean) / std).numpy()
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_per_subnet_statistics_are_used_and_differ_from_the_shared_ones(published, tmp_path):
+    from superserve.supernet.ofa_adapter import import_checkpoint
+    from superserve.supernet.checkpoint import load_checkpoint
+
+    src, net = published
+    images = np.random.default_rng(1).random((8, 3, RES, RES), dtype=np.float32)
+    out = tmp_path / "ofa.pt"
+    import_checkpoint(src, out, resolution=RES, num_classes=CLASSES, images=images)
+    model, meta = load_checkpoint(out)
+    cfg = model.space.parse(meta["pareto"][5])
+    x = torch.from_numpy(images[:2])
+    with torch.inference_mode():
+        ours, reference = model(x, cfg), model.extract(cfg)(x)
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+    # OFA's extraction with its own shared statistics is another function: the store is what serves.
+    net.set_active_subnet(ks=list(cfg.ks), e=list(cfg.e), d=list(cfg.d))
+    shared = net.get_active_subnet(preserve_weight=True).eval()
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.inference_mode():
+        assert not torch.allclose(shared((x - mean) / std), ours, atol=1e-3)
+
+
+def test_a_checkpoint_of_another_shape_is_refused_naming_the_file(published, tmp_path):
+    from superserve.supernet.checkpoint import WeightsMismatch
+    from superserve.supernet.ofa_adapter import import_checkpoint
+
+    src, _ = published
+    with pytest.raises(WeightsMismatch, match=r"ofa_mbv3_random\.pth: does not fit an OFA MobileNetV3 with .*"
+                                              r"'num_classes': 1000"):
+        import_checkpoint(src, tmp_path / "x.pt", resolution=RES, num_classes=1000)
