@@ -42,10 +42,13 @@ def latency_stats(ms) -> dict:
 
 
 def measure(client, model: str, subnets: list[str], batch_sizes, reps: int, warmup: int = 5,
-            label: str = "profile", input_name: str = "INPUT", dims: tuple[int, ...] = (1, 28, 28)
+            label: str = "profile", input_name: str = "INPUT", dims: tuple[int, ...] | None = None
             ) -> dict[str, dict[str, dict]]:
     """{subnet: {batch: stats}}, one request at a time (no queueing in the numbers), on random inputs
-    in [0, 1) of the model's input dims."""
+    in [0, 1) of the model's input dims (default: those of the default weights)."""
+    if dims is None:
+        from . import paths
+        input_name, dims = input_of(json.loads(paths.default_weights().with_suffix(".json").read_text()))
     rng = np.random.default_rng(0)
     out, bar = {}, Progress(len(subnets) * len(batch_sizes), label)
     for name in subnets:
