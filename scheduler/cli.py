@@ -95,8 +95,8 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         url = args.triton_grpc
         if not url:
             http, grpc, metrics = free_ports(3)
-            triton = stack.enter_context(TritonProcess(TritonConfig(http_port=http, grpc_port=grpc, metrics_port=metrics,
-                                                                    models=(args.model,))))
+            triton = stack.enter_context(TritonProcess(TritonConfig(
+                http_port=http, grpc_port=grpc, metrics_port=metrics, models=(args.model,))))
             url = triton.cfg.grpc_url
         client = grpcclient.InferenceServerClient(url)
         batches = tuple(int(b) for b in args.batch_sizes.split(",")) if args.batch_sizes else BATCH_SIZES

@@ -18,7 +18,8 @@ from . import paths
 
 DEFAULT_MAX_BATCH = 64
 THREADS_NOTE = ("# One intra-op thread: on a small CPU host the scheduler and clients share the cores, and torch's\n"
-                "# spinning worker threads starve them (bench: SLO attainment 0.887 -> 0.964). \"0\" = torch's default.\n")
+                "# spinning worker threads starve them (bench: SLO attainment 0.887 -> 0.964). "
+                "\"0\" = torch's default.\n")
 WEIGHTS_PARAM = re.compile(r'parameters \{ key: "weights", value: \{ string_value: "([^"]*)" \} \}')
 
 

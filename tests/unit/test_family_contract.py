@@ -191,5 +191,6 @@ def test_runner_serves_several_subnets_in_one_batch(family, tmp_path):
         info = json.loads(runner.info_rows(cfg, got, 1.0, len(got))[0, 0])
         assert info["subnet"] == sub
     bad = np.zeros((1, *model.input_spec.dims[:-1], model.input_spec.dims[-1] + 1), np.float32)
-    with pytest.raises(ValueError, match=r"input 'INPUT' must be FP32 \[B, " + ", ".join(map(str, model.input_spec.dims))):
+    dims = ", ".join(map(str, model.input_spec.dims))
+    with pytest.raises(ValueError, match=r"input 'INPUT' must be FP32 \[B, " + dims):
         runner.check_input(bad)

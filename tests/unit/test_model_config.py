@@ -87,8 +87,8 @@ def test_weights_that_do_not_fit_their_architecture_name_the_tensors(tmp_path):
     meta = json.loads(meta_path.read_text())
     meta["arch"]["stage_channels"] = [16, 64, 128]  # the JSON says another width than the tensors have
     meta_path.write_text(json.dumps(meta))
-    with pytest.raises(WeightsMismatch, match=r"cnn\.pt.*shapes differ.*stem\.conv\.layer\.weight: file \[32, 1, 3, 3\] "
-                                              r"vs expected \[16, 1, 3, 3\]"):
+    with pytest.raises(WeightsMismatch, match=r"cnn\.pt.*shapes differ.*stem\.conv\.layer\.weight: "
+                                              r"file \[32, 1, 3, 3\] vs expected \[16, 1, 3, 3\]"):
         load_checkpoint(w)
 
 
@@ -135,3 +135,28 @@ def test_weights_parameter_is_relative_inside_the_backend_folder(tmp_path):
     text = (paths.model_repository() / "supernet" / "config.pbtxt").read_text()
     assert model_config.model_weights(text) == "weights/supernet.pt"
     assert model_config.model_weights(model_config.with_weights(text, "/abs/w.pt")) == "/abs/w.pt"
+
+
+def test_the_transformer_exports_as_separate_variant_models(tmp_path):
+    """INFaaS-style variants of the vit model: one file per Pareto subnet, served by the exported path
+    of the backend's runner exactly as the supernet serves that subnet."""
+    import numpy as np
+
+    from superserve.scheduler.variants import EXPORTED_FILE, build_variant_repository
+    from superserve.supernet.serving import SupernetRunner
+
+    weights = paths.backend_dir() / "weights" / "vit.pt"
+    variants = build_variant_repository(tmp_path, weights, config_model="vit")
+    model, meta = load_checkpoint(weights)
+    assert list(variants) == meta["pareto"]
+    subnet, mname = list(variants.items())[len(variants) // 2]
+    text = (tmp_path / mname / "config.pbtxt").read_text()
+    assert f'name: "{mname}"' in text and 'string_value: "elastic-vit"' in text
+    runner = SupernetRunner(exported=tmp_path / mname / "1" / EXPORTED_FILE, family="elastic-vit")
+    assert runner.input_spec == model.input_spec and runner.pinned.name == subnet
+    x = np.random.default_rng(0).random((3, 1, 28, 28), dtype=np.float32)
+    with torch.inference_mode():
+        want = model(torch.from_numpy(x), model.space.parse(subnet)).numpy()
+    np.testing.assert_allclose(runner.run(runner.resolve(None), [x]).logits, want, atol=1e-5, rtol=1e-5)
+    with pytest.raises(WeightsMismatch, match=r"subnet\.pt: an exported subnet of family 'elastic-vit'"):
+        SupernetRunner(exported=tmp_path / mname / "1" / EXPORTED_FILE, family="elastic-cnn")

@@ -1,8 +1,9 @@
 """ElasticViT (family ``elastic-vit``): a small vision transformer for 28x28 grey images whose
 subnets differ in depth, attention heads and MLP width, all on one set of weights.
 
-patches 7x7 (16 tokens; 4x4 patches were 3x the training time on 2 CPU cores) -> linear embedding + learned positions -> up to ``max_depth`` pre-norm
-transformer layers -> LayerNorm -> mean over tokens -> linear head.
+patches 7x7 (16 tokens; 4x4 patches were 3x the training time on 2 CPU cores) -> linear embedding
++ learned positions -> up to ``max_depth`` pre-norm transformer layers -> LayerNorm -> mean over
+tokens -> linear head.
 
 - **Elastic depth** (LayerSelect): the first ``depth`` layers run; every layer is residual and keeps
   the token shape, so skipping the rest is exact.
