@@ -43,14 +43,22 @@ def test_a_published_checkpoint_imports_and_serves_several_subnets_in_one_batch(
     from superserve.supernet.ofa_adapter import import_checkpoint
     from superserve.supernet.serving import SupernetRunner
 
+    from superserve.supernet.ofa_adapter import OFASpace
+
     src, net = published
     out = tmp_path / "ofa.pt"
-    meta = import_checkpoint(src, out, resolution=RES, num_classes=CLASSES)
-    assert meta["family"] == "ofa-mobilenetv3" and len(meta["calibrated"]) == 27
+    sp = OFASpace()
+    # Three of the 27 candidates (every uniform kernel, ratio and depth): the import's MAC counting runs a
+    # forward per subnet, seconds each on a loaded 2-core host.
+    chosen = [sp.uniform(7, 6, 4).name, sp.smallest.name, sp.uniform(5, 4, 3).name]
+    meta = import_checkpoint(src, out, resolution=RES, num_classes=CLASSES, subnets=chosen)
+    assert meta["family"] == "ofa-mobilenetv3" and set(meta["calibrated"]) == set(chosen)
     assert meta["input"]["dims"] == [3, RES, RES] and "shared statistics" in meta["calibration"]
     model, _ = load_checkpoint(out, expect_family="ofa-mobilenetv3")
+    assert len(model.candidates()) == 27
     runner = SupernetRunner(out, family="ofa-mobilenetv3")
-    names = [meta["pareto"][0], meta["pareto"][13], meta["pareto"][-1]]
+    names = meta["pareto"]
+    assert names == [sp.smallest.name, sp.uniform(5, 4, 3).name, sp.uniform(7, 6, 4).name]  # by MACs
     x = np.random.default_rng(0).random((6, 3, RES, RES), dtype=np.float32)
     # One execute(): rows 0-1 on the smallest, 2-3 on a middle, 4-5 on the largest subnet.
     for i, name in enumerate(names):
@@ -70,12 +78,17 @@ def test_per_subnet_statistics_are_used_and_differ_from_the_shared_ones(publishe
     from superserve.supernet.ofa_adapter import import_checkpoint
     from superserve.supernet.checkpoint import load_checkpoint
 
+    from superserve.supernet.ofa_adapter import OFASpace
+
     src, net = published
     images = np.random.default_rng(1).random((8, 3, RES, RES), dtype=np.float32)
     out = tmp_path / "ofa.pt"
-    import_checkpoint(src, out, resolution=RES, num_classes=CLASSES, images=images)
+    sp = OFASpace()
+    names = [sp.smallest.name, sp.uniform(5, 4, 3).name, sp.largest.name]
+    import_checkpoint(src, out, resolution=RES, num_classes=CLASSES, images=images, subnets=names)
     model, meta = load_checkpoint(out)
-    cfg = model.space.parse(meta["pareto"][5])
+    assert meta["calibrated"] == names and "per-subnet statistics over 8 images" in meta["calibration"]
+    cfg = model.space.parse(names[1])
     x = torch.from_numpy(images[:2])
     with torch.inference_mode():
         ours, reference = model(x, cfg), model.extract(cfg)(x)

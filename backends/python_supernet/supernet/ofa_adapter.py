@@ -324,9 +324,9 @@ def _count_macs(net: nn.Module, resolution: int) -> int:
 
 def import_checkpoint(src, out, resolution: int = 224, num_classes: int = 1000, width_mult: float = 1.0,
                       ks_choices=(3, 5, 7), e_choices=(3, 4, 6), d_choices=(2, 3, 4), images=None,
-                      command: str = "") -> dict:
+                      subnets: list[str] | None = None, command: str = "") -> dict:
     """Turn a published OFA MobileNetV3 checkpoint (a file the user has; nothing is downloaded) into
-    this project's weights (``out`` .pt + .json) for the family's candidate subnets.
+    this project's weights (``out`` .pt + .json) for the family's candidate subnets (or the named ``subnets``).
 
     With ``images`` (float32 [N, 3, R, R] in [0, 1] from the user's data) every candidate gets its own
     SubnetNorm statistics; without, every candidate starts from the checkpoint's shared statistics (what
@@ -345,7 +345,9 @@ def import_checkpoint(src, out, resolution: int = 224, num_classes: int = 1000, 
     except (AssertionError, KeyError, RuntimeError, ValueError) as e:
         raise WeightsMismatch(f"{src}: does not fit an OFA MobileNetV3 with {model.arch()}: "
                               f"{type(e).__name__}: {str(e)[:500]}") from None
-    cands = sorted(model.candidates(), key=model.macs)
+    cands = [model.space.parse(n) for n in subnets] if subnets else model.candidates()
+    macs = {c: model.macs(c) for c in cands}
+    cands = sorted(cands, key=macs.get)
     if images is not None:
         model.calibrate(cands, images)
         how = f"per-subnet statistics over {len(images)} images given at import"
@@ -357,7 +359,7 @@ def import_checkpoint(src, out, resolution: int = 224, num_classes: int = 1000, 
                 mean.copy_(bn.running_mean.expand_as(mean))
                 var.copy_(bn.running_var.expand_as(var))
         how = "the checkpoint's shared statistics for every subnet (not recalibrated: pass images to calibrate)"
-    rows = [{"name": c.name, "val_accuracy": None, "macs": model.macs(c), "params": model.params(c)} for c in cands]
+    rows = [{"name": c.name, "val_accuracy": None, "macs": macs[c], "params": model.params(c)} for c in cands]
     meta = {"command": command, "source": str(src), "calibration": how, "subnets": rows,
             "pareto": [c.name for c in cands], "largest": model.space.largest.name,
             "smallest": model.space.smallest.name}
