@@ -290,14 +290,14 @@ def _cmd_add_model(args: argparse.Namespace) -> int:
 def _cmd_import_ofa(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from superserve.supernet.checkpoint import WeightsMismatch
     from superserve.supernet.ofa_adapter import import_checkpoint
 
     try:
         images = np.load(args.calibration_images).astype(np.float32) if args.calibration_images else None
         meta = import_checkpoint(args.checkpoint, args.out, args.resolution, args.num_classes, args.width_mult,
-                                 images=images, command=command_line())
-    except (OSError, ImportError, WeightsMismatch) as e:
+                                 images=images, subnets=args.subnets.split(",") if args.subnets else None,
+                                 command=command_line())
+    except (OSError, ImportError, ValueError) as e:  # WeightsMismatch, a bad subnet name, a missing file
         print(f"superserve import-ofa: {e}", file=sys.stderr)
         return 2
     print(f"wrote {args.out} ({len(meta['calibrated'])} subnets; {meta['calibration']}); serve it with "
@@ -347,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--width-mult", type=float, default=1.0)
     io.add_argument("--calibration-images", help=".npy float32 [N, 3, R, R] in [0, 1]: per-subnet BN statistics "
                     "(default: the checkpoint's shared statistics for every subnet)")
+    io.add_argument("--subnets", help="comma-separated subnet names to serve (default: the 27 uniform "
+                    "kernel/ratio/depth candidates)")
     io.set_defaults(func=_cmd_import_ofa)
 
     tr = sub.add_parser("triton", help="run tritonserver (from the nvidia-pytriton wheel) on our model repository")

@@ -5,7 +5,9 @@ config that names the wrong family, or dims the weights do not have, fails to lo
 naming the weights file and what differs."""
 from __future__ import annotations
 
+import importlib.util
 import json
+import re
 import shutil
 
 import numpy as np
@@ -134,5 +136,47 @@ def test_mismatched_config_fails_to_load_naming_the_weights(two_models, name, fa
         assert client.is_model_ready("vit") and client.is_model_ready("supernet")  # the others keep serving
     finally:
         client.close()
-    import re
     assert re.search(message, str(err.value)) or re.search(message, log.read_text()), (str(err.value), message)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ofa") is None,
+                    reason="the optional 'ofa' package is not installed (pip install 'superserve-triton[ofa]')")
+def test_an_ofa_supernet_is_served_beside_them(two_models, tmp_path):
+    """A Once-for-All MobileNetV3 (random weights in OFA's published form, 32x32 RGB) imported, given a
+    config by add-model, loaded into the same Triton and answering both protocols as in process."""
+    from superserve.scheduler.model_config import add_model
+    from superserve.supernet.ofa_adapter import OFASpace, import_checkpoint, ofa_modules
+
+    triton, repo, _ = two_models
+    OFAMobileNetV3, _ = ofa_modules()
+    torch.manual_seed(0)
+    net = OFAMobileNetV3(n_classes=10, dropout_rate=0.0, ks_list=[3, 5, 7], expand_ratio_list=[3, 4, 6],
+                         depth_list=[2, 3, 4])
+    torch.save({"state_dict": net.state_dict()}, tmp_path / "ofa_random.pth")
+    sp = OFASpace()
+    names = [sp.smallest.name, sp.largest.name]
+    weights = tmp_path / "ofa.pt"
+    import_checkpoint(tmp_path / "ofa_random.pth", weights, resolution=32, num_classes=10, subnets=names,
+                      images=RNG.random((4, 3, 32, 32), dtype=np.float32))
+    add_model("ofa-mobilenetv3", weights, name="ofa", repo=repo)
+    client = grpcclient.InferenceServerClient(triton.cfg.grpc_url)
+    try:
+        client.load_model("ofa", headers=triton.control_headers())
+        assert all(client.is_model_ready(m) for m in ("ofa", *MODELS))
+    finally:
+        client.close()
+    model, _ = load_checkpoint(weights)
+    x = RNG.random((2, 3, 32, 32), dtype=np.float32)
+    # A random MobileNetV3 is ill-conditioned (logits in the thousands): the order of float sums matters at
+    # 1e-3, so the reference runs with the one intra-op thread the config gives the backend.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        want = {subnet: expected(model, subnet, x) for subnet in names}
+    finally:
+        torch.set_num_threads(threads)
+    for protocol, url in (("http", triton.cfg.http_url), ("grpc", triton.cfg.grpc_url)):
+        for subnet in names:
+            logits, info = infer(protocol, url, "ofa", x, subnet)
+            np.testing.assert_allclose(logits, want[subnet], atol=1e-4, rtol=1e-5)
+            assert [i["subnet"] for i in info] == [subnet] * 2

@@ -110,3 +110,21 @@ def test_a_checkpoint_of_another_shape_is_refused_naming_the_file(published, tmp
     with pytest.raises(WeightsMismatch, match=r"ofa_mbv3_random\.pth: does not fit an OFA MobileNetV3 with .*"
                                               r"'num_classes': 1000"):
         import_checkpoint(src, tmp_path / "x.pt", resolution=RES, num_classes=1000)
+
+
+def test_import_ofa_command(published, tmp_path, capsys):
+    from superserve.scheduler.cli import main
+    from superserve.supernet.ofa_adapter import OFASpace
+
+    src, _ = published
+    sp = OFASpace()
+    out = tmp_path / "ofa.pt"
+    args = ["import-ofa", "--checkpoint", str(src), "--out", str(out), "--resolution", str(RES),
+            "--num-classes", str(CLASSES), "--subnets", f"{sp.smallest.name},{sp.largest.name}"]
+    assert main(args) == 0 and out.exists() and out.with_suffix(".json").exists()
+    assert "add-model --family ofa-mobilenetv3" in capsys.readouterr().out
+    assert main(args[:-1] + ["k3-e3-d2"]) == 2
+    assert "20 values of kernel size needed" in capsys.readouterr().err
+    assert main(["add-model", "--family", "ofa-mobilenetv3", "--weights", str(out), "--repository",
+                 str(tmp_path / "repo")]) == 0
+    assert f"dims: [ 3, {RES}, {RES} ]" in (tmp_path / "repo" / "ofa" / "config.pbtxt").read_text()
