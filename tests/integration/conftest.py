@@ -22,9 +22,10 @@ def write_repository(root: Path, max_queue_delay_us: int) -> Path:
     return root
 
 
-def run_triton(tmp: Path, repo: str | None):
+def run_triton(tmp: Path, repo: str | None, models: tuple[str, ...] = ()):
+    """A TritonProcess on free ports; ``models``: load only these (default: the whole repository)."""
     http, grpc, metrics = free_ports(3)
-    proc = TritonProcess(TritonConfig(http_port=http, grpc_port=grpc, metrics_port=metrics,
+    proc = TritonProcess(TritonConfig(http_port=http, grpc_port=grpc, metrics_port=metrics, models=models,
                                       model_repository=repo, log_file=str(tmp / "triton.log")))
     with proc:
         yield proc

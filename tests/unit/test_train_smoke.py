@@ -35,3 +35,26 @@ def test_splits_are_disjoint_and_sized():
     def keys(x):
         return {img.tobytes() for img in (x * 255).round().astype("uint8")}
     assert len(keys(xv) & keys(xtr)) < 10
+
+
+def test_the_transformer_family_trains_with_its_recipe():
+    """superserve train --family elastic-vit's recipe (AdamW), a few steps on 512 images."""
+    import dataclasses
+
+    from superserve.supernet.pipeline import TRAIN_DEFAULTS
+    from superserve.supernet.vit import ElasticViT
+
+    torch.manual_seed(0)
+    x, y = load_split("train")
+    x, y = x[:512], y[:512]
+    model = ElasticViT()
+    sp = model.space
+    before = {c: loss_on(model, x, y, c, "cpu") for c in (sp.largest, sp.smallest)}
+    cfg = dataclasses.replace(TRAIN_DEFAULTS["elastic-vit"], epochs_largest=1, epochs_sandwich=2, batch_size=64)
+    assert cfg.optimizer == "adamw"
+    history = train(model, x, y, cfg, torch.device("cpu"))
+    assert [h["phase"] for h in history] == ["largest", "sandwich", "sandwich"]
+    model.eval()
+    after = {c: loss_on(model, x, y, c, "cpu") for c in (sp.largest, sp.smallest)}
+    for c in before:
+        assert after[c] < before[c] - 0.2, (c.name, before[c], after[c])
