@@ -241,6 +241,12 @@ def _cmd_bench_soak(args: argparse.Namespace) -> int:
     return bench_soak(args)
 
 
+def _cmd_bench_fuzz(args: argparse.Namespace) -> int:
+    from superserve.client.fuzz_bench import main as bench_fuzz
+
+    return bench_fuzz(args)
+
+
 def _cmd_baselines(args: argparse.Namespace) -> int:
     from superserve.client import triton_fixed
     from superserve.scheduler import paths
@@ -542,6 +548,17 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--out-dir", help="default results/")
     o.add_argument("--serve-args", help='extra options for every superserve serve, e.g. "--workers 2"')
     o.set_defaults(func=_cmd_bench_overload)
+
+    fz = sub.add_parser("bench-fuzz", help="fuzzed requests (half HTTP, half gRPC, seeded) against a fresh serve "
+                        "with default options: every answer code, every 5xx/UNKNOWN/INTERNAL with its case, health "
+                        "after, /metrics accounting -> results/<name>.json")
+    fz.add_argument("--name", default="fuzz")
+    fz.add_argument("--cases", type=int, default=10_000, help="fuzzed requests, half over each protocol")
+    fz.add_argument("--seed", type=int, default=0)
+    fz.add_argument("--good-every", type=int, default=100, help="a good request of each protocol after this many")
+    fz.add_argument("--out-dir", help="default results/")
+    fz.add_argument("--serve-args", help='extra options for superserve serve (default: none)')
+    fz.set_defaults(func=_cmd_bench_fuzz)
     return p
 
 
