@@ -136,7 +136,7 @@ def _serve_config(args: argparse.Namespace, auth_cfg, limits_cfg, tls_cfg):
                                           adapt_latency=args.adapt_latency, margin_ms=args.margin_ms,
                                           measure_margin=args.measure_margin,
                                           admission_shedding=args.admission_shedding,
-                                          shed_peak_fraction=args.shed_peak_fraction,
+                                          shed_peak_fraction=args.shed_peak_fraction, shed_drain=args.shed_drain,
                                           latency_model=args.latency_model, latency_quantile=args.latency_quantile,
                                           pipeline=args.pipeline, pipeline_lead_ms=args.pipeline_lead_ms,
                                           pipeline_min_rows=args.pipeline_min_rows,
@@ -366,7 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "late (it is then dropped with 504 when infeasible), rather than refusing it at once with 503")
     sv.add_argument("--shed-peak-fraction", type=float, default=1.0,
                     help="admission shedding assumes the queue drains at this fraction of the profile's peak "
-                    "throughput (1: never refuses what the profile could serve; lower refuses earlier)")
+                    "throughput (1: never refuses what the profile could serve; lower refuses earlier); with "
+                    "--shed-drain peak, or until the drain rate is measured")
+    sv.add_argument("--shed-drain", choices=("measured", "peak"), default="measured",
+                    help="the drain rate admission shedding assumes: measured (rows the workers cleared while "
+                    "requests waited, recent batches) or peak (the profile's peak throughput: the old, optimistic "
+                    "bound, which never fired at 3x overload)")
     from superserve.scheduler import auth, limits
     limits.add_arguments(sv)
     auth.add_arguments(sv)
@@ -542,7 +547,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--scrape-s", type=float, default=0.5, help="seconds between /metrics and RSS samples")
     o.add_argument("--warmup", type=int, default=100, help="requests before the measurement")
     o.add_argument("--compare", action="store_true",
-                   help="run the same trace twice: serve as is, then serve --no-admission-shedding")
+                   help="run the same trace three times: serve as is (measured drain rate), serve --shed-drain peak "
+                   "(the old bound), serve --no-admission-shedding")
     o.add_argument("--no-admission-shedding", action="store_true",
                    help="run only the serve --no-admission-shedding arm")
     o.add_argument("--out-dir", help="default results/")
