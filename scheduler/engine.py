@@ -182,7 +182,7 @@ class Engine:
         self.clock = clock or MonotonicClock()
         self.stats = stats or Stats()
         self.queue = EDFQueue(cfg.queue_capacity)
-        self.drain_rate = DrainRate()
+        self.drain_rate = DrainRate(min_rows=max(1, profile.max_batch // 2))
         """Rows/ms the queue drains at while requests wait (admission shedding, shedding.py)."""
         self._jobs: dict[int, _Job] = {}
         self._ids = itertools.count(1)

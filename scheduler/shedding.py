@@ -11,11 +11,16 @@ That bound turned out far too loose to ever fire (results/overload.json, issue 1
 subnet at batch 64 on every worker, 5.3 rows/ms here, while under 3x overload the workers and the sidecar
 together cleared about 0.75 rows/ms, so the queue never reached the ~470 rows the rule waited for and the excess
 was dropped with 504 by the queue's sweep ~90 ms after arrival instead. ``DrainRate`` measures the rate the
-queue actually drains at while requests wait (rows answered per ms between batch completions, only while the
-queue stayed non-empty: at lower load the completions measure the arrival rate, not the capacity), and
-``shed_reason`` uses it when it has enough batches, the peak bound otherwise (a cold start, or no backlog seen
-yet). It can refuse a request a faster subnet choice would have served in time; under a backlog SlackFit is
-already choosing for speed, so the measured rate is close to what the policy will do next.
+queue actually drains at under a backlog (rows answered per ms between batch completions), and ``shed_reason``
+uses it when it has enough such batches, the peak bound otherwise (a cold start, or no backlog seen yet).
+
+Only saturated intervals count: requests waiting at both completions *and* a batch of at least half the largest
+profiled batch. A first version counted every interval with requests waiting and collapsed at 3x overload
+(results/overload-drain.json: 0.10 rows/ms served against 0.51 without shedding): shedding kept the queue short,
+so batches were small, so the measured rate fell, so it shed more. Measured on full batches, the rate is what
+the machine does when it is busy, and a short queue adds no samples that could pull it down. It can still refuse
+a request that a faster subnet choice would have served in time; under a backlog SlackFit is already choosing for
+speed.
 Pure functions plus one small estimator the engine feeds: the engine hands them the queue's counts, the
 workers' free times, the profile view it plans with and the batch completions."""
 from __future__ import annotations
@@ -42,15 +47,16 @@ def peak_rows_per_ms(profile: Profile) -> float:
 
 
 class DrainRate:
-    """Rows per ms the queue is cleared at while requests wait, over the last ``window`` batch completions that
-    happened with requests still queued (all workers together).
+    """Rows per ms the queue is cleared at under a backlog, over the last ``window`` saturated intervals between
+    batch completions (all workers together).
 
     ``observe`` is called at every batch completion with the rows it answered and whether requests were still
-    waiting. An interval between two completions counts only when requests waited at both ends (the workers
-    were busy throughout); an idle gap says nothing about capacity."""
+    waiting. The interval since the previous completion counts only when requests waited at both ends (the
+    workers were busy throughout: an idle gap says nothing about capacity) and the batch had at least
+    ``min_rows`` rows (small batches measure a short queue, not the capacity)."""
 
-    def __init__(self, window: int = 32, min_batches: int = 8):
-        self.window, self.min_batches = window, min_batches
+    def __init__(self, window: int = 32, min_batches: int = 8, min_rows: int = 1):
+        self.window, self.min_batches, self.min_rows = window, min_batches, min_rows
         self._intervals: deque = deque()
         """(ms since the previous completion, rows) of backlogged intervals, at most ``window``."""
         self._ms = self._rows = 0.0
@@ -58,7 +64,8 @@ class DrainRate:
         self._last_waiting = False
 
     def observe(self, now_ms: float, rows: int, waiting: bool) -> None:
-        if self._last_ms is not None and self._last_waiting and waiting and now_ms > self._last_ms:
+        if (self._last_ms is not None and self._last_waiting and waiting and rows >= self.min_rows
+                and now_ms > self._last_ms):
             self._intervals.append((now_ms - self._last_ms, rows))
             self._ms += now_ms - self._last_ms
             self._rows += rows
