@@ -3,8 +3,8 @@
 Against a fresh ``superserve serve`` (embedded Triton): an open-loop Poisson trace at ``--overload-x`` (3) times
 the machine's capacity for ``--overload-s``, then ``--recover-x`` (0.7) times it for ``--recover-s``; every
 request one Fashion-MNIST test image over gRPC with ``slo_ms``. With ``--compare`` the same trace runs three times,
-one after the other: admission shedding as it is by default (the measured drain rate), with the old optimistic
-bound (``serve --shed-drain peak``), and with ``serve --no-admission-shedding``.
+one after the other: admission shedding as it is by default (the peak-throughput bound), with the measured drain
+rate (``serve --shed-drain measured``), and with ``serve --no-admission-shedding``.
 
 Per phase, measured at the client: refusal latency p50/p99 (send to the 503 or 504), the attainment of the
 accepted requests (answered in time / sent minus refused with 503), overall attainment; over time (every
@@ -37,9 +37,10 @@ from superserve.scheduler.hardware import command_line, git_commit, hardware_nam
 from superserve.scheduler.ports import free_ports
 from superserve.scheduler.server import find_profile, serve_subprocess
 
-ARMS = {"shedding": (), "shedding-peak": ("--shed-drain", "peak"), "no-shedding": ("--no-admission-shedding",)}
-"""shedding: the default (the measured drain rate); shedding-peak: the optimistic peak-throughput bound of before
-(which never fired); no-shedding: queue everything, drop with 504 when infeasible."""
+ARMS = {"shedding": (), "shedding-measured": ("--shed-drain", "measured"),
+        "no-shedding": ("--no-admission-shedding",)}
+"""shedding: serve's default (the peak-throughput bound); shedding-measured: the measured drain rate
+(``--shed-drain measured``); no-shedding: queue everything, drop with 504 when infeasible."""
 NEAR_EMPTY = 5
 """Queue depth (requests) that counts as drained for the recovery time."""
 
@@ -287,8 +288,9 @@ def run(cfg: OverloadConfig, command: str) -> Path:
               "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
               "capacity": capacity,
               "peak_rows_per_ms": round(peak_rows_per_ms(Profile.load(find_profile(None))), 3),
-              "peak_note": "the drain rate the shedding-peak arm's rule assumes per worker (the profile's fastest "
-                           "point); compare where_time_went.served_rows_per_ms, what the scheduler served at",
+              "peak_note": "the drain rate the peak rule assumes per worker (the profile's fastest point, before "
+                           "the latency model scales it); compare where_time_went.served_rows_per_ms, what the "
+                           "scheduler served at",
               "trace": {"kind": "poisson, two phases", "seed": cfg.seed, "requests": len(arrivals),
                         "overload_rps": round(cfg.overload_x * capacity["rps"], 1),
                         "recover_rps": round(cfg.recover_x * capacity["rps"], 1)},
@@ -314,7 +316,8 @@ def plot(result: dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
-    colors = {"shedding": "tab:blue", "shedding-peak": "tab:green", "no-shedding": "tab:red"}
+    colors = {"shedding": "tab:blue", "shedding-peak": "tab:green", "shedding-measured": "tab:green",
+              "no-shedding": "tab:red"}
     for k, (arm, res) in enumerate(result["arms"].items()):
         s, c = res["per_second"], colors.get(arm)
         t = np.arange(len(s["sent"])) + 0.5

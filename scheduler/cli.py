@@ -368,10 +368,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="admission shedding assumes the queue drains at this fraction of the profile's peak "
                     "throughput (1: never refuses what the profile could serve; lower refuses earlier); with "
                     "--shed-drain peak, or until the drain rate is measured")
-    sv.add_argument("--shed-drain", choices=("measured", "peak"), default="measured",
-                    help="the drain rate admission shedding assumes: measured (rows the workers cleared while "
-                    "requests waited, recent batches) or peak (the profile's peak throughput: the old, optimistic "
-                    "bound, which never fired at 3x overload)")
+    sv.add_argument("--shed-drain", choices=("peak", "measured"), default="peak",
+                    help="the drain rate admission shedding assumes: peak (the planning profile's peak throughput "
+                    "on every worker) or measured (rows the workers cleared under a backlog, recent full batches; "
+                    "an experiment: better in one of two overload runs, worse in the other)")
     from superserve.scheduler import auth, limits
     limits.add_arguments(sv)
     auth.add_arguments(sv)
@@ -547,8 +547,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--scrape-s", type=float, default=0.5, help="seconds between /metrics and RSS samples")
     o.add_argument("--warmup", type=int, default=100, help="requests before the measurement")
     o.add_argument("--compare", action="store_true",
-                   help="run the same trace three times: serve as is (measured drain rate), serve --shed-drain peak "
-                   "(the old bound), serve --no-admission-shedding")
+                   help="run the same trace three times: serve as is (peak bound), serve --shed-drain measured, "
+                   "serve --no-admission-shedding")
     o.add_argument("--no-admission-shedding", action="store_true",
                    help="run only the serve --no-admission-shedding arm")
     o.add_argument("--out-dir", help="default results/")

@@ -76,10 +76,10 @@ class EngineConfig:
     admission_shedding: bool = True
     """Refuse at arrival (503, Overloaded) a request the queue ahead of it certainly makes late (shedding.py),
     rather than queueing it until it is dropped with 504; False: the old behaviour, for comparison."""
-    shed_drain: str = "measured"
-    """The drain rate admission shedding assumes: ``measured`` (shedding.DrainRate: what the workers cleared while
-    requests waited, the peak bound until enough batches are seen) or ``peak`` (the profile's peak throughput on
-    every worker, times ``shed_peak_fraction``: the optimistic bound, which never fired under overload)."""
+    shed_drain: str = "peak"
+    """The drain rate admission shedding assumes: ``peak`` (the peak throughput of the profile the policy plans
+    with, on every worker, times ``shed_peak_fraction``) or ``measured`` (shedding.DrainRate: what the workers
+    cleared under a backlog, the peak bound until enough batches are seen; an experiment, see README, Overload)."""
     shed_peak_fraction: float = 1.0
     """Admission shedding assumes the queue drains at this fraction of the profile's peak rows/ms (1: the
     optimistic bound, which never refuses what the profile could serve; below 1 it refuses earlier, at the risk

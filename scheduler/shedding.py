@@ -18,9 +18,11 @@ Only saturated intervals count: requests waiting at both completions *and* a bat
 profiled batch. A first version counted every interval with requests waiting and collapsed at 3x overload
 (results/overload-drain.json: 0.10 rows/ms served against 0.51 without shedding): shedding kept the queue short,
 so batches were small, so the measured rate fell, so it shed more. Measured on full batches, the rate is what
-the machine does when it is busy, and a short queue adds no samples that could pull it down. It can still refuse
-a request that a faster subnet choice would have served in time; under a backlog SlackFit is already choosing for
-speed.
+the machine does when it is busy, and a short queue adds no samples that could pull it down. It still over-sheds
+when the policy adapts: with a short queue SlackFit picks slower, more accurate subnets, so the rate measured there
+is below what a longer queue would be served at (results/overload-drain-2.json: 0.49 rows/ms served against 0.78
+without shedding). So it is an option (``serve --shed-drain measured``), not the default: in two side-by-side runs
+it was the best arm once and the worst once.
 Pure functions plus one small estimator the engine feeds: the engine hands them the queue's counts, the
 workers' free times, the profile view it plans with and the batch completions."""
 from __future__ import annotations

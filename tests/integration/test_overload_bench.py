@@ -18,8 +18,8 @@ def test_bench_overload_compare_writes_both_arms_and_accounts_for_every_request(
     assert (tmp_path / "overload-smoke.png").stat().st_size > 0
     assert res["command"].startswith("superserve bench-overload") and res["commit"] and res["hardware"]
     assert res["capacity"]["rps"] == 30 and res["trace"]["overload_rps"] == 90
-    assert list(res["arms"]) == ["shedding", "shedding-peak", "no-shedding"]
-    assert res["arms"]["shedding-peak"]["serve_args"] == ["--shed-drain", "peak"]
+    assert list(res["arms"]) == ["shedding", "shedding-measured", "no-shedding"]
+    assert res["arms"]["shedding-measured"]["serve_args"] == ["--shed-drain", "measured"]
     assert res["arms"]["no-shedding"]["serve_args"] == ["--no-admission-shedding"]
     n = res["trace"]["requests"]
     for arm in res["arms"].values():

@@ -91,7 +91,8 @@ def test_peak_fraction_out_of_range_is_refused_at_config():
 
 def test_with_a_measured_drain_rate_the_flood_is_refused_at_that_rate():
     """The engine uses its DrainRate once it has seen enough backlogged batches: the queue is cut at what the
-    measured rate drains before the deadline, far below the peak bound; ``--shed-drain peak`` keeps the old bound."""
+    measured rate drains before the deadline, far below the peak bound (``--shed-drain measured``; the default,
+    ``peak``, keeps the old bound)."""
     def flood_measured(drain: str, rate: float, n: int = 2000):
         cfg = EngineConfig(adapt_latency=False, shed_drain=drain)
         engine = Engine(cfg, profile(), make_policy("slackfit"), [StandIn("w", "hang")], clock=StillClock())
