@@ -97,18 +97,18 @@ def build() -> Path | None:
         if any(c in str(path) for c in ": \t\n"):  # LD_PRELOAD splits on these
             return _once(None, f"its path {path} holds a character LD_PRELOAD cannot carry")
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
             src = path.with_name(f"{path.stem}.{os.getpid()}.{threading.get_ident()}.c")
             tmp = src.with_suffix(".so")
-            src.write_text(SOURCE % {"placeholder": PLACEHOLDER, "key_var": KEY_VAR, "self": str(path)})
             try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                src.write_text(SOURCE % {"placeholder": PLACEHOLDER, "key_var": KEY_VAR, "self": str(path)})
                 r = subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", str(tmp), str(src)], capture_output=True,
                                    text=True, timeout=60)
                 if r.returncode != 0:
                     return _once(None, f"{cc} failed: {r.stderr.strip()[-300:]}")
                 tmp.replace(path)  # atomic: parallel starts never load a half-written file
             except (OSError, subprocess.TimeoutExpired) as e:
-                return _once(None, f"{cc} failed: {e}")
+                return _once(None, f"building it with {cc} failed: {e}")
             finally:
                 src.unlink(missing_ok=True)
                 tmp.unlink(missing_ok=True)
