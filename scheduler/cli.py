@@ -156,7 +156,7 @@ def _serve_config(args: argparse.Namespace, auth_cfg, limits_cfg, tls_cfg):
                                           adapt_latency=args.adapt_latency, margin_ms=args.margin_ms,
                                           measure_margin=args.measure_margin,
                                           admission_shedding=args.admission_shedding,
-                                          shed_peak_fraction=args.shed_peak_fraction,
+                                          shed_peak_fraction=args.shed_peak_fraction, shed_drain=args.shed_drain,
                                           latency_model=args.latency_model, latency_quantile=args.latency_quantile,
                                           pipeline=args.pipeline, pipeline_lead_ms=args.pipeline_lead_ms,
                                           pipeline_min_rows=args.pipeline_min_rows,
@@ -259,6 +259,12 @@ def _cmd_bench_soak(args: argparse.Namespace) -> int:
     from superserve.client.soak_bench import main as bench_soak
 
     return bench_soak(args)
+
+
+def _cmd_bench_fuzz(args: argparse.Namespace) -> int:
+    from superserve.client.fuzz_bench import main as bench_fuzz
+
+    return bench_fuzz(args)
 
 
 def _cmd_baselines(args: argparse.Namespace) -> int:
@@ -444,7 +450,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "late (it is then dropped with 504 when infeasible), rather than refusing it at once with 503")
     sv.add_argument("--shed-peak-fraction", type=float, default=1.0,
                     help="admission shedding assumes the queue drains at this fraction of the profile's peak "
-                    "throughput (1: never refuses what the profile could serve; lower refuses earlier)")
+                    "throughput (1: never refuses what the profile could serve; lower refuses earlier); with "
+                    "--shed-drain peak, or until the drain rate is measured")
+    sv.add_argument("--shed-drain", choices=("peak", "measured"), default="peak",
+                    help="the drain rate admission shedding assumes: peak (the planning profile's peak throughput "
+                    "on every worker) or measured (rows the workers cleared under a backlog, recent full batches; "
+                    "an experiment: better in one of two overload runs, worse in the other)")
     from superserve.scheduler import auth, limits
     limits.add_arguments(sv)
     auth.add_arguments(sv)
@@ -635,12 +646,24 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--scrape-s", type=float, default=0.5, help="seconds between /metrics and RSS samples")
     o.add_argument("--warmup", type=int, default=100, help="requests before the measurement")
     o.add_argument("--compare", action="store_true",
-                   help="run the same trace twice: serve as is, then serve --no-admission-shedding")
+                   help="run the same trace three times: serve as is (peak bound), serve --shed-drain measured, "
+                   "serve --no-admission-shedding")
     o.add_argument("--no-admission-shedding", action="store_true",
                    help="run only the serve --no-admission-shedding arm")
     o.add_argument("--out-dir", help="default results/")
     o.add_argument("--serve-args", help='extra options for every superserve serve, e.g. "--workers 2"')
     o.set_defaults(func=_cmd_bench_overload)
+
+    fz = sub.add_parser("bench-fuzz", help="fuzzed requests (half HTTP, half gRPC, seeded) against a fresh serve "
+                        "with default options: every answer code, every 5xx/UNKNOWN/INTERNAL with its case, health "
+                        "after, /metrics accounting -> results/<name>.json")
+    fz.add_argument("--name", default="fuzz")
+    fz.add_argument("--cases", type=int, default=10_000, help="fuzzed requests, half over each protocol")
+    fz.add_argument("--seed", type=int, default=0)
+    fz.add_argument("--good-every", type=int, default=100, help="a good request of each protocol after this many")
+    fz.add_argument("--out-dir", help="default results/")
+    fz.add_argument("--serve-args", help='extra options for superserve serve (default: none)')
+    fz.set_defaults(func=_cmd_bench_fuzz)
     return p
 
 

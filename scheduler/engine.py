@@ -23,7 +23,7 @@ from .escalation import MEASURES, escalate, threshold_for
 from .latency_model import LatencyModel, LatencyModelConfig, ScaledProfiles
 from .latency_tracker import LatencyTracker
 from .reply_margin import ReplyMargin
-from .shedding import Backlog, peak_rows_per_ms, shed_reason
+from .shedding import Backlog, DrainRate, peak_rows_per_ms, shed_reason
 from .errors import DeadlineInfeasible, InvalidInput, Overloaded, ServeError, WorkerFailed
 from .health import HealthConfig, Retry, retry_decision
 from .metrics import Stats
@@ -76,6 +76,10 @@ class EngineConfig:
     admission_shedding: bool = True
     """Refuse at arrival (503, Overloaded) a request the queue ahead of it certainly makes late (shedding.py),
     rather than queueing it until it is dropped with 504; False: the old behaviour, for comparison."""
+    shed_drain: str = "peak"
+    """The drain rate admission shedding assumes: ``peak`` (the peak throughput of the profile the policy plans
+    with, on every worker, times ``shed_peak_fraction``) or ``measured`` (shedding.DrainRate: what the workers
+    cleared under a backlog, the peak bound until enough batches are seen; an experiment, see README, Overload)."""
     shed_peak_fraction: float = 1.0
     """Admission shedding assumes the queue drains at this fraction of the profile's peak rows/ms (1: the
     optimistic bound, which never refuses what the profile could serve; below 1 it refuses earlier, at the risk
@@ -86,6 +90,8 @@ class EngineConfig:
             raise ValueError(f"need 0 < default_slo_ms <= max_slo_ms, got {self.default_slo_ms}, {self.max_slo_ms}")
         if self.margin_ms < 0:
             raise ValueError(f"margin_ms must be >= 0, got {self.margin_ms}")
+        if self.shed_drain not in ("measured", "peak"):
+            raise ValueError(f"shed_drain must be measured or peak, got {self.shed_drain!r}")
         if not 0 < self.shed_peak_fraction <= 1:
             raise ValueError(f"shed_peak_fraction must be in (0, 1], got {self.shed_peak_fraction}")
         if self.default_min_confidence is not None and not 0 <= self.default_min_confidence <= 1:
@@ -176,6 +182,8 @@ class Engine:
         self.clock = clock or MonotonicClock()
         self.stats = stats or Stats()
         self.queue = EDFQueue(cfg.queue_capacity)
+        self.drain_rate = DrainRate(min_rows=max(1, profile.max_batch // 2))
+        """Rows/ms the queue drains at while requests wait (admission shedding, shedding.py)."""
         self._jobs: dict[int, _Job] = {}
         self._ids = itertools.count(1)
         self._sweep: asyncio.TimerHandle | None = None
@@ -237,7 +245,8 @@ class Engine:
             now = p.arrival_ms  # each healthy worker starts on the backlog when its batches in flight end
             free = tuple(self._free_at(w, now) or now for w in self.workers if w.healthy)
             backlog = Backlog(self.queue.rows_ahead(p.deadline_ms), free)
-            reason = shed_reason(now, p.deadline_ms - margin, backlog, fastest, self._peak_rows_per_ms())
+            measured = self.drain_rate.rows_per_ms() if self.cfg.shed_drain == "measured" else None
+            reason = shed_reason(now, p.deadline_ms - margin, backlog, fastest, self._peak_rows_per_ms(), measured)
             if reason is not None:
                 self.stats.shed += 1
                 log.warning("request %d shed at admission: %s", p.id, reason)
@@ -448,6 +457,7 @@ class Engine:
                 started = max(dispatched, self._last_done[id(worker)])
                 slot = self._end_slot(worker, done)
             try:  # a bug anywhere below must still answer every request of the batch, once
+                self.drain_rate.observe(done, len(images), len(self.queue) > 0)
                 # A pipelined batch starts when the one before it ends: its service time is measured from there.
                 self._track_latency(worker, batch.subnet, len(images), done - started)
                 self._log_batch(worker, batch, jobs, dispatched, started, done, infos,
