@@ -8,8 +8,8 @@ the scheduling policies: it never sleeps, reads a clock or does I/O, and is test
 Signals, per sample (one second of the live engine):
 - **served accuracy**: mean profiled accuracy of the requests answered in time;
 - **misses**: requests answered late, dropped as infeasible or refused (503), over those answered;
-- **demand**: the requests of the second times the per-request cost of the most accurate subnet at its most
-  efficient batch, over the time of the workers in rotation. 1.0 means the pool could just serve everything on
+- **demand**: the rows the workers ran in the second times the per-row cost of the most accurate subnet at its
+  most efficient batch, over the time of the workers in rotation. 1.0 means the pool could just serve everything on
   the most accurate subnet. It depends on the traffic and the profile only, not on the subnets and batches
   SlackFit happened to choose (busy time would read near 1 at moderate load, since SlackFit keeps a worker
   busy with bigger subnets whenever it can), so the demand the pool would have with one worker fewer is exactly
@@ -112,10 +112,12 @@ class Sample:
     """Requests answered late, dropped as infeasible, refused as overloaded or failed."""
     accuracy_sum: float = 0.0
     """Sum of the profiled accuracy of the subnets that answered the ``ok`` requests."""
+    rows: int = 0
+    """Rows (images) the workers ran in the interval, whatever subnet ran them."""
     best_accuracy: float = 1.0
     """The most accurate subnet's profiled accuracy."""
     best_cost_ms: float = 0.0
-    """Per-request time of the most accurate subnet at its most efficient batch (the profile the engine plans
+    """Per-row time of the most accurate subnet at its most efficient batch (the profile the engine plans
     with)."""
 
     @property
@@ -124,9 +126,9 @@ class Sample:
 
     @property
     def demand(self) -> float:
-        """The second's requests on the most accurate subnet, over the workers' time (1.0: the pool is full)."""
+        """The interval's rows on the most accurate subnet, over the workers' time (1.0: the pool is full)."""
         capacity = self.interval_ms * max(self.workers, 1)
-        return self.answered * self.best_cost_ms / capacity if capacity > 0 else 0.0
+        return self.rows * self.best_cost_ms / capacity if capacity > 0 else 0.0
 
     @property
     def miss_ratio(self) -> float:

@@ -107,6 +107,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return 2
     try:
         cfg = _serve_config(args, auth.from_args(args, args.token_env), limits.from_args(args), auth.tls_from_args(args))
+        # -- cluster and autoscaling (issue 18): serve --ray ADDRESS|auto, --autoscale; see scheduler/cluster.py
+        from dataclasses import replace
+        from superserve.scheduler import cluster
+        try:
+            cfg = replace(cfg, cluster=cluster.from_args(args))
+        except ImportError as e:  # --ray without the extra
+            print(f"superserve serve: --ray needs Ray: pip install 'superserve-triton[ray]' ({e})", file=sys.stderr)
+            return 2
     except ValueError as e:  # bad settings, quoted
         print(f"superserve serve: {e}", file=sys.stderr)
         return 2
@@ -368,7 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--shed-peak-fraction", type=float, default=1.0,
                     help="admission shedding assumes the queue drains at this fraction of the profile's peak "
                     "throughput (1: never refuses what the profile could serve; lower refuses earlier)")
-    from superserve.scheduler import auth, limits
+    from superserve.scheduler import auth, cluster, limits
+    cluster.add_arguments(sv)  # --ray, --autoscale and their options (scheduler/cluster.py)
     limits.add_arguments(sv)
     auth.add_arguments(sv)
     sv.set_defaults(func=_cmd_serve)
