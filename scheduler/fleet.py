@@ -111,6 +111,7 @@ class Fleet:
                 w = MeteredWorker(ep.url, self.model, self.cfg.drain_timeout_s)
                 if await self._ready(w):
                     u.worker, u.incarnation = w, ep.incarnation
+                    log.info("worker %s ready (%s)", ep.url, self.backend.describe(u.handle))
                     return
                 await w.close()
             if loop.time() > deadline:

@@ -32,9 +32,9 @@ esac
 stamp=.venv/.superserve-installed
 want=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  say "installing packages into .venv (torch==2.13.0 CPU, numpy<2, nvidia-pytriton, tritonclient, ...)"
+  say "installing packages into .venv (torch==2.13.0 CPU, numpy<2, nvidia-pytriton, tritonclient, ray, ...)"
   log=.venv/pip-install.log
-  { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -c constraints.txt -e .; } \
+  { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -c constraints.txt -e ".[ray]"; } \
     > "$log" 2>&1 || { tail -30 "$log" >&2; say "pip install failed (full log: $log)"; exit 1; }
   .venv/bin/python -c "import torch, numpy, tritonclient.grpc, pytriton; assert numpy.__version__ < '2'" \
     || { say "package check failed"; exit 1; }

@@ -21,7 +21,7 @@ def pool_second(t_ms: float, target: int, workers: int, load: float, lossy_below
     missed = int(answered * min(0.5, max(0.0, per_worker - 1.0)))
     ok = answered - missed
     acc = BEST - (0.03 if per_worker > 1.0 else 0.015 if per_worker > lossy_below else 0.0)
-    return Sample(t_ms, 1000.0, target, workers, ok=ok, missed=missed, accuracy_sum=acc * ok,
+    return Sample(t_ms, 1000.0, target, workers, ok=ok, missed=missed, accuracy_sum=acc * ok, rows=answered,
                   best_accuracy=BEST, best_cost_ms=COST_MS)
 
 
