@@ -9,7 +9,7 @@ Signals, per sample (one second of the live engine):
 - **served accuracy**: mean profiled accuracy of the requests answered in time;
 - **misses**: requests answered late, dropped as infeasible or refused (503), over those answered;
 - **demand**: the rows the workers ran in the second times the per-row cost of the most accurate subnet at its
-  most efficient batch, over the time of the workers in rotation. 1.0 means the pool could just serve everything on
+  most efficient batch, over the time of the workers in the pool. 1.0 means the pool could just serve everything on
   the most accurate subnet. It depends on the traffic and the profile only, not on the subnets and batches
   SlackFit happened to choose (busy time would read near 1 at moderate load, since SlackFit keeps a worker
   busy with bigger subnets whenever it can), so the demand the pool would have with one worker fewer is exactly
@@ -26,7 +26,7 @@ Rules (the numbers are ``AutoscaleConfig`` fields, defaults justified there):
   that cost the accuracy is still there).
 - **Reversal back-off**: each step down that the window shows undone by a step up (a *reversal*) doubles the
   down hold (at most 16x), so a load that swings more slowly than the hold is followed once, not every period.
-- **Settled samples only**: a sample counts only if the workers in rotation equalled the target and it was
+- **Settled samples only**: a sample counts only if the workers in the pool equalled the target and it was
   taken after the last change of target. While a worker starts, drains or is restarted, nothing is decided
   (``waiting``); each hold starts afresh after every change.
 - **Bounds**: the target stays within [``min_workers``, ``max_workers``].
@@ -105,7 +105,7 @@ class Sample:
     target: int
     """The target in force during the interval."""
     workers: int
-    """Workers in rotation (admitted) at the end of the interval."""
+    """Workers in the pool (admitted, not draining) at the end of the interval."""
     ok: int = 0
     """Requests answered in time."""
     missed: int = 0
@@ -178,7 +178,7 @@ def _held(window: Sequence[Sample], now_ms: float, hold_s: float, pred) -> list[
 
 
 def _settled(window: Sequence[Sample], target: int) -> list[Sample]:
-    """Samples since the last change of target in which the workers in rotation equalled it."""
+    """Samples since the last change of target in which the workers in the pool equalled it."""
     i = len(window)
     while i > 0 and window[i - 1].target == target:
         i -= 1
@@ -214,7 +214,7 @@ def decide(window: Sequence[Sample], now_ms: float, cfg: AutoscaleConfig) -> Dec
                         f"{cfg.max_workers}]", "bound")
     last = window[-1]
     if last.workers != target:
-        return Decision(target, "hold", f"waiting: {last.workers} of {target} workers in rotation", "waiting")
+        return Decision(target, "hold", f"waiting: {last.workers} of {target} workers in the pool", "waiting")
     settled = _settled(window, target)
     hot = _held(settled, now_ms, cfg.up_hold_s, lambda s: hot_reason(s, cfg) is not None)
     if hot is not None:

@@ -74,8 +74,9 @@ class Fleet:
     # -- counts ---------------------------------------------------------------------------------
     @property
     def actual(self) -> int:
-        """Workers in the pool and in rotation (not draining)."""
-        return sum(1 for u in self.units if not u.retiring and u.worker is not None and u.worker.healthy)
+        """Workers the fleet has in the pool (not draining). One the pool took out of rotation for a failed call
+        or probe still counts until its backend says it is gone: the pool's health is the pool's business."""
+        return sum(1 for u in self.units if not u.retiring and u.worker is not None)
 
     @property
     def workers(self) -> list[MeteredWorker]:
@@ -209,7 +210,7 @@ class Fleet:
         self.membership.add_worker(w)
         u.worker, u.incarnation = w, ep.incarnation
         self.stats.worker_admissions += 1
-        log.info("worker %s admitted (%s; %d of target %d in rotation)", ep.url, self.backend.describe(u.handle),
+        log.info("worker %s admitted (%s; %d of target %d in the pool)", ep.url, self.backend.describe(u.handle),
                  self.actual, self.target)
         self.publish()
 

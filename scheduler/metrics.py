@@ -86,7 +86,7 @@ class Stats:
     workers_target: int | None = None
     """Workers the scheduler wants (serve --autoscale / --ray, fleet.py); None: it does not manage its workers."""
     workers_actual: int = 0
-    """Workers of the fleet in the pool and in rotation."""
+    """Workers of the fleet in the pool (admitted, not draining)."""
     workers_draining: int = 0
     """Workers leaving: out of the pool, finishing their calls in flight, then stopped."""
     worker_admissions: int = 0
@@ -185,7 +185,7 @@ def fleet_lines(s: Stats) -> list[str]:
         return []
     out = ["# HELP sched_workers_target Workers the scheduler wants (the autoscaler's target, or the fixed count).",
            "# TYPE sched_workers_target gauge", f"sched_workers_target {s.workers_target}",
-           "# HELP sched_workers Workers in the pool and in rotation.",
+           "# HELP sched_workers Workers the scheduler manages that are in its pool (admitted, not draining).",
            "# TYPE sched_workers gauge", f"sched_workers {s.workers_actual}",
            "# HELP sched_workers_draining Workers finishing their calls in flight before they stop.",
            "# TYPE sched_workers_draining gauge", f"sched_workers_draining {s.workers_draining}",
