@@ -25,8 +25,11 @@ from superserve.scheduler.ports import free_ports
 from superserve.scheduler.server import serve_subprocess
 
 SCALE_ARGS = ["--autoscale", "--workers", "1", "--min-workers", "1", "--max-workers", "2",
-              "--scale-up-hold-s", "2", "--scale-down-hold-s", "4", "--default-slo-ms", "5000"]
-"""Short holds so the test takes about a minute; the rules are the defaults' (tests/unit/test_autoscale.py)."""
+              "--scale-up-hold-s", "2", "--scale-down-hold-s", "4", "--scale-up-demand", "0.5",
+              "--scale-down-demand", "0.3", "--default-slo-ms", "5000"]
+"""Short holds so the test takes about a minute, and demand thresholds that the closed-loop clients cross with
+room to spare on a busy 2-core machine (they reach a demand of about 1 on one worker, 0.05 when light). The
+policy's defaults are tested on a fake clock (tests/unit/test_autoscale.py); this tests the machinery."""
 MAX_REQUESTS = 20_000
 MAX_SECONDS = 300.0
 
