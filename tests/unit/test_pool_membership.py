@@ -19,12 +19,14 @@ from superserve.scheduler.profile import Profile
 
 
 class Slow:
-    """Answers like a TritonWorker after ``delay_s``; ``close`` waits for its calls in flight (the drain)."""
+    """Answers like a TritonWorker after ``delay_s``, or, while ``gate`` is set to an unset event, only once it is
+    set; ``close`` waits for its calls in flight (the drain)."""
 
     def __init__(self, url: str, delay_s: float = 0.03):
         self.url, self.delay_s = url, delay_s
         self.inflight, self.healthy = 0, True
         self.calls = self.finished = 0
+        self.gate: asyncio.Event | None = None
         self.closed_with_calls = None
 
     async def ready(self) -> bool:
@@ -32,8 +34,12 @@ class Slow:
 
     async def infer(self, images, subnet, timeout_s):
         self.calls += 1
-        await asyncio.sleep(self.delay_s)
-        self.finished += 1
+        try:
+            await asyncio.sleep(self.delay_s)
+            if self.gate is not None:
+                await self.gate.wait()
+        finally:  # a call cancelled (e.g. by the hang rule) has ended too
+            self.finished += 1
         return np.zeros((len(images), 10), np.float32), [{"subnet": subnet, "url": self.url}] * len(images)
 
     async def close(self) -> None:
@@ -62,18 +68,27 @@ def test_added_worker_serves_and_removed_worker_drains_with_every_request_answer
             m.add_worker(b)
             with pytest.raises(ValueError, match="already"):
                 m.add_worker(Slow("b"))
-            first = await asyncio.gather(*(one() for _ in range(200)))
+            first = await asyncio.wait_for(asyncio.gather(*(one() for _ in range(200))), 60)
             assert set(first) == {"a", "b"}, "the added worker gets batches"
             await asyncio.sleep(0.2)  # its probe runs and keeps it in rotation
             assert engine.stats.worker_healthy["b"] == 1
+            b.gate = asyncio.Event()  # b's next batch stays in flight until the test lets it end
             tasks = [asyncio.ensure_future(one()) for _ in range(200)]
-            while b.calls == b.finished:  # until b has a batch in flight
-                await asyncio.sleep(0.001)
+
+            async def b_busy():
+                while b.calls == b.finished:
+                    await asyncio.sleep(0.001)
+            await asyncio.wait_for(b_busy(), 30)
             calls_at_removal = b.calls
-            removed = await m.remove_worker("b")
+            removal = asyncio.ensure_future(m.remove_worker("b"))
+            await asyncio.sleep(0.1)
+            assert not removal.done(), "remove_worker returned while the worker still had a batch in flight"
+            assert [w.url for w in engine.workers] == ["a"], "out of rotation at once"
+            b.gate.set()
+            removed = await asyncio.wait_for(removal, 30)
             assert removed is b and b.closed_with_calls >= 1, "removed with a batch in flight"
             assert b.finished == b.calls, "remove_worker returned only after its calls in flight ended"
-            second = await asyncio.gather(*tasks)
+            second = await asyncio.wait_for(asyncio.gather(*tasks), 60)
             assert b.calls == calls_at_removal, "no batch went to the removed worker"
             assert "b" not in engine.stats.worker_healthy and [w.url for w in engine.workers] == ["a"]
             with pytest.raises(KeyError):
