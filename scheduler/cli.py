@@ -125,6 +125,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return 2
     try:
         cfg = _serve_config(args, auth.from_args(args, args.token_env), limits.from_args(args), auth.tls_from_args(args))
+        # -- cluster and autoscaling (issue 18): serve --ray ADDRESS|auto, --autoscale; see scheduler/cluster.py
+        from dataclasses import replace
+        from superserve.scheduler import cluster
+        try:
+            cfg = replace(cfg, cluster=cluster.from_args(args))
+        except ImportError as e:  # --ray without the extra
+            print(f"superserve serve: --ray needs Ray: pip install 'superserve-triton[ray]' ({e})", file=sys.stderr)
+            return 2
     except ValueError as e:  # bad settings, quoted
         print(f"superserve serve: {e}", file=sys.stderr)
         return 2
@@ -456,7 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the drain rate admission shedding assumes: peak (the planning profile's peak throughput "
                     "on every worker) or measured (rows the workers cleared under a backlog, recent full batches; "
                     "an experiment: better in one of two overload runs, worse in the other)")
-    from superserve.scheduler import auth, limits
+    from superserve.scheduler import auth, cluster, limits
+    cluster.add_arguments(sv)  # --ray, --autoscale and their options (scheduler/cluster.py)
     limits.add_arguments(sv)
     auth.add_arguments(sv)
     sv.set_defaults(func=_cmd_serve)

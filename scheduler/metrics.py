@@ -85,6 +85,20 @@ class Stats:
     """Requests and connections the front-end limits refused, by (protocol, reason) (limits.REFUSALS)."""
     http_connections: object = None
     """The HTTP front end's ``ConnectionGuard`` (limits.py): its counters are read when rendering."""
+    workers_target: int | None = None
+    """Workers the scheduler wants (serve --autoscale / --ray, fleet.py); None: it does not manage its workers."""
+    workers_actual: int = 0
+    """Workers of the fleet in the pool (admitted, not draining)."""
+    workers_draining: int = 0
+    """Workers leaving: out of the pool, finishing their calls in flight, then stopped."""
+    worker_admissions: int = 0
+    """Workers that joined the pool after their readiness probe and warm-up (new, or restarted)."""
+    workers_lost: int = 0
+    """Workers dropped from the pool because their process or actor died or moved."""
+    worker_demand: float = 0.0
+    """The last second's requests on the most accurate subnet over the pool's capacity (autoscale.py)."""
+    scaling_decisions: Counter = field(default_factory=Counter)
+    """Changes of the target by (direction, reason): up/accuracy, up/misses, up/demand, down/idle, up|down/bound."""
     batch_size: Histogram = field(default_factory=lambda: Histogram((1, 2, 4, 8, 16, 32, 64)))
     decision_seconds: Histogram = field(default_factory=lambda: Histogram((1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 1e-2)))
     queue_wait_seconds: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_S))
@@ -163,6 +177,7 @@ def render(s: Stats) -> str:
                 "too slowly (408) or a head too large (431).",
                 "# TYPE sched_http_connections_closed_total counter",
                 f"sched_http_connections_closed_total {guard.closed}"]
+    out += fleet_lines(s)
     for name, h, help_ in (("sched_batch_size", s.batch_size, "Rows per dispatched batch."),
                            ("sched_decision_seconds", s.decision_seconds, "Time the policy took per decision."),
                            ("sched_queue_wait_seconds", s.queue_wait_seconds, "Arrival to dispatch."),
@@ -171,3 +186,27 @@ def render(s: Stats) -> str:
                             "The engine's answer to the front end's encoded response (the reply path the sidecar sees).")):
         out += [f"# HELP {name} {help_}", f"# TYPE {name} histogram"] + h.lines(name)
     return "\n".join(out) + "\n"
+
+
+def fleet_lines(s: Stats) -> list[str]:
+    """The fleet's and the autoscaler's metrics (only when the scheduler manages its workers)."""
+    if s.workers_target is None:
+        return []
+    out = ["# HELP sched_workers_target Workers the scheduler wants (the autoscaler's target, or the fixed count).",
+           "# TYPE sched_workers_target gauge", f"sched_workers_target {s.workers_target}",
+           "# HELP sched_workers Workers the scheduler manages that are in its pool (admitted, not draining).",
+           "# TYPE sched_workers gauge", f"sched_workers {s.workers_actual}",
+           "# HELP sched_workers_draining Workers finishing their calls in flight before they stop.",
+           "# TYPE sched_workers_draining gauge", f"sched_workers_draining {s.workers_draining}",
+           "# HELP sched_worker_admissions_total Workers admitted to the pool after readiness and warm-up.",
+           "# TYPE sched_worker_admissions_total counter", f"sched_worker_admissions_total {s.worker_admissions}",
+           "# HELP sched_workers_lost_total Workers dropped because their process or actor died or moved.",
+           "# TYPE sched_workers_lost_total counter", f"sched_workers_lost_total {s.workers_lost}",
+           "# HELP sched_worker_demand_ratio Last second's requests on the most accurate subnet over the pool's "
+           "capacity (may exceed 1).",
+           "# TYPE sched_worker_demand_ratio gauge", f"sched_worker_demand_ratio {s.worker_demand:.4f}",
+           "# HELP sched_scaling_decisions_total Changes of the target worker count, by direction and reason.",
+           "# TYPE sched_scaling_decisions_total counter"]
+    out += [f'sched_scaling_decisions_total{{direction="{d}",reason="{r}"}} {v}'
+            for (d, r), v in sorted(s.scaling_decisions.items())]
+    return out

@@ -81,6 +81,9 @@ class ServeConfig:
     """Connection caps and read timeouts of the two front ends (limits.py)."""
     tls: TlsConfig = field(default_factory=TlsConfig)
     """Certificate files for HTTPS and gRPC over TLS (auth.py); with a client CA, mutual TLS."""
+    cluster: object = None
+    """A cluster.ClusterConfig: workers the sidecar starts, watches and scales itself (local processes or Ray
+    actors, ``serve --ray`` / ``--autoscale``); None: the fixed workers above."""
 
     def __post_init__(self):
         if not is_loopback(self.triton.host):
@@ -105,6 +108,9 @@ class ServeConfig:
                              "(--worker-http, in the order of --worker)")
         if self.worker_http and self.resolve_workers:
             raise ValueError("--worker-http cannot be paired with --resolve-workers (addresses found at start)")
+        if self.cluster is not None and (self.workers or self.policy == "infaas" or self.worker_transport != "grpc"):
+            raise ValueError("a cluster of managed workers (--ray, --autoscale) takes no --worker URLs, serves "
+                             "the supernet (not policy infaas) and calls its workers over gRPC")
         if self.workers and self.local_workers != 1:
             raise ValueError(f"give running workers ({len(self.workers)} URLs) or a number of local workers "
                              f"({self.local_workers}), not both")
@@ -181,6 +187,8 @@ class Sidecar:
     def __init__(self, cfg: ServeConfig):
         self.cfg = cfg
         self.tritons: list[TritonProcess] = []
+        self.cluster = None
+        """cluster.ClusterWorkers when the sidecar manages its workers (cfg.cluster)."""
         self.engine: Engine | None = None
         self._runner: web.AppRunner | None = None
         self._grpc: grpc.aio.Server | None = None
@@ -195,7 +203,8 @@ class Sidecar:
     async def start(self) -> "Sidecar":
         cfg = self.cfg
         weights_meta = json.loads(paths.default_weights().with_suffix(".json").read_text())
-        profile = Profile.load(find_profile(cfg.profile, measure=not cfg.workers), expect_supernet=weights_meta["sha256"],
+        remote = cfg.workers or (cfg.cluster is not None and cfg.cluster.ray is not None)
+        profile = Profile.load(find_profile(cfg.profile, measure=not remote), expect_supernet=weights_meta["sha256"],
                                stat=cfg.latency_stat)
         if cfg.subnet and profile.get(cfg.subnet) is None:
             raise ProfileError(f"--subnet {cfg.subnet!r} is not in the profile")
@@ -211,17 +220,27 @@ class Sidecar:
         if cfg.resolve_workers:
             log.info("workers %s resolve to %s", list(cfg.workers), urls)
         http = list(cfg.worker_http) if cfg.worker_http else [None] * len(urls)
-        if not urls:
+        smallest = profile.subnets[0].name
+        warmup = lambda w: w.infer(np.zeros((1, 1, 28, 28), np.float32), smallest,  # noqa: E731
+                                   cfg.health.warmup_timeout_s)
+        if cfg.cluster is not None:  # workers the sidecar starts, watches and scales (cluster.py)
+            from .cluster import ClusterWorkers
+
+            self.cluster = ClusterWorkers(cfg.cluster, triton_cfg, warmup)
+            workers = await self.cluster.start()
+            urls = [w.url for w in workers]
+        elif not urls:
             await self._start_tritons(local_triton_configs(triton_cfg, cfg.local_workers))
             urls = [t.cfg.grpc_url for t in self.tritons]
             http = [t.cfg.http_url if cfg.worker_transport == "http" else None for t in self.tritons]
-        keys = ([t.control_headers("grpc") for t in self.tritons] if self.tritons
-                else [control_headers(cfg.triton.control_key, "grpc") if cfg.triton.control_key else None] * len(urls))
-        if infaas and any(http):
-            raise ValueError("policy infaas calls its variant models over gRPC only (no --worker-transport http)")
-        workers = [VariantWorker(u, variants, cfg.memory_budget, control_headers=k) if infaas
-                   else TritonHttpWorker(u, h, MODEL) if h else TritonWorker(u, MODEL)
-                   for u, k, h in zip(urls, keys, http)]
+        if self.cluster is None:
+            keys = ([t.control_headers("grpc") for t in self.tritons] if self.tritons
+                    else [control_headers(cfg.triton.control_key, "grpc") if cfg.triton.control_key else None] * len(urls))
+            if infaas and any(http):
+                raise ValueError("policy infaas calls its variant models over gRPC only (no --worker-transport http)")
+            workers = [VariantWorker(u, variants, cfg.memory_budget, control_headers=k) if infaas
+                       else TritonHttpWorker(u, h, MODEL) if h else TritonWorker(u, MODEL)
+                       for u, k, h in zip(urls, keys, http)]
         for w in workers:
             if not await w.ready():
                 raise RuntimeError(f"Triton worker {w.url} is not ready" + ("" if infaas else f" with model {MODEL!r}"))
@@ -254,9 +273,9 @@ class Sidecar:
                                _int_lists(json_format.MessageToDict(config_pb.config, preserving_proto_field_name=True)),
                                max_rows=profile.max_batch)
         self.engine = Engine(cfg.engine, profile, policy, workers, health=cfg.health)
-        smallest = profile.subnets[0].name
-        self.engine.pool.start(None if infaas else lambda w: w.infer(np.zeros((1, 1, 28, 28), np.float32), smallest,
-                                                                     cfg.health.warmup_timeout_s))
+        self.engine.pool.start(None if infaas else warmup)
+        if self.cluster is not None:
+            self.cluster.attach(self.engine)
         app = HttpFrontend(self.engine, surface).app
         refusals = self.engine.stats.limit_refusals
         app.middlewares.append(http_refusal_middleware(refusals))  # first: counts what aiohttp refuses (413)
@@ -301,8 +320,12 @@ class Sidecar:
             await self._grpc.stop(grace=1)
         if self._runner:
             await self._runner.cleanup()
+        if self.cluster:
+            await self.cluster.stop_watching()
         if self.engine:
             await self.engine.close()
+        if self.cluster:
+            await self.cluster.close()
         if self.tritons:
             await asyncio.gather(*(asyncio.to_thread(t.stop) for t in self.tritons))
 
@@ -326,7 +349,9 @@ async def serve_forever(cfg: ServeConfig) -> int:
               f"{' (TLS)' if cfg.tls.enabled else ''}  metrics {scheme}://{cfg.host}:{cfg.http_port}/metrics  "
               f"policy {cfg.policy}  token {'required' if cfg.auth.token else 'off'}"
               + "".join(f"  Triton {t.cfg.grpc_url} (log {t.log_path})" for t in sidecar.tritons)
-              + (f"  workers {' '.join(cfg.workers)}" if cfg.workers else ""), flush=True)
+              + (f"  workers {' '.join(cfg.workers)}" if cfg.workers else "")
+              + (f"  {sidecar.cluster.fleet.backend.name} workers "
+                 + " ".join(w.url for w in sidecar.cluster.fleet.workers) if sidecar.cluster else ""), flush=True)
         await stop.wait()
     finally:
         with contextlib.suppress(Exception):

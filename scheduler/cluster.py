@@ -1,0 +1,124 @@
+"""``serve``'s options for workers it manages itself: ``--ray ADDRESS|auto`` (Triton workers as Ray actors) and
+``--autoscale`` (a target worker count chosen by autoscale.py), and the wiring of a fleet (fleet.py) into the
+sidecar. Without either flag ``serve`` keeps its fixed workers exactly as before."""
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass, field
+
+from .autoscale import AutoscaleConfig
+from .fleet import Fleet, FleetConfig
+from .pool_membership import PoolMembership
+from .scaling_loop import ScalingLoop
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    workers: int = 1
+    """Workers at start (and always, without ``autoscale``)."""
+    ray: object = None
+    """A ray_workers.RayWorkersConfig: workers are Ray actors; None: local processes."""
+    autoscale: AutoscaleConfig | None = None
+    fleet: FleetConfig = field(default_factory=FleetConfig)
+
+    def __post_init__(self):
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        a = self.autoscale
+        if a is not None and not a.min_workers <= self.workers <= a.max_workers:
+            raise ValueError(f"--workers {self.workers} must lie within --min-workers {a.min_workers} and "
+                             f"--max-workers {a.max_workers}")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("cluster and autoscaling (docs/cluster.md)")
+    g.add_argument("--ray", metavar="ADDRESS", help="run the Triton workers as Ray actors on this cluster (auto, "
+                   "HOST:PORT or ray://HOST:PORT); needs the extra superserve-triton[ray]")
+    g.add_argument("--worker-cpus", type=float, default=1.0, help="--ray: CPUs each worker asks Ray for")
+    g.add_argument("--worker-gpus", type=float, default=0.0, choices=(0.0, 1.0),
+                   help="--ray: 1 runs each worker's supernet on a GPU of its own")
+    g.add_argument("--autoscale", action="store_true",
+                   help="choose the number of workers between --min-workers and --max-workers (local processes, "
+                   "or Ray actors with --ray); --workers is the count at start")
+    d = AutoscaleConfig()
+    g.add_argument("--min-workers", type=int, default=d.min_workers)
+    g.add_argument("--max-workers", type=int, default=d.max_workers)
+    g.add_argument("--scale-accuracy-gap", type=float, default=d.accuracy_gap,
+                   help="add a worker while the served accuracy stays this far below the best subnet's")
+    g.add_argument("--scale-max-miss", type=float, default=d.max_miss_ratio,
+                   help="... or more than this share of requests is late, dropped or refused")
+    g.add_argument("--scale-up-demand", type=float, default=d.up_demand,
+                   help="... or the demand on the most accurate subnet is above this share of the pool's capacity")
+    g.add_argument("--scale-down-demand", type=float, default=d.down_demand,
+                   help="remove one while the demand on one worker fewer stays below this")
+    g.add_argument("--scale-up-hold-s", type=float, default=d.up_hold_s)
+    g.add_argument("--scale-down-hold-s", type=float, default=d.down_hold_s)
+    g.add_argument("--worker-drain-timeout-s", type=float, default=FleetConfig().drain_timeout_s,
+                   help="longest wait for a removed worker's batches in flight before it is stopped")
+
+
+def from_args(args: argparse.Namespace) -> ClusterConfig | None:
+    """The cluster options given, or None (neither --ray nor --autoscale: fixed workers as before)."""
+    if not args.ray and not args.autoscale:
+        return None
+    if args.worker:
+        raise ValueError("--ray and --autoscale start their own workers; not with --worker URL")
+    if args.policy == "infaas":
+        raise ValueError("--ray and --autoscale serve the supernet; policy infaas needs its variant workers")
+    ray_cfg = None
+    if args.ray:
+        from .ray_workers import RayWorkersConfig  # needs the extra: import only when asked for
+
+        ray_cfg = RayWorkersConfig(address=args.ray, worker_cpus=args.worker_cpus, worker_gpus=args.worker_gpus)
+    scale = None
+    if args.autoscale:
+        scale = AutoscaleConfig(min_workers=args.min_workers, max_workers=args.max_workers,
+                                accuracy_gap=args.scale_accuracy_gap, max_miss_ratio=args.scale_max_miss,
+                                up_demand=args.scale_up_demand, down_demand=args.scale_down_demand,
+                                up_hold_s=args.scale_up_hold_s, down_hold_s=args.scale_down_hold_s)
+    workers = args.workers if args.workers is not None else (scale.min_workers if scale else 1)
+    return ClusterConfig(workers=workers, ray=ray_cfg, autoscale=scale,
+                         fleet=FleetConfig(drain_timeout_s=args.worker_drain_timeout_s))
+
+
+class ClusterWorkers:
+    """The sidecar's part: start the fleet's first workers, then hand it the engine's pool and run the autoscaler."""
+
+    def __init__(self, cfg: ClusterConfig, triton_cfg, warmup):
+        self.cfg = cfg
+        if cfg.ray is not None:
+            from .ray_workers import RayActors
+
+            backend = RayActors(cfg.ray)
+        else:
+            from .local_workers import LocalProcesses
+
+            backend = LocalProcesses(triton_cfg)
+        from .metrics import Stats
+
+        self.fleet = Fleet(backend, cfg.fleet, Stats(), warmup=warmup)
+        self.scaling: ScalingLoop | None = None
+
+    async def start(self) -> list:
+        workers = await self.fleet.start(self.cfg.workers)
+        log.info("%d %s worker(s) ready: %s", len(workers), self.fleet.backend.name, [w.url for w in workers])
+        return workers
+
+    def attach(self, engine) -> None:
+        self.fleet.stats = engine.stats
+        self.fleet.attach(PoolMembership(engine))
+        self.fleet.publish()
+        if self.cfg.autoscale is not None:
+            self.scaling = ScalingLoop(self.cfg.autoscale, self.fleet, engine)
+            self.scaling.start()
+
+    async def stop_watching(self) -> None:
+        if self.scaling is not None:
+            await self.scaling.close()
+        await self.fleet.stop_watching()
+
+    async def close(self) -> None:
+        await self.fleet.close()

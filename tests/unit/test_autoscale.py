@@ -1,0 +1,152 @@
+"""The autoscaler policy (scheduler/autoscale.py) on a fake clock: a stand-in pool whose served accuracy and
+misses follow the demand per worker, one sample per second, workers admitted a few seconds after the target
+rises (as a Triton starts)."""
+from __future__ import annotations
+
+import pytest
+
+from superserve.scheduler.autoscale import AutoscaleConfig, Sample, decide, hot_reason, is_cold
+
+BEST = 0.939
+CAPACITY_RPS = 300.0
+"""One worker serves this many requests per second on the most accurate subnet."""
+COST_MS = 1000.0 / CAPACITY_RPS
+
+
+def pool_second(t_ms: float, target: int, workers: int, load: float, lossy_below: float = 0.8) -> Sample:
+    """One second of a pool of ``workers`` under ``load`` (in units of one worker's capacity on the most
+    accurate subnet): above ``lossy_below`` per worker SlackFit trades accuracy, above 1.0 it also misses."""
+    per_worker = load / max(workers, 1)
+    answered = int(round(load * CAPACITY_RPS))
+    missed = int(answered * min(0.5, max(0.0, per_worker - 1.0)))
+    ok = answered - missed
+    acc = BEST - (0.03 if per_worker > 1.0 else 0.015 if per_worker > lossy_below else 0.0)
+    return Sample(t_ms, 1000.0, target, workers, ok=ok, missed=missed, accuracy_sum=acc * ok, rows=answered,
+                  best_accuracy=BEST, best_cost_ms=COST_MS)
+
+
+def run(load, seconds: int, cfg: AutoscaleConfig, start: int = 1, admit_s: int = 5, lossy_below=lambda n: 0.8):
+    """Drive decide() once a second; workers follow the target ``admit_s`` seconds after it rises (at once when
+    it falls: a drained worker leaves rotation first). Returns (targets per second, decisions that changed)."""
+    window, target, workers, pending_since = [], start, start, None
+    targets, changes = [], []
+    for sec in range(1, seconds + 1):
+        now = sec * 1000.0
+        if workers < target:
+            pending_since = pending_since if pending_since is not None else now
+            if now - pending_since >= admit_s * 1000:
+                workers, pending_since = workers + 1, None
+        workers = min(workers, target)
+        window.append(pool_second(now, target, workers, load(sec), lossy_below(workers)))
+        window = window[-int(cfg.memory_s):]
+        d = decide(window, now, cfg)
+        if d.target != target:
+            changes.append((sec, target, d.target, d.kind, d.reason))
+            target = d.target
+        targets.append(target)
+    return targets, changes
+
+
+CFG = AutoscaleConfig(min_workers=1, max_workers=4)
+
+
+def test_surge_adds_workers_until_demand_fits_then_decline_removes_them_one_at_a_time():
+    load = lambda s: 0.5 if s < 20 or s >= 120 else 2.0  # noqa: E731 - a step to 2x one worker's capacity and back
+    targets, changes = run(load, 260, CFG)
+    assert targets[18] == 1, "no worker added before the surge"
+    ups = [c for c in changes if c[2] > c[1]]
+    assert [c[2] for c in ups] == [2, 3], changes  # 2.0 needs 3 workers to sit below 0.8 each
+    assert ups[0][0] <= 20 + CFG.up_hold_s + 1, "first worker requested within the up hold"
+    assert ups[1][0] - ups[0][0] <= 5 + CFG.up_hold_s + 2, "next one once the first is in rotation and hot again"
+    assert {c[3] for c in ups} <= {"accuracy", "misses", "demand"}
+    downs = [c for c in changes if c[2] < c[1]]
+    assert [c[2] for c in downs] == [2, 1], changes
+    assert downs[0][0] >= 119 + CFG.down_hold_s, "no step down before the cold hold (from sample 120)"
+    assert downs[1][0] - downs[0][0] >= CFG.down_hold_s, "one worker at a time, each after a full hold"
+    assert all(c[3] == "idle" for c in downs)
+    assert targets[-1] == 1
+
+
+@pytest.mark.parametrize("load, start", [(0.5, 1), (0.75, 1), (1.2, 2), (1.5, 2), (2.0, 3), (0.0, 1)])
+def test_steady_load_never_changes_a_settled_pool(load, start):
+    targets, changes = run(lambda s: load, 600, CFG, start=start)
+    assert changes == []
+
+
+def test_steady_load_settles_once_from_too_few_and_from_too_many():
+    _, up = run(lambda s: 1.5, 600, CFG, start=1)
+    assert [c[2] for c in up] == [2], up
+    _, down = run(lambda s: 0.3, 600, CFG, start=4)
+    assert [c[2] for c in down] == [3, 2, 1], down
+
+
+@pytest.mark.parametrize("period_s", [1, 2, 10, 40])
+def test_oscillating_load_does_not_flap(period_s):
+    load = lambda s: 1.6 if (s // period_s) % 2 else 0.4  # noqa: E731
+    targets, changes = run(load, 900, CFG)
+    # followed at most once: a step down that had to be undone doubles the down hold past the swing
+    assert [c[2] for c in changes] in ([], [2], [2, 1, 2]), changes
+    if period_s < CFG.up_hold_s:
+        assert changes == [], "bursts shorter than the up hold are SlackFit's to absorb"
+
+
+def test_a_worker_added_for_lost_accuracy_is_kept_while_the_load_that_cost_it_stays():
+    # One worker loses accuracy at 0.55 of its capacity (bursts); two do not. Demand alone would call for one
+    # worker again (0.55 < down_demand), but the regret rule keeps the second while the load is the same.
+    lossy = lambda n: 0.5 if n == 1 else 0.8  # noqa: E731
+    _, changes = run(lambda s: 0.55, 900, CFG, lossy_below=lossy)
+    assert [(c[2], c[3]) for c in changes] == [(2, "accuracy")], changes
+    # ... and removed once the load has fallen clearly below it
+    _, changes = run(lambda s: 0.55 if s < 300 else 0.2, 900, CFG, lossy_below=lossy)
+    assert [c[2] for c in changes] == [2, 1], changes
+
+
+def test_bounds_are_held():
+    cfg = AutoscaleConfig(min_workers=2, max_workers=3)
+    targets, changes = run(lambda s: 10.0, 200, cfg, start=2)
+    assert max(targets) == 3 and [c[2] for c in changes] == [3]
+    targets, changes = run(lambda s: 0.0, 400, cfg, start=3)
+    assert min(targets) == 2 and [c[2] for c in changes] == [2]
+    # a target outside the bounds (e.g. the bounds were changed) is brought back at once
+    d = decide([pool_second(1000, 5, 5, 1.0)], 1000, cfg)
+    assert (d.target, d.kind) == (3, "bound")
+
+
+def test_at_the_maximum_the_hot_reason_is_reported():
+    cfg = AutoscaleConfig(min_workers=1, max_workers=1)
+    window = [pool_second(t * 1000.0, 1, 1, 3.0) for t in range(1, 6)]
+    d = decide(window, 5000, cfg)
+    assert d.target == 1 and d.kind == "bound" and "maximum" in d.reason
+
+
+def test_nothing_is_decided_while_a_worker_is_not_in_rotation():
+    # the target is 2 but one worker is starting (or being restarted by Ray): hot or not, wait
+    window = [pool_second(t * 1000.0, 2, 1, 3.0) for t in range(1, 30)]
+    d = decide(window, 29000, CFG)
+    assert (d.target, d.direction, d.kind) == (2, "hold", "waiting")
+    # and the hold starts afresh once it is admitted
+    window += [pool_second(30000, 2, 2, 3.0)]
+    assert decide(window, 30000, CFG).direction == "hold"
+    window += [pool_second(t * 1000.0, 2, 2, 3.0) for t in range(31, 34)]
+    assert decide(window, 33000, CFG).target == 3
+
+
+def test_signals():
+    s = pool_second(1000, 1, 1, 0.5)
+    assert s.demand == pytest.approx(0.5, abs=0.01) and hot_reason(s, CFG) is None
+    assert hot_reason(pool_second(1000, 1, 1, 0.9), CFG)[0] == "accuracy"  # lossy above 0.8
+    assert hot_reason(pool_second(1000, 1, 1, 0.9, lossy_below=1.0), CFG)[0] == "demand"
+    missing = Sample(1000, 1000, 1, 1, ok=90, missed=10, accuracy_sum=90 * BEST, best_accuracy=BEST, best_cost_ms=0.1)
+    assert hot_reason(missing, CFG)[0] == "misses"
+    few = Sample(1000, 1000, 2, 2, ok=5, accuracy_sum=5 * 0.5, best_accuracy=BEST, best_cost_ms=0.1)
+    assert hot_reason(few, CFG) is None and is_cold(few, CFG), "5 requests say nothing about accuracy"
+    assert not is_cold(pool_second(1000, 1, 1, 0.1), CFG), "one worker is never cold: nothing to remove"
+    assert decide([], 0, CFG).target == CFG.min_workers
+
+
+@pytest.mark.parametrize("kwargs", [dict(min_workers=0), dict(min_workers=3, max_workers=2),
+                                    dict(down_demand=0.9, up_demand=0.8), dict(up_hold_s=0),
+                                    dict(regret_fraction=1.5), dict(max_miss_ratio=1.0)])
+def test_config_rejects_bad_values(kwargs):
+    with pytest.raises(ValueError):
+        AutoscaleConfig(**kwargs)
