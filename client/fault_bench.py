@@ -38,7 +38,8 @@ import numpy as np
 
 from superserve.client import traces
 from superserve.client.bench import _warm, measure_capacity
-from superserve.client.loadgen import Target, run_open_loop, summarize
+from superserve.client.loadgen import Target, run_open_loop
+from superserve.scheduler.summary import summarize
 from superserve.client.report import arrival_series, series
 from superserve.scheduler import paths
 from superserve.scheduler.hardware import command_line, git_commit, hardware_name

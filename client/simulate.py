@@ -17,7 +17,8 @@ from superserve.scheduler.hardware import command_line
 from superserve.scheduler.policies import make_policy
 from superserve.scheduler.profile import Profile
 from superserve.scheduler.server import find_profile
-from superserve.scheduler.sim import SimConfig, SimRequest, simulate, summarize
+from superserve.scheduler.sim import SimConfig, SimRequest, simulate
+from superserve.scheduler.summary import describe, summarize
 from superserve.supernet.validation import ValidationRecord, default_path
 
 SIMULATABLE = ("slackfit", "fixed", "clipper", "cascade")
@@ -46,12 +47,10 @@ def main(args) -> int:
         policy = make_policy(kind, subnet=arg or args.subnet, plan=plan)
         t = time.perf_counter()
         s = summarize(simulate(policy, profile, reqs, record,
-                               SimConfig(workers=args.workers, margin_ms=args.margin_ms)), profile)
+                               SimConfig(workers=args.workers, margin_ms=args.margin_ms)))
         s["wall_s"] = round(time.perf_counter() - t, 2)
         result["policies"][name] = s
-        print(f"{name:22} attainment {s['slo_attainment']:.3f}  served acc {s['mean_served_accuracy'] or 0:.4f}  "
-              f"real acc {s['real_accuracy'] or 0:.4f}  escalated {s['escalated']}  dropped {s['dropped']}  "
-              f"p99 {s['p99_ms']} ms")
+        print(f"{name:28} {describe(s)}")
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     return 0

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from superserve.client.loadgen import Target, run_open_loop, summarize
+from superserve.client.loadgen import Target, run_open_loop
+from superserve.scheduler.summary import summarize
 from superserve.client.traces import poisson
 from superserve.scheduler import paths
 from superserve.scheduler.server import serve_subprocess
