@@ -12,9 +12,8 @@ import numpy as np
 
 from superserve.client import traces
 from superserve.scheduler import paths
-from superserve.scheduler.gears import GearPlan
 from superserve.scheduler.hardware import command_line
-from superserve.scheduler.policies import make_policy
+from superserve.scheduler.policies.factories import PolicyOptions, factory_for
 from superserve.scheduler.profile import Profile
 from superserve.scheduler.server import find_profile
 from superserve.scheduler.sim import SimConfig, SimRequest, simulate
@@ -22,10 +21,6 @@ from superserve.scheduler.summary import describe, summarize
 from superserve.supernet.validation import ValidationRecord, default_path
 
 SIMULATABLE = ("slackfit", "fixed", "clipper", "cascade")
-
-
-def default_plan_path(profile: Profile) -> Path:
-    return paths.repo_root() / "plans" / f"{profile.hardware}.json"
 
 
 def main(args) -> int:
@@ -43,8 +38,7 @@ def main(args) -> int:
         kind, _, arg = name.partition(":")
         if kind not in SIMULATABLE:
             raise SystemExit(f"policy {kind!r} cannot be simulated; choose from {SIMULATABLE}")
-        plan = GearPlan.load(args.plan or default_plan_path(profile)) if kind == "cascade" else None
-        policy = make_policy(kind, subnet=arg or args.subnet, plan=plan)
+        policy = factory_for(PolicyOptions(kind, subnet=arg or args.subnet, plan=args.plan)).policy(profile)
         t = time.perf_counter()
         s = summarize(simulate(policy, profile, reqs, record,
                                SimConfig(workers=args.workers, margin_ms=args.margin_ms)))
