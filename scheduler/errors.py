@@ -35,6 +35,3 @@ class Cancelled(ServeError):
 class WorkerFailed(ServeError):
     http_status, grpc_code = 500, "INTERNAL"
 
-
-ERROR_TABLE = {cls.__name__: (cls.http_status, cls.grpc_code)
-               for cls in (InvalidInput, ModelNotFound, Overloaded, DeadlineInfeasible, Cancelled, WorkerFailed)}
