@@ -403,8 +403,10 @@ class Lifecycle:
                 self.stats.model_loads += 1
                 self.stats.model_load_seconds_sum += load_seconds
             else:  # a pipelined batch starts when the one before it ends: its service time is measured from there
-                self._track_latency(d.batch.subnet, d.rows, now - (d.started_ms if d.started_ms is not None else d.sent))
-            self.policy.observe(d.batch, now - d.sent, min(j.pending.deadline_ms - j.pending.arrival_ms for j in d.jobs))
+                started = d.started_ms if d.started_ms is not None else d.sent
+                self._track_latency(d.batch.subnet, d.rows, now - started)
+            tightest_slo = min(j.pending.deadline_ms - j.pending.arrival_ms for j in d.jobs)
+            self.policy.observe(d.batch, now - d.sent, tightest_slo)
             self._answer_or_escalate(d, now, values, confidence, out)
         except Exception as e:  # a bug here must still answer every request, once
             log.exception("answering a batch of %d on %s failed", len(d.jobs), d.batch.subnet)

@@ -135,8 +135,10 @@ def plan() -> GearPlan:
                      Gear(500, 1e9, (Stage(SUBNETS[0], 0.4), Stage(SUBNETS[8], None)), 32)))
 
 
-POLICIES = {"slackfit": lambda: make_policy("slackfit"), "fixed": lambda: make_policy("fixed", subnet=SLOW),
-            "clipper": lambda: make_policy("clipper", subnet=SLOW), "cascade": lambda: make_policy("cascade", plan=plan()),
+POLICIES = {"slackfit": lambda: make_policy("slackfit"),
+            "fixed": lambda: make_policy("fixed", subnet=SLOW),
+            "clipper": lambda: make_policy("clipper", subnet=SLOW),
+            "cascade": lambda: make_policy("cascade", plan=plan()),
             "infaas": lambda: make_policy("infaas", load_ms=5000.0)}
 
 
