@@ -10,7 +10,12 @@ Policies: ``slackfit`` (ours) · ``slackfit-classic`` (SlackFit as before issue 
 scaled by a running mean, one batch in flight per worker) · ``clipper[:subnet]`` (AIMD batch on one subnet, default largest)
 · ``infaas`` (cheapest variant per request; separate models loaded on demand) · ``fixed:<subnet>``
 (our scheduler, one subnet) · ``triton-fixed:<subnet>`` (Triton's dynamic batcher, no sidecar).
-``<subnet>`` is ``smallest``, ``middle``, ``largest`` or a profiled subnet name.
+``<subnet>`` is ``smallest``, ``middle``, ``largest`` or a profiled subnet name; ``triton-fixed:pareto``
+is one ``triton-fixed:<name>`` run per Pareto subnet of the profile (the frontier of fixed baselines,
+client/frontier.py), most accurate first, after every other policy. With ``frontier_stop`` those runs
+stop once the less accurate subnets cannot change the headline ratios (``frontier.frontier_done``); the
+file lists the subnets skipped. Each adaptive policy's two ratios against that frontier are in the file
+under ``headline``.
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from superserve.client import batchlog, noise, report, traces, triton_fixed
+from superserve.client import batchlog, frontier, noise, report, traces, triton_fixed
 from superserve.client.loadgen import Target, assign_slos, records_json, run_open_loop, slo_classes
 from superserve.scheduler import paths
 from superserve.scheduler.hardware import command_line, git_commit, hardware_name
@@ -79,6 +84,13 @@ class BenchConfig:
     """A co-tenant burning this fraction of one core during each policy's run (noise.py)."""
     profile: str | None = None
     """Profile file (default: this machine's, see server.find_profile)."""
+    frontier_stop: bool = False
+    """Stop the ``triton-fixed:pareto`` runs once the less accurate subnets cannot change the ratios."""
+    one_triton: bool = False
+    """Serve every ``triton-fixed`` run from one Triton started once (``fixed_pool``: each model loaded
+    when first needed) instead of a fresh Triton per run."""
+    extra: dict = field(default_factory=dict)
+    """Copied into the results file as is (the sweep records its cell here)."""
 
     def __post_init__(self):
         if not 0 <= self.noise <= 1:
@@ -110,15 +122,56 @@ def make_trace(cfg: BenchConfig, rate_rps: float) -> traces.Trace:
     raise ValueError(f"unknown trace kind {cfg.kind!r}")
 
 
+class FixedPool:
+    """One running Triton (explicit model control) for a frontier's many ``triton-fixed`` runs at one
+    SLO: each subnet's pinned model is loaded the first time a run needs it and stays loaded for the
+    next cells, instead of a fresh Triton per run (6-10 s each on 2 shared cores). A loaded model no run
+    is using costs memory (its Python backend process, about 250 MB), not CPU; every run still has its
+    own warm-up, trace and co-tenant, and Triton queues each model's requests apart."""
+
+    def __init__(self, triton: TritonProcess, profile: Profile, slo_ms: float, repo: Path):
+        self.triton, self.profile, self.slo_ms, self.repo = triton, profile, slo_ms, repo
+        self.loaded: dict[str, Target] = {}
+
+    def target(self, subnet: str) -> Target:
+        if subnet not in self.loaded:
+            import tritonclient.grpc as grpcclient
+
+            model = triton_fixed.write_models(self.repo, self.profile, [subnet], self.slo_ms)[0]
+            client = grpcclient.InferenceServerClient(self.triton.cfg.grpc_url)
+            try:
+                client.load_model(model, headers=self.triton.control_headers())
+            finally:
+                client.close()
+            self.loaded[subnet] = Target(self.triton.cfg.grpc_url, model=model, slo_param=False, triton_timeout=True)
+        return self.loaded[subnet]
+
+
+@contextlib.contextmanager
+def fixed_pool(profile: Profile, slo_ms: float, workdir: Path):
+    """A ``FixedPool`` on free loopback ports, stopped on exit."""
+    repo = Path(workdir) / "pool-repo"
+    repo.mkdir(parents=True, exist_ok=True)
+    http, grpc, metrics = free_ports(3)
+    cfg = TritonConfig(http_port=http, grpc_port=grpc, metrics_port=metrics, model_repository=str(repo),
+                       explicit=True, log_file=str(Path(workdir) / "pool-triton.log"))
+    with TritonProcess(cfg) as t:
+        yield FixedPool(t, profile, slo_ms, repo)
+
+
 @contextlib.contextmanager
 def policy_server(policy: str, profile: Profile, slo_ms: float, workdir: Path, serve_args=(), python=None,
-                  profile_path: str | None = None):
+                  profile_path: str | None = None, pool: FixedPool | None = None):
     """Fresh servers for one policy; yields the load generator's Target (its ``batch_log``: the
     sidecar's per-batch log, for the schedulers). ``python``: run the sidecar with that interpreter
-    instead of this one (``<policy>@compare``; an older checkout may not know --batch-log)."""
+    instead of this one (``<policy>@compare``; an older checkout may not know --batch-log). ``pool``:
+    a ``triton-fixed`` policy whose subnet it holds (for the same SLO) runs there."""
     kind, _, arg = policy.partition(":")
     if kind == "triton-fixed":
         subnet = triton_fixed.pick(profile, arg or "largest")
+        if pool is not None and pool.slo_ms == slo_ms:
+            yield pool.target(subnet)
+            return
         repo = workdir / "repo"
         model = triton_fixed.write_models(repo, profile, [subnet], slo_ms)[0]
         http, grpc, metrics = free_ports(3)
@@ -213,9 +266,43 @@ def measure_capacity(profile: Profile, images, labels, seconds: float = 6.0, con
             "method": f"triton-fixed largest, {concurrency} closed-loop gRPC clients for {seconds:.0f} s"}
 
 
-def run(cfg: BenchConfig, command: str) -> Path:
+def results_header(command: str) -> dict:
+    """What every results file starts with: how to rerun it, at which commit, on which machine."""
+    return {"command": command, "commit": git_commit(paths.repo_root()), "hardware": hardware_name()}
+
+
+PARETO = "triton-fixed:pareto"
+
+
+def expand_pareto(policies: tuple[str, ...], profile: Profile) -> tuple[list[str], list[str]]:
+    """(policies to run in order, the frontier runs): ``triton-fixed:pareto`` becomes one
+    ``triton-fixed:<subnet>`` per Pareto subnet, most accurate first, after every other policy (the
+    stopping rule needs the adaptive policies' points); subnets already named explicitly are not
+    run twice."""
+    if PARETO not in policies:
+        return list(policies), []
+    rest = [p for p in policies if p != PARETO]
+    named = {triton_fixed.pick(profile, p.split(":", 1)[1] or "largest") for p in rest if p.startswith("triton-fixed:")}
+    sweep = [f"triton-fixed:{s.name}" for s in reversed(profile.subnets) if s.name not in named]
+    return rest + sweep, sweep
+
+
+def _headlines(result: dict, accuracy_of: dict[str, float]) -> dict:
+    return {p: frontier.headline(result, p, accuracy_of=accuracy_of)
+            for p in result["policies"] if frontier.is_adaptive(p)}
+
+
+def run(cfg: BenchConfig, command: str, pool: FixedPool | None = None) -> Path:
+    """One results file: every policy of ``cfg`` on the same trace. ``pool``: a running Triton with the
+    fixed models (``fixed_pool``); without it, with ``cfg.one_triton``, one is started for this run."""
+    if pool is None and cfg.one_triton and any(p.startswith("triton-fixed:") for p in cfg.policies):
+        profile = Profile.load(str(find_profile(cfg.profile)))
+        slo = max(s for s, _ in slo_classes(cfg.slo))
+        with tempfile.TemporaryDirectory(prefix="superserve-pool-") as d, fixed_pool(profile, slo, Path(d)) as p:
+            return run(cfg, command, p)
     profile_path = str(find_profile(cfg.profile))
     profile = Profile.load(profile_path)
+    accuracy_of = {s.name: s.accuracy for s in profile.subnets}
     images, labels = load_split("test")
     capacity = {"rps": cfg.capacity_rps, "method": "given (--capacity-rps)"} if cfg.capacity_rps else \
         measure_capacity(profile, images, labels, profile_path=profile_path)
@@ -229,26 +316,37 @@ def run(cfg: BenchConfig, command: str) -> Path:
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     trace_path = trace.save(out_dir / f"{cfg.name}.trace.json")
-    result = {"command": command, "commit": git_commit(paths.repo_root()), "hardware": hardware_name(),
-              "trace": dict(trace.describe(), file=trace_path.name), "slo_ms": cfg.slo,
-              "min_accuracy": cfg.min_accuracy, "serve_args": list(cfg.serve_args), "capacity": capacity,
-              "rate_x": cfg.rate_x, "profile": Path(profile_path).name,
-              "noise": {"fraction_of_core": cfg.noise, "seed": cfg.seed, "cycle_ms": [noise.MIN_CYCLE_MS, noise.MAX_CYCLE_MS],
-                        "method": "a duty-cycled spinning process, restarted with the same seed for each policy's "
-                                  "warm-up and run"},
-              "compare_python": cfg.compare_python,
-              "policies": {}, "series": {}}
+    result = dict(results_header(command),
+                  trace=dict(trace.describe(), file=trace_path.name), slo_ms=cfg.slo,
+                  min_accuracy=cfg.min_accuracy, serve_args=list(cfg.serve_args), capacity=capacity,
+                  rate_x=cfg.rate_x, profile=Path(profile_path).name,
+                  pareto_accuracy_range=[profile.subnets[0].accuracy, profile.subnets[-1].accuracy],
+                  noise={"fraction_of_core": cfg.noise, "seed": cfg.seed, "cycle_ms": [noise.MIN_CYCLE_MS, noise.MAX_CYCLE_MS],
+                         "method": "a duty-cycled spinning process, restarted with the same seed for each policy's "
+                                   "warm-up and run"},
+                  compare_python=cfg.compare_python,
+                  fixed_servers="one Triton holding every fixed model (bench.fixed_pool)" if pool else
+                  "a fresh Triton per fixed run", **cfg.extra, policies={}, series={})
     all_records = {}
-    runs = [(p, None) for p in cfg.policies]
+    order, pareto_runs = expand_pareto(cfg.policies, profile)
+    runs = [(p, None) for p in order]
     if cfg.compare_python:  # A B B A per sidecar policy, so a drift in the machine's other load hits both alike
-        runs = [r for p in cfg.policies for r in ([(p, None)] if p.startswith("triton-fixed") else
-                                                  [(p, None), (p + "@compare", cfg.compare_python),
-                                                   (p + "@compare#2", cfg.compare_python), (p + "#2", None)])]
-    for policy, python in runs:
+        runs = [r for p in order for r in ([(p, None)] if p.startswith("triton-fixed") else
+                                           [(p, None), (p + "@compare", cfg.compare_python),
+                                            (p + "@compare#2", cfg.compare_python), (p + "#2", None)])]
+    if pareto_runs:
+        result["frontier"] = {"subnets": pareto_runs, "run": [], "skipped": [],
+                              "stop_rule": "frontier_done (client/frontier.py)" if cfg.frontier_stop else "none: every subnet"}
+    for i, (policy, python) in enumerate(runs):
+        if policy in pareto_runs and cfg.frontier_stop and result["frontier"]["run"] and _frontier_done(result, accuracy_of):
+            result["frontier"]["skipped"] = [p for p, _ in runs[i:] if p in pareto_runs]
+            print(f"frontier: the {len(result['frontier']['skipped'])} less accurate fixed subnets left cannot change "
+                  f"the ratios; skipped", flush=True)
+            break
         t0 = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="superserve-bench-") as d:
             with policy_server(policy.split("@")[0].split("#")[0], profile, max(s for s, _ in classes), Path(d),
-                               cfg.serve_args, python, profile_path) as target, noise.cotenant(cfg.noise, cfg.seed):
+                               cfg.serve_args, python, profile_path, pool) as target, noise.cotenant(cfg.noise, cfg.seed):
                 asyncio.run(_warm(target, images, labels, cfg.warmup))
                 before = scheduler_view(target)
                 skip = batchlog.count(target.batch_log)
@@ -256,11 +354,17 @@ def run(cfg: BenchConfig, command: str) -> Path:
                 after = scheduler_view(target)
                 batches = batchlog.summarize(batchlog.read(target.batch_log, skip=skip))
         summary = summarize(recs)
+        if policy.startswith("triton-fixed:") and "@" not in policy:
+            sub = triton_fixed.pick(profile, policy.split(":", 1)[1] or "largest")
+            summary["fixed_subnet"], summary["fixed_accuracy"] = sub, accuracy_of[sub]
+        if policy in pareto_runs:
+            result["frontier"]["run"].append(policy)
         if batches:
             summary["batches"] = batches
         if after:
             summary["scheduler_view"] = {k: round(v - before.get(k, 0), 3) if not k.endswith("scale") else v
                                          for k, v in after.items()}
+        summary["run_s"] = round(time.monotonic() - t0, 1)
         result["policies"][policy] = summary
         result["series"][policy] = report.series(recs, trace.duration_s)
         all_records[policy] = recs
@@ -271,6 +375,14 @@ def run(cfg: BenchConfig, command: str) -> Path:
                   f"worker idle {batches['worker_idle_ms_per_batch']} ms/batch ({batches['worker_idle_share']} of "
                   f"backlogged time)  final factor {batches['final_factor']}", flush=True)
     result["arrivals_per_s"] = report.arrival_series(trace, 1.0)
+    if any(p.startswith("triton-fixed:") for p in result["policies"]):
+        result["headline"] = _headlines(result, accuracy_of)
+        for p, h in result["headline"].items():
+            print(f"{p:28} vs the fixed frontier ({h['fixed_runs']} subnets): accuracy gain at 0.99 "
+                  f"{_fmt(h['gain_at_target'])} (real {_fmt(h['real_gain_at_target'])}, best fixed at 0.99 "
+                  f"{h['best_fixed_at_target']}), at equal attainment {_fmt(h['gain_at_equal_attainment'])}; "
+                  f"attainment ratio at equal accuracy "
+                  f"{'n/a' if h['attainment_ratio'] is None else format(h['attainment_ratio'], '.3f')}", flush=True)
     path = out_dir / f"{cfg.name}.json"
     path.write_text(json.dumps(result, indent=1) + "\n")
     if cfg.records:
@@ -282,6 +394,22 @@ def run(cfg: BenchConfig, command: str) -> Path:
     return path
 
 
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:+.4f}"
+
+
+def _frontier_done(result: dict, accuracy_of: dict[str, float]) -> bool:
+    fixed = {p.name: p for p in frontier.fixed_points(result, accuracy_of)}
+    run = [fixed[p] for p in result["frontier"]["run"] if p in fixed]
+    named = [q for n, q in fixed.items() if n not in result["frontier"]["run"]]
+    adaptive = [frontier.Point(p, s["mean_served_accuracy"], s["slo_attainment"])
+                for p, s in result["policies"].items() if frontier.is_adaptive(p) and s.get("mean_served_accuracy")]
+    # explicitly named fixed subnets count where they fall in accuracy order
+    ordered = sorted(run + named, key=lambda q: -q.accuracy)
+    upto = [q for q in ordered if q.accuracy >= run[-1].accuracy]
+    return frontier.frontier_done(upto, adaptive)
+
+
 def main(args) -> int:
     policies = tuple(p for p in args.policies.split(",") if p) if args.policies else \
         (QUICK_POLICIES if args.quick else DEFAULT_POLICIES)
@@ -291,6 +419,7 @@ def main(args) -> int:
                       min_accuracy=args.min_accuracy, trace_file=args.trace, capacity_rps=args.capacity_rps, azure_file=args.azure_file,
                       warmup=20 if args.quick else 40, records=args.records, compare_python=args.compare_python,
                       serve_args=tuple(shlex.split(args.serve_args or "")), noise=args.noise, profile=args.profile,
+                      frontier_stop=getattr(args, "frontier_stop", False), one_triton=getattr(args, "one_triton", False),
                       out_dir=Path(args.out_dir) if args.out_dir else paths.repo_root() / "results")
     command = command_line()
     run(cfg, command)

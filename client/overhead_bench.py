@@ -116,22 +116,23 @@ def standin(port: int):
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-def _sidecar(worker: str, subnet: str, python: str | None):
+def _sidecar(worker: str, subnet: str, python: str | None, extra: tuple = ()):
     http, grpc_port = free_ports(2)
     log = tempfile.mkstemp(prefix="superserve-serve-", suffix=".log")[1]
     args = ["--http-port", str(http), "--grpc-port", str(grpc_port), "--worker", worker,
-            "--policy", "fixed", "--subnet", subnet]
+            "--policy", "fixed", "--subnet", subnet, *extra]
     return serve_subprocess(args, log, python=python), f"127.0.0.1:{http}", f"127.0.0.1:{grpc_port}"
 
 
 @contextmanager
 def sidecars_up(worker: str, subnet: str, pythons: dict):
-    """Every sidecar (name -> interpreter) in front of ``worker`` at once, so measurements of them can
-    be interleaved in time (the machine's other load drifts; interleaving spreads it evenly)."""
+    """Every sidecar (name -> (interpreter, extra serve options)) in front of ``worker`` at once, so
+    measurements of them can be interleaved in time (the machine's other load drifts; interleaving spreads
+    it evenly)."""
     with ExitStack() as stack:
         up = {}
-        for name, python in pythons.items():
-            cm, http_url, grpc_url = _sidecar(worker, subnet, python)
+        for name, (python, extra) in pythons.items():
+            cm, http_url, grpc_url = _sidecar(worker, subnet, python, extra)
             up[name] = (stack.enter_context(cm).pid, http_url, grpc_url)
         yield up
 
@@ -265,11 +266,15 @@ def dispatch_throughput(pythons: dict, subnet: str, rates: list[float], duration
 
 def bench_overhead(reps: int = 300, rate: float = 200.0, duration_s: float = 20.0,
                    rates: tuple = (100, 250, 500, 750, 1000, 1500, 2000, 3000), step_s: float = 5.0,
-                   compare_python: str | None = None, name: str = "sidecar_overhead") -> int:
+                   compare_python: str | None = None, compare_transport: bool = False,
+                   name: str = "sidecar_overhead") -> int:
     profile = Profile.load(find_profile(None))
     subnet = profile.subnets[0].name
-    sidecars = {"sidecar": None} | ({"sidecar_compare": compare_python} if compare_python else {})
     th, tg, tm = free_ports(3)
+    sidecars = {"sidecar": (None, ())} | ({"sidecar_compare": (compare_python, ())} if compare_python else {})
+    if compare_transport:  # the same sidecar with its batch calls over HTTP (triton_http.py)
+        sidecars["sidecar_http_transport"] = (None, ("--worker-http", f"127.0.0.1:{th}"))
+    grpc_only = {k: v for k, v in sidecars.items() if not v[1]}  # the stand-in worker speaks gRPC only
     with TritonProcess(TritonConfig(http_port=th, grpc_port=tg, metrics_port=tm)) as triton:
         print(f"1. CPU per request at {rate:g} req/s for {duration_s:g} s, subnet {subnet}", flush=True)
         cpu = cpu_ratio(triton, sidecars, subnet, rate, duration_s)
@@ -278,17 +283,17 @@ def bench_overhead(reps: int = 300, rate: float = 200.0, duration_s: float = 20.
         print(f"2. added latency, one request at a time, {reps} reps per target", flush=True)
         latency = added_latency(triton, sidecars, subnet, reps)
     print(f"3. dispatch throughput, stand-in worker, {step_s:g} s per rate", flush=True)
-    dispatch = dispatch_throughput(sidecars, subnet, list(rates), step_s)
+    dispatch = dispatch_throughput(grpc_only, subnet, list(rates), step_s)
     summary = {}
     for k in sidecars:
-        c, d = cpu[k], dispatch[k]
+        c, d = cpu[k], dispatch.get(k, {})
         summary[k] = {"sidecar_cpu_ms_per_request": c["cpu_ms_per_request"]["sidecar"],
                       "sidecar_over_triton_direct_cpu": c["sidecar_over_triton_direct_cpu"],
                       "added_p50_ms": {p: latency[p][k]["added_p50_ms"] for p in latency},
                       "added_p99_ms": {p: latency[p][k]["added_p99_ms"] for p in latency},
-                      "dispatch_rps_all_within_10ms": d["highest_rate_all_within_10ms"],
-                      "dispatch_rps_p99_within_10ms": d["highest_rate_p99_within_10ms"],
-                      "dispatch_rps_sustained_p50_within_10ms": d["highest_rate_sustained"]}
+                      "dispatch_rps_all_within_10ms": d.get("highest_rate_all_within_10ms"),
+                      "dispatch_rps_p99_within_10ms": d.get("highest_rate_p99_within_10ms"),
+                      "dispatch_rps_sustained_p50_within_10ms": d.get("highest_rate_sustained")}
         s = summary[k]
         s["goals_met"] = {"cpu_ms_per_request<=0.3": s["sidecar_cpu_ms_per_request"] <= 0.3,
                           "cpu<=triton_direct": s["sidecar_over_triton_direct_cpu"] <= 1.0,
@@ -296,7 +301,7 @@ def bench_overhead(reps: int = 300, rate: float = 200.0, duration_s: float = 20.
                           "added_p99<=2ms": max(s["added_p99_ms"].values()) <= 2.0,
                           "dispatch>=3000rps": (s["dispatch_rps_all_within_10ms"] or 0) >= 3000}
         print(f"{k}: {s}", flush=True)
-    result = dict(_header(), subnet=subnet, compare_python=compare_python,
+    result = dict(_header(), subnet=subnet, compare_python=compare_python, compare_transport=compare_transport,
                   load_average=os.getloadavg(), cores=os.cpu_count(),
                   goals={"sidecar_cpu_ms_per_request_max": 0.3, "sidecar_over_triton_cpu_max": 1.0,
                          "added_p50_ms_max": 0.5, "added_p99_ms_max": 2.0, "dispatch_rps_min": 3000},

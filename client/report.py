@@ -1,4 +1,5 @@
-"""Per-second series and PNG plots of a benchmark run (matplotlib, headless)."""
+"""Per-second series and PNG plots of a benchmark run (matplotlib, headless), and the frontier
+drawing the sweep report shares (``draw_frontier``)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,7 +7,12 @@ from typing import Sequence
 
 import numpy as np
 
+from superserve.client import frontier
 from superserve.client.loadgen import Record
+
+ADAPTIVE_STYLE = {"slackfit": ("tab:red", "*"), "cascade": ("tab:purple", "D"), "infaas": ("tab:orange", "s"),
+                  "clipper": ("tab:brown", "v"), "slackfit-classic": ("tab:pink", "P"),
+                  "slackfit+escalate": ("tab:olive", "X")}
 
 
 def series(records: Sequence[Record], duration_s: float, window_s: float = 1.0) -> dict:
@@ -79,7 +85,40 @@ def plots(result: dict, records: dict[str, Sequence[Record]], prefix: Path) -> l
     ax.legend(fontsize=7)
     fig.tight_layout()
     out.append(_save(fig, prefix, "latency_cdf"))
+    # 4. the frontier of fixed baselines, adaptive policies as points
+    fixed = frontier.fixed_points(result)
+    if fixed:
+        fig, ax = plt.subplots(figsize=(6.5, 4.2))
+        draw_frontier(ax, [{"name": p.name, "accuracy": p.accuracy, "attainment": p.attainment} for p in fixed],
+                      {p: {"accuracy": result["policies"][p]["mean_served_accuracy"],
+                           "attainment": result["policies"][p]["slo_attainment"]}
+                       for p in pols if frontier.is_adaptive(p) and result["policies"][p]["mean_served_accuracy"]})
+        ax.set_title(f"{tr['kind']}, {result['rate_x']}x capacity, slo_ms {result['slo_ms']}", fontsize=9)
+        fig.tight_layout()
+        out.append(_save(fig, prefix, "frontier"))
     return out
+
+
+def draw_frontier(ax, fixed: list[dict], adaptive: dict[str, dict]) -> None:
+    """Fixed subnets (``accuracy``, ``attainment``, optional ``min``/``max`` over seeds) as grey dots
+    with the envelope through them, adaptive policies (optional ``acc_sd``/``att_sd``) as coloured
+    markers; attainment against served accuracy, as in SuperServe's figures."""
+    if fixed:
+        acc = np.array([f["accuracy"] for f in fixed])
+        att = np.array([f["attainment"] for f in fixed])
+        lo = np.array([f.get("min", a) for f, a in zip(fixed, att)])
+        hi = np.array([f.get("max", a) for f, a in zip(fixed, att)])
+        ax.errorbar(acc, att, yerr=[att - lo, hi - att], fmt="o", color="grey", ms=4, lw=0.8, capsize=2,
+                    label="Triton batcher, one fixed subnet each")
+        env = frontier.envelope([frontier.Point(f["name"], f["accuracy"], f["attainment"]) for f in fixed])
+        ax.plot([p.accuracy for p in env], [p.attainment for p in env], color="black", lw=1, label="fixed frontier")
+    for name, a in adaptive.items():
+        color, marker = ADAPTIVE_STYLE.get(name.split(":")[0].split("@")[0].split("#")[0], ("tab:blue", "o"))
+        ax.errorbar([a["accuracy"]], [a["attainment"]], xerr=a.get("acc_sd") or None, yerr=a.get("att_sd") or None,
+                    fmt=marker, color=color, ms=9, capsize=2, label=name)
+    ax.axhline(frontier.TARGET, color="grey", ls=":", lw=0.8)
+    ax.set(xlabel="served accuracy (profile)", ylabel="SLO attainment (client)")
+    ax.legend(fontsize=7, loc="lower left")
 
 
 def _save(fig, prefix: Path, what: str) -> Path:

@@ -122,6 +122,8 @@ def _serve_config(args: argparse.Namespace, auth_cfg, limits_cfg, tls_cfg):
     cfg = ServeConfig(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port, policy=args.policy,
                       subnet=args.subnet, workers=tuple(args.worker or ()), local_workers=args.workers or 1,
                       resolve_workers=args.resolve_workers,
+                      worker_transport="http" if args.worker_http else args.worker_transport,
+                      worker_http=tuple(args.worker_http or ()),
                       profile=args.profile,
                       latency_stat=args.latency_stat, variant_repository=args.variant_repository,
                       memory_budget=args.memory_budget, load_ms=args.load_ms, plan=args.plan,
@@ -214,7 +216,7 @@ def _cmd_bench_overhead(args: argparse.Namespace) -> int:
     from superserve.client.overhead_bench import bench_overhead
 
     return bench_overhead(args.reps, args.rate, args.duration, tuple(float(r) for r in args.rates.split(",")),
-                          args.step, args.compare_python, args.name)
+                          args.step, args.compare_python, args.compare_transport, args.name)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -311,6 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="gRPC host:port of a running Triton worker (repeatable); default: start one")
     sv.add_argument("--workers", type=int, metavar="N",
                     help="start N local Triton workers (default 1); not with --worker")
+    sv.add_argument("--worker-transport", choices=("grpc", "http"), default="grpc",
+                    help="how batch calls reach Triton (probes and metadata use gRPC either way); http costs less "
+                    "CPU on both sides (docs/data-path.md)")
+    sv.add_argument("--worker-http", action="append", metavar="HOST:PORT",
+                    help="HTTP address of each --worker, in the same order: batch calls over HTTP")
     sv.add_argument("--resolve-workers", action="store_true",
                     help="use every address each --worker host resolves to, one worker each (docker compose --scale)")
     sv.add_argument("--probe-interval-ms", type=float, default=500.0,
@@ -440,6 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     bo.add_argument("--step", type=float, default=5.0, help="seconds per dispatch rate")
     bo.add_argument("--compare-python", metavar="PYTHON",
                     help="also measure the sidecar run by this interpreter (e.g. an older checkout's .venv/bin/python)")
+    bo.add_argument("--compare-transport", action="store_true",
+                    help="also measure the sidecar with its batch calls to Triton over HTTP (--worker-http)")
     bo.add_argument("--name", default="sidecar_overhead", help="results/<name>.json")
     bo.set_defaults(func=_cmd_bench_overhead)
 
@@ -456,7 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="policies side by side on one open-loop trace; results/<name>.json + plots")
     b.add_argument("--policies", help="comma-separated (default: slackfit,cascade,slackfit+escalate,clipper,infaas,"
                    "triton-fixed:smallest,triton-fixed:middle,triton-fixed:largest); also slackfit-classic (SlackFit "
-                   "before issue 13), fixed:<subnet>")
+                   "before issue 13), fixed:<subnet>, triton-fixed:pareto (Triton's batcher on every Pareto subnet: "
+                   "the frontier of fixed baselines, run after the other policies, most accurate first)")
     b.add_argument("--trace-kind", default="bursty", choices=("poisson", "bursty", "ramp", "azure"))
     b.add_argument("--trace", help="a saved trace file (superserve trace ...) instead of generating one")
     b.add_argument("--azure-file", help="Azure Functions 2019 per-minute file for --trace-kind azure "
@@ -481,7 +491,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run a co-tenant burning fraction F of one core (duty-cycled, seeded by --seed) during every "
                    "policy's run, the same for each; recorded in the results file")
     b.add_argument("--profile", help="profile JSON for every policy (default: this machine's)")
+    b.add_argument("--frontier-stop", action="store_true",
+                   help="with triton-fixed:pareto, stop once the less accurate fixed subnets cannot change the "
+                   "headline ratios (client/frontier.py); the file lists those skipped")
+    b.add_argument("--one-triton", action="store_true",
+                   help="serve every triton-fixed run from one Triton holding all their models, started once")
     b.set_defaults(func=_cmd_bench)
+
+    from superserve.client import sweep, sweep_report  # issue 16: the sweep and its report
+
+    sweep.add_parser(sub)
+    sweep_report.add_parser(sub)
 
     f = sub.add_parser("bench-fault", help="fault tolerance: 4 Triton workers under bursty load, kill -9 down to 2, "
                        "restart them; attainment and served accuracy over time -> results/<name>.json + .png")

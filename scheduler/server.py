@@ -47,6 +47,11 @@ class ServeConfig:
     name, many Triton containers). Resolved once, at start."""
     local_workers: int = 1
     """Embedded Tritons to start when ``workers`` is empty (see ``local_triton_configs`` for ports)."""
+    worker_transport: str = "grpc"
+    """How batch calls reach Triton: "grpc" (the generated stub) or "http" (HTTP/1.1 keep-alive, triton_http.py,
+    cheaper in CPU for both sides). Probes and metadata use gRPC either way."""
+    worker_http: tuple[str, ...] = ()
+    """With "http" and running ``workers``: each worker's HTTP host:port, in the order of ``workers``."""
     triton: TritonConfig = field(default_factory=TritonConfig)
     profile: str | None = None
     """Profile path; default profiles/<hardware>.json, else the one committed profile (with a warning)."""
@@ -84,6 +89,16 @@ class ServeConfig:
             raise ValueError(f"drain_timeout_s must be >= 0, got {self.drain_timeout_s}")
         if self.local_workers < 1:
             raise ValueError(f"local_workers must be >= 1, got {self.local_workers}")
+        if self.worker_transport not in ("grpc", "http"):
+            raise ValueError(f"worker_transport must be grpc or http, got {self.worker_transport!r}")
+        if self.worker_http and len(self.worker_http) != len(self.workers):
+            raise ValueError(f"give one worker HTTP address per worker: {len(self.worker_http)} for "
+                             f"{len(self.workers)} workers")
+        if self.worker_transport == "http" and self.workers and not self.worker_http:
+            raise ValueError("worker transport http with running workers needs each worker's HTTP host:port "
+                             "(--worker-http, in the order of --worker)")
+        if self.worker_http and self.resolve_workers:
+            raise ValueError("--worker-http cannot be paired with --resolve-workers (addresses found at start)")
         if self.workers and self.local_workers != 1:
             raise ValueError(f"give running workers ({len(self.workers)} URLs) or a number of local workers "
                              f"({self.local_workers}), not both")
@@ -185,12 +200,14 @@ class Sidecar:
         urls = expand_workers(cfg.workers) if cfg.resolve_workers else list(cfg.workers)
         if cfg.resolve_workers:
             log.info("workers %s resolve to %s", list(cfg.workers), urls)
+        http = list(cfg.worker_http) if cfg.worker_http else [None] * len(urls)
         if not urls:
             await self._start_tritons(local_triton_configs(triton_cfg, cfg.local_workers))
             urls = [t.cfg.grpc_url for t in self.tritons]
+            http = [t.cfg.http_url if cfg.worker_transport == "http" else None for t in self.tritons]
         keys = ([t.control_headers("grpc") for t in self.tritons] if self.tritons
                 else [control_headers(cfg.triton.control_key, "grpc") if cfg.triton.control_key else None] * len(urls))
-        workers = [factory.worker(u, k) for u, k in zip(urls, keys)]
+        workers = [factory.worker(u, k, h) for u, k, h in zip(urls, keys, http)]
         for w in workers:
             if not await w.ready():
                 raise RuntimeError(factory.not_ready(w.url))

@@ -1,5 +1,7 @@
 """Summarise `superserve bench` results over trace seeds: one row per (rate, noise, policy) with the mean
-(and min) over seeds, then the issue-13 goals checked per (rate, noise).
+(and min) over seeds, then the issue-13 goals checked per (rate, noise), then SlackFit's headline numbers
+against the fixed subnets the files hold (client/frontier.py; only the full frontier, ``triton-fixed:pareto``
+or ``superserve bench-sweep``, makes them the issue-16 ratios; ``superserve report`` renders those).
 
     .venv/bin/python scripts/bench_table.py results/issue13/bench13-*.json
 """
@@ -11,6 +13,8 @@ from collections import defaultdict
 
 import numpy as np
 
+from superserve.client import frontier
+
 
 def load(paths):
     cells = defaultdict(lambda: defaultdict(list))  # (rate, noise) -> policy -> [summary per seed]
@@ -21,7 +25,12 @@ def load(paths):
         key = (r["rate_x"], r.get("noise", {}).get("fraction_of_core", 0.0))
         for pol, s in r["policies"].items():
             cells[key][pol].append(dict(s, seed=r["trace"]["seed"]))
+        if "slackfit" in r["policies"] and any(p.startswith("triton-fixed:") for p in r["policies"]):
+            HEADLINES[key].append(frontier.headline(r, "slackfit"))
     return cells
+
+
+HEADLINES = defaultdict(list)  # (rate, noise) -> slackfit's frontier.headline per results file
 
 
 def mean(xs, k):
@@ -47,7 +56,21 @@ def main(paths) -> int:
     print()
     for g in goals:
         print(g)
+    print()
+    for (rate, noise), hs in sorted(HEADLINES.items()):
+        agg = frontier.aggregate(hs)
+        txt = "; ".join(f"{m} {_ms(agg[m])}" for m in ("gain_at_target", "real_gain_at_target",
+                                                      "gain_at_equal_attainment", "attainment_ratio"))
+        print(f"{rate}x noise {noise}: slackfit against the {min(h['fixed_runs'] for h in hs)}-"
+              f"{max(h['fixed_runs'] for h in hs)} fixed subnets in the files: {txt}")
     return 0
+
+
+def _ms(m) -> str:
+    if not m["n"]:
+        return "n/a"
+    sd = f" ± {m['sd']:.4f}" if m["sd"] is not None else ""
+    return f"{m['mean']:+.4f}{sd} ({m['n']}/{m['of']} seeds)"
 
 
 def check(rate, noise, pols) -> str:

@@ -49,7 +49,12 @@ class PolicyFactory:
         # only the supernet: the repository's baseline models are for benchmarks
         return cfg if cfg.models else replace(cfg, models=(MODEL,))
 
-    def worker(self, url: str, control_headers: dict | None) -> Worker:
+    def worker(self, url: str, control_headers: dict | None, http_address: str | None = None) -> Worker:
+        """The worker at gRPC ``url``; with ``http_address``, batch calls go over HTTP (triton_http.py)."""
+        if http_address:
+            from ..triton_http import TritonHttpWorker
+
+            return TritonHttpWorker(url, http_address, MODEL)
         return TritonWorker(url, MODEL)
 
     def not_ready(self, url: str) -> str:
@@ -109,9 +114,11 @@ class InfaasFactory(PolicyFactory):
     def triton_config(self, cfg: TritonConfig) -> TritonConfig:
         return replace(cfg, model_repository=str(self.root), explicit=True, models=())
 
-    def worker(self, url: str, control_headers: dict | None) -> Worker:
+    def worker(self, url: str, control_headers: dict | None, http_address: str | None = None) -> Worker:
         from ..variants import VariantWorker
 
+        if http_address:
+            raise ValueError("policy infaas calls its variant models over gRPC only (no --worker-transport http)")
         return VariantWorker(url, self.variants, self.opts.memory_budget, control_headers=control_headers)
 
     def not_ready(self, url: str) -> str:
