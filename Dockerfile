@@ -1,5 +1,6 @@
 # One image for the three compose services (triton, scheduler, locust): Python 3.11, the pinned packages of
-# constraints.txt (torch CPU, numpy<2, nvidia-pytriton with its tritonserver binary, tritonclient, locust),
+# constraints.txt that the server needs (torch CPU, numpy<2, nvidia-pytriton with its tritonserver binary,
+# tritonclient) and the `locust` extra for the load UI (not the dev extra: no pytest, matplotlib or linters),
 # Debian's Fashion-MNIST for the Locust users, and this repository installed in editable mode at /app.
 #
 #   docker build -t superserve .                                    # python:3.11-slim-bookworm, torch CPU
@@ -31,12 +32,14 @@ RUN python3 -m venv /opt/venv \
     fi
 ENV PATH=/opt/venv/bin:$PATH
 COPY pyproject.toml constraints.txt /tmp/src/
-# The dependency list is read from pyproject.toml (one source of truth), plus the build requirements, so that
-# the source layer below installs the project itself with no network (--no-build-isolation).
+# The dependency list is read from pyproject.toml (one source of truth): the runtime dependencies and the `locust`
+# extra, plus the build requirements, so that the source layer below installs the project itself with no network
+# (--no-build-isolation).
 RUN set -e; \
     if [ -f /tmp/ca-bundle.pem ]; then export PIP_CERT=/tmp/ca-bundle.pem; fi; \
     python -c "import tomllib; p = tomllib.load(open('/tmp/src/pyproject.toml', 'rb')); \
-print('\n'.join(p['project']['dependencies'] + p['build-system']['requires']))" > /tmp/src/requirements.txt; \
+print('\n'.join(p['project']['dependencies'] + p['project']['optional-dependencies']['locust'] \
++ p['build-system']['requires']))" > /tmp/src/requirements.txt; \
     pip install --find-links /tmp/wheels --upgrade pip; \
     pip install --find-links /tmp/wheels ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} \
         -c /tmp/src/constraints.txt -r /tmp/src/requirements.txt wheel; \

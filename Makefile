@@ -1,8 +1,21 @@
-# The README's two commands: `make demo` (set up, run Triton + a short load) and `make test`.
-.PHONY: setup demo test
+# The README's two commands: `make demo` (set up, run Triton + a short load) and `make test`; and the developer's
+# loop: `make unit` (the fast unit tests) and `make lint` (ruff, and mypy strict on the core; CI runs it first).
+.PHONY: setup demo test unit lint
 setup:
 	bash scripts/setup.sh
 demo: setup
 	.venv/bin/superserve demo
 test: setup
 	.venv/bin/python -m pytest -q
+# Every test not marked integration, slow or gpu (pyproject.toml): under 30 s on 2 cores.
+unit: setup
+	.venv/bin/python -m pytest -q -m "not integration and not slow and not gpu" tests/unit
+# Files kept in `ruff format`'s style. New files join at once; old ones as they are reformatted one at a time, so
+# that no branch in flight has a whole-tree reformat to merge.
+FORMATTED := client/results.py client/prometheus_text.py client/slo_classes.py scripts/typecheck.py \
+	tests/conftest.py tests/unit/test_prometheus_text.py tests/unit/test_slo_classes.py tests/unit/test_results.py \
+	tests/unit/test_gpu.py
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check $(FORMATTED)
+	.venv/bin/python scripts/typecheck.py

@@ -30,10 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from superserve.client import batchlog, frontier, noise, report, traces, triton_fixed
+from superserve.client import batchlog, frontier, noise, report, results, traces, triton_fixed
 from superserve.client.loadgen import Target, assign_slos, records_json, run_open_loop, slo_classes
 from superserve.scheduler import paths
-from superserve.scheduler.hardware import command_line, git_commit, hardware_name
+from superserve.scheduler.provenance import command_line
 from superserve.scheduler.ports import free_ports
 from superserve.scheduler.profile import Profile
 from superserve.scheduler.server import find_profile, serve_subprocess
@@ -266,11 +266,6 @@ def measure_capacity(profile: Profile, images, labels, seconds: float = 6.0, con
             "method": f"triton-fixed largest, {concurrency} closed-loop gRPC clients for {seconds:.0f} s"}
 
 
-def results_header(command: str) -> dict:
-    """What every results file starts with: how to rerun it, at which commit, on which machine."""
-    return {"command": command, "commit": git_commit(paths.repo_root()), "hardware": hardware_name()}
-
-
 PARETO = "triton-fixed:pareto"
 
 
@@ -316,7 +311,7 @@ def run(cfg: BenchConfig, command: str, pool: FixedPool | None = None) -> Path:
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     trace_path = trace.save(out_dir / f"{cfg.name}.trace.json")
-    result = dict(results_header(command),
+    result = dict(results.header(command),
                   trace=dict(trace.describe(), file=trace_path.name), slo_ms=cfg.slo,
                   min_accuracy=cfg.min_accuracy, serve_args=list(cfg.serve_args), capacity=capacity,
                   rate_x=cfg.rate_x, profile=Path(profile_path).name,
@@ -383,8 +378,7 @@ def run(cfg: BenchConfig, command: str, pool: FixedPool | None = None) -> Path:
                   f"{h['best_fixed_at_target']}), at equal attainment {_fmt(h['gain_at_equal_attainment'])}; "
                   f"attainment ratio at equal accuracy "
                   f"{'n/a' if h['attainment_ratio'] is None else format(h['attainment_ratio'], '.3f')}", flush=True)
-    path = out_dir / f"{cfg.name}.json"
-    path.write_text(json.dumps(result, indent=1) + "\n")
+    path = results.write(result, out_dir / f"{cfg.name}.json")
     if cfg.records:
         (out_dir / f"{cfg.name}.records.json").write_text(
             json.dumps({p: records_json(r) for p, r in all_records.items()}))

@@ -10,7 +10,6 @@ import asyncio
 import json
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 
 import numpy as np
@@ -18,6 +17,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcaio
 from tritonclient.utils import InferenceServerException
 
+from superserve.client import prometheus_text
 from superserve.scheduler.ports import free_ports
 from superserve.scheduler.server import serve_subprocess
 from superserve.supernet.data import load_split
@@ -63,9 +63,8 @@ def _report(title: str, results: list[dict], slo_ms: float) -> None:
 
 
 def _outcomes(http_url: str) -> Counter:
-    text = urllib.request.urlopen(f"http://{http_url}/metrics", timeout=5).read().decode()
-    return Counter({line.split('"')[1]: int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
-                    if line.startswith("sched_requests_total{")})
+    samples = prometheus_text.scrape(http_url, ("sched_requests_total{",), timeout_s=5)
+    return Counter({k: int(v) for k, v in prometheus_text.by_label(samples, "sched_requests_total", "outcome").items()})
 
 
 def main(requests: int = 200, log_file: str | None = None) -> int:
@@ -74,7 +73,7 @@ def main(requests: int = 200, log_file: str | None = None) -> int:
     log = log_file or tempfile.mkstemp(prefix="superserve-serve-", suffix=".log")[1]
     args = ["--http-port", str(http), "--grpc-port", str(grpc), "--triton-http-port", str(th),
             "--triton-grpc-port", str(tg), "--triton-metrics-port", str(tm)]
-    with serve_subprocess(args, log) as proc:
+    with serve_subprocess(args, log):
         print(f"SuperServe ready: HTTP http://127.0.0.1:{http}  gRPC 127.0.0.1:{grpc}  (log {log})")
         url = f"127.0.0.1:{grpc}"
         sent, answered = 0, 0
@@ -88,7 +87,8 @@ def main(requests: int = 200, log_file: str | None = None) -> int:
             sent += len(res)
             answered += len(res)
         client = grpcclient.InferenceServerClient(url)
-        for title, params in (("slo_ms 0.01 (infeasible)", {"slo_ms": 0.01}), ("slo_ms -5 (malformed)", {"slo_ms": -5})):
+        for title, params in (("slo_ms 0.01 (infeasible)", {"slo_ms": 0.01}),
+                              ("slo_ms -5 (malformed)", {"slo_ms": -5})):
             r = asyncio.run(_burst_one(url, images[sent:sent + 1], labels[sent], params))
             print(f"\n{title}: {r['status']}: {r.get('message', '')}")
             sent += 1

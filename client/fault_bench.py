@@ -24,25 +24,23 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import dataclasses
-import json
 import os
 import shlex
 import signal
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from superserve.client import traces
+from superserve.client import prometheus_text, results, traces
 from superserve.client.bench import _warm, measure_capacity
 from superserve.client.loadgen import Target, run_open_loop
 from superserve.scheduler.summary import summarize
 from superserve.client.report import arrival_series, series
 from superserve.scheduler import paths
-from superserve.scheduler.hardware import command_line, git_commit, hardware_name
+from superserve.scheduler.provenance import command_line
 from superserve.scheduler.ports import free_ports
 from superserve.scheduler.profile import Profile
 from superserve.scheduler.server import find_profile, serve_subprocess
@@ -142,9 +140,7 @@ def worker_wrapper(isolation: str, i: int, groups) -> tuple[str, ...]:
 
 
 def _scrape(url: str) -> dict[str, float]:
-    text = urllib.request.urlopen(url, timeout=5).read().decode()
-    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-            if line and not line.startswith("#")}
+    return prometheus_text.scrape(url, timeout_s=5)
 
 
 class Experiment:
@@ -349,21 +345,22 @@ def run(cfg: FaultConfig, command: str) -> Path:
     summary = summarize(records)
     acct = accounting(records)
     sched_answered = sum(v for k, v in view.items() if k.startswith("sched_requests_total{"))
-    result = {"command": command, "commit": git_commit(paths.repo_root()), "hardware": hardware_name(),
+    result = {**results.header(command),
               "config": {"workers": cfg.workers, "min_workers": cfg.min_workers, "isolation": isolation,
                          "worker_cpu": cfg.worker_cpu if isolation == "quota" else None, "cores": cores,
                          "schedule": [{"t": t, "action": a, "worker": i} for t, a, i in cfg.schedule()]},
               "trace": trace.describe(), "slo_ms": cfg.slo_ms, "capacity": capacity, "rate_x": cfg.rate_x,
               "summary": summary, "accounting": acct,
-              "logs": d, "serve_args": list(cfg.serve_args), "scheduler_view": dict(view, answered=sched_answered), "phases": phases(records, exp.samples, cfg.duration_s),
+              "logs": d, "serve_args": list(cfg.serve_args), "scheduler_view": dict(view, answered=sched_answered),
+              "phases": phases(records, exp.samples, cfg.duration_s),
               "events": exp.events,
               "workers": {"t": [s[0] for s in exp.samples], "alive": [s[1] for s in exp.samples],
                           "healthy": [s[2] for s in exp.samples], "latency_scale": [s[3] for s in exp.samples]},
               "series": series(records, cfg.duration_s), "arrivals_per_s": arrival_series(trace, 1.0)}
-    path = out_dir / f"{cfg.name}.json"
-    path.write_text(json.dumps(result, indent=1) + "\n")
+    path = results.write(result, out_dir / f"{cfg.name}.json")
     png = plot(result, out_dir / f"{cfg.name}.png")
-    print(f"overall: attainment {summary['slo_attainment']:.3f}  served acc {summary['mean_served_accuracy'] or 0:.4f}  "
+    print(f"overall: attainment {summary['slo_attainment']:.3f}  "
+          f"served acc {summary['mean_served_accuracy'] or 0:.4f}  "
           f"accounting {acct}  scheduler answered {sched_answered:.0f}")
     for p in result["phases"]:
         print(f"  {p['from_s']:5.1f}-{p['to_s']:5.1f} s  {p['workers_alive']} alive  {p['requests']:6d} req  "

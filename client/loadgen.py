@@ -26,6 +26,9 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcaio
 from tritonclient.utils import InferenceServerException
 
+from superserve.client.slo_classes import floor_classes, normalised
+from superserve.client.slo_classes import parse as parse_slo_classes
+
 
 @dataclass(frozen=True)
 class Target:
@@ -64,19 +67,17 @@ class Record:
 
 
 def slo_classes(spec: str, allow_zero: bool = False) -> list[tuple[float, float]]:
-    """``"50"`` or ``"50:0.7,200:0.3"`` (value:weight) -> [(value, probability)]. Also parses
-    accuracy-floor classes (``allow_zero``: "0:0.6,0.92:0.4")."""
-    out = []
-    for part in spec.split(","):
-        slo, _, w = part.partition(":")
-        try:
-            out.append((float(slo), float(w) if w else 1.0))
-        except ValueError:
-            raise ValueError(f"bad SLO class {part!r} in {spec!r}; expected slo_ms[:weight]") from None
-    if not out or any(s < 0 or (s == 0 and not allow_zero) or w <= 0 for s, w in out):
-        raise ValueError(f"classes need values > 0{' (or 0)' if allow_zero else ''} and weights > 0: {spec!r}")
-    total = sum(w for _, w in out)
-    return [(s, w / total) for s, w in out]
+    """``"50"`` or ``"50:0.7,200:0.3"`` -> [(slo_ms, probability)], in the grammar Locust reads too
+    (client/slo_classes.py). ``allow_zero``: accuracy-floor classes instead (``"0:0.6,0.92:0.4"``), drawn on
+    their own (``bench --min-accuracy``)."""
+    if allow_zero:
+        return floor_classes(spec)
+    classes = parse_slo_classes(spec, allow_default=False)
+    for c in classes:
+        if c.min_accuracy is not None:
+            raise ValueError(f"SLO class {c.slo_ms:g}:{c.weight:g}:{c.min_accuracy:g}: the load generator takes "
+                             "accuracy floors from --min-accuracy, not from a class's third field (min_accuracy)")
+    return normalised([(c.slo_ms, c.weight) for c in classes if c.slo_ms is not None])
 
 
 def assign_slos(n: int, classes: Sequence[tuple[float, float]], seed: int, stream: int = 7919) -> np.ndarray:

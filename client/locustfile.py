@@ -4,7 +4,8 @@ Each request sends one Fashion-MNIST test image to the model (default ``supernet
 parameters of an *SLO class*, picked at random by weight: ``--slo-classes 50:0.5,200:0.5`` means half
 the requests ask for 50 ms, half for 200 ms; an optional third field is ``min_accuracy``
 (``200:1:0.9``), and ``none`` as the latency sends no ``slo_ms`` (the server's default applies and the
-client judges nothing). Locust's statistics get one row per class (``supernet slo=50ms``), with a
+client judges nothing). The grammar is client/slo_classes.py's, which ``superserve bench --slo-ms`` reads too.
+Locust's statistics get one row per class (``supernet slo=50ms``), with a
 *miss* counted as a failure: the server dropped the request as infeasible (HTTP 504 / gRPC
 DEADLINE_EXCEEDED, ``Dropped``), or the answer reached the client after its ``slo_ms`` (``Late``).
 Other server errors are failures too. Whether the answer had the right label is not a failure: it
@@ -72,6 +73,9 @@ import tritonclient.grpc as grpcclient  # noqa: E402
 import tritonclient.http as httpclient  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
+from superserve.client.slo_classes import SloClass  # noqa: E402  (the grammar bench's load generator reads too)
+from superserve.client.slo_classes import parse as parse_slo_classes  # noqa: E402
+
 log = logging.getLogger("superserve.locust")
 DEADLINE_STATUSES = ("504", "StatusCode.DEADLINE_EXCEEDED")
 
@@ -86,49 +90,6 @@ class Late(Exception):
 
 class ServerError(Exception):
     """Any other error the server (or the connection) returned."""
-
-
-@dataclass(frozen=True)
-class SloClass:
-    slo_ms: float | None
-    """Latency target in ms; None: send no slo_ms and judge no lateness."""
-    weight: float
-    min_accuracy: float | None = None
-
-    def name(self, model: str) -> str:
-        slo = f"slo={self.slo_ms:g}ms" if self.slo_ms is not None else "slo=default"
-        return f"{model} {slo}" + (f" acc>={self.min_accuracy:g}" if self.min_accuracy is not None else "")
-
-    def parameters(self, send_slo: bool) -> dict:
-        params = {}
-        if send_slo and self.slo_ms is not None:
-            params["slo_ms"] = float(self.slo_ms)
-        if self.min_accuracy is not None:
-            params["min_accuracy"] = float(self.min_accuracy)
-        return params
-
-
-def parse_slo_classes(text: str) -> tuple[SloClass, ...]:
-    """``"50:0.5,200:0.5:0.9,none:1"`` -> classes ``slo_ms[:weight[:min_accuracy]]``."""
-    classes = []
-    for item in (s.strip() for s in str(text).split(",")):
-        if not item:
-            continue
-        fields = item.split(":")
-        try:
-            if len(fields) > 3:
-                raise ValueError
-            slo = None if fields[0].lower() in ("none", "default", "-") else float(fields[0])
-            weight = float(fields[1]) if len(fields) > 1 else 1.0
-            floor = float(fields[2]) if len(fields) > 2 else None
-        except ValueError:
-            raise ValueError(f"SLO class {item!r}: expected slo_ms[:weight[:min_accuracy]] as numbers") from None
-        if (slo is not None and slo <= 0) or weight <= 0 or (floor is not None and not 0 <= floor <= 1):
-            raise ValueError(f"SLO class {item!r}: need slo_ms > 0, weight > 0, 0 <= min_accuracy <= 1")
-        classes.append(SloClass(slo, weight, floor))
-    if not classes:
-        raise ValueError(f"no SLO classes in {text!r}")
-    return tuple(classes)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ Three measurements, each written to one results file with the command, commit an
 3. **Dispatch throughput**: the sidecar in front of a zero-cost stand-in worker (standin_worker.py,
    answers at once); rising open-loop rates, the highest at which every request is answered within
    10 ms (the goal), the highest with p99 within 10 ms, and the highest it sustains (median within
-   10 ms; the sweep stops past that). The load generator's own CPU and the stand-in's are reported beside the sidecar's, and the
+   10 ms; the sweep stops past that). The load generator's own CPU and the stand-in's are reported beside the
+   sidecar's, and the
    stand-in hit directly gives the floor of the gRPC server library with a trivial handler.
 
 The load generator here is lean on purpose (pre-serialised protobuf bytes over a bare ``grpc.aio``
@@ -33,7 +34,8 @@ import numpy as np
 import grpc
 from tritonclient.grpc import service_pb2
 
-from superserve.client.scheduler_bench import _header, _pct, _write
+from superserve.client import prometheus_text, results
+from superserve.client.scheduler_bench import _pct
 from superserve.scheduler.ports import free_ports
 from superserve.scheduler.profile import Profile
 from superserve.scheduler.server import find_profile, serve_subprocess
@@ -93,10 +95,8 @@ def _batches(metrics_url: str | None) -> tuple[float, float]:
     """(batches, rows) the sidecar has dispatched so far, from its /metrics."""
     if metrics_url is None:
         return 0.0, 0.0
-    import urllib.request
-    text = urllib.request.urlopen(f"http://{metrics_url}/metrics", timeout=10).read().decode()
-    vals = dict(line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("sched_batch_size_"))
-    return float(vals["sched_batch_size_count"]), float(vals["sched_batch_size_sum"])
+    vals = prometheus_text.scrape(metrics_url, ("sched_batch_size_",))
+    return vals["sched_batch_size_count"], vals["sched_batch_size_sum"]
 
 
 @contextmanager
@@ -217,7 +217,8 @@ def added_latency(triton: TritonProcess, pythons: dict, subnet: str, reps: int) 
             for k in up:
                 res[k]["added_p50_ms"] = round(res[k]["p50_ms"] - res["triton_direct"]["p50_ms"], 3)
                 res[k]["added_p99_ms"] = round(res[k]["p99_ms"] - res["triton_direct"]["p99_ms"], 3)
-                print(f"  {proto} {k}: added p50 {res[k]['added_p50_ms']:+.2f} ms, p99 {res[k]['added_p99_ms']:+.2f} ms "
+                print(f"  {proto} {k}: added p50 {res[k]['added_p50_ms']:+.2f} ms, "
+                      f"p99 {res[k]['added_p99_ms']:+.2f} ms "
                       f"(direct p50 {res['triton_direct']['p50_ms']:.2f} p99 {res['triton_direct']['p99_ms']:.2f})",
                       flush=True)
             out[proto] = res
@@ -301,11 +302,11 @@ def bench_overhead(reps: int = 300, rate: float = 200.0, duration_s: float = 20.
                           "added_p99<=2ms": max(s["added_p99_ms"].values()) <= 2.0,
                           "dispatch>=3000rps": (s["dispatch_rps_all_within_10ms"] or 0) >= 3000}
         print(f"{k}: {s}", flush=True)
-    result = dict(_header(), subnet=subnet, compare_python=compare_python, compare_transport=compare_transport,
+    result = dict(results.header(), subnet=subnet, compare_python=compare_python, compare_transport=compare_transport,
                   load_average=os.getloadavg(), cores=os.cpu_count(),
                   goals={"sidecar_cpu_ms_per_request_max": 0.3, "sidecar_over_triton_cpu_max": 1.0,
                          "added_p50_ms_max": 0.5, "added_p99_ms_max": 2.0, "dispatch_rps_min": 3000},
                   summary=summary, cpu_per_request=cpu, latency=latency, dispatch=dispatch)
-    path = _write(name, result)
+    path = results.write(result, results.named(name))
     print(f"wrote {path}")
     return 0

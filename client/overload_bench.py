@@ -2,39 +2,43 @@
 
 Against a fresh ``superserve serve`` (embedded Triton): an open-loop Poisson trace at ``--overload-x`` (3) times
 the machine's capacity for ``--overload-s``, then ``--recover-x`` (0.7) times it for ``--recover-s``; every
-request one Fashion-MNIST test image over gRPC with ``slo_ms``. With ``--compare`` the same trace runs twice,
-once with admission shedding (the default) and once with ``serve --no-admission-shedding``, one after the other.
+request one Fashion-MNIST test image over gRPC with ``slo_ms``. With ``--compare`` the same trace runs three times,
+one after the other: admission shedding as it is by default (the peak-throughput bound), with the measured drain
+rate (``serve --shed-drain measured``), and with ``serve --no-admission-shedding``.
 
 Per phase, measured at the client: refusal latency p50/p99 (send to the 503 or 504), the attainment of the
 accepted requests (answered in time / sent minus refused with 503), overall attainment; over time (every
 ``--scrape-s``): the scheduler's queue depth from /metrics, the sidecar's RSS and the machine's load average;
 the recovery time (first second after the overload whose requests all got in-time answers at >= 0.95 while
-the queue was near empty). Writes ``results/<name>.json`` and ``results/<name>.png``.
+the queue was near empty); where the refusal time went (``where_time_went``). Writes ``results/<name>.json``
+and ``results/<name>.png``.
 """
 from __future__ import annotations
 
 import asyncio
-import json
 import os
+import re
 import shlex
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from superserve.client import traces
+from superserve.client import prometheus_text, results, traces
 from superserve.client.loadgen import Record, Target, run_open_loop
 from superserve.client.soak_bench import process_stats
 from superserve.scheduler import paths
-from superserve.scheduler.hardware import command_line, git_commit, hardware_name
+from superserve.scheduler.provenance import command_line
 from superserve.scheduler.ports import free_ports
 from superserve.scheduler.server import find_profile, serve_subprocess
 
-ARMS = {"shedding": (), "no-shedding": ("--no-admission-shedding",)}
+ARMS = {"shedding": (), "shedding-measured": ("--shed-drain", "measured"),
+        "no-shedding": ("--no-admission-shedding",)}
+"""shedding: serve's default (the peak-throughput bound); shedding-measured: the measured drain rate
+(``--shed-drain measured``); no-shedding: queue everything, drop with 504 when infeasible."""
 NEAR_EMPTY = 5
 """Queue depth (requests) that counts as drained for the recovery time."""
 
@@ -128,11 +132,46 @@ def recovery_s(series: dict, samples: list[dict], overload_s: float) -> float | 
 
 
 # -- one arm: serve, warm, load, scrape ------------------------------------------------------------
+SCRAPED = ("sched_requests_total{", "sched_queue_depth", "sched_shed_total")
+"""The metric families sampled during a run."""
+
+
 def _scrape(url: str) -> dict[str, float]:
-    text = urllib.request.urlopen(url, timeout=5).read().decode()
-    return {k: float(v) for k, v in (line.rsplit(" ", 1) for line in text.splitlines()
-                                     if line.startswith(("sched_requests_total{", "sched_queue_depth",
-                                                         "sched_shed_total")))}
+    """The counters the bench follows, and ``rtt_ms``: how long the sidecar took to answer this GET (its event
+    loop's delay plus the request, as a client sees it)."""
+    t = time.perf_counter()
+    out = prometheus_text.scrape(url, SCRAPED, timeout_s=5)
+    out["rtt_ms"] = round((time.perf_counter() - t) * 1000, 2)
+    return out
+
+
+QUEUED_MS = re.compile(r"dropped after ([\d.]+) ms in the queue")
+
+
+def where_time_went(records: list[Record], samples: list[dict], overload_s: float) -> dict:
+    """Decomposes the refusal latency of the overload phase (issue 12: is it the rule, the sidecar's event loop or
+    the load generator?): for each 504 the time it waited in the scheduler's queue (from its message) against
+    the client's latency, so the rest is outside the engine (front ends, event loops, the generator); the
+    generator's own send lag; the sidecar's answer time to /metrics; and the rate the scheduler served at."""
+    hot = [r for r in records if r.send_s < overload_s]
+    queued, outside = [], []
+    for r in hot:
+        m = QUEUED_MS.search(r.message) if r.outcome == "dropped" else None
+        if m and r.latency_ms is not None:
+            queued.append(float(m.group(1)))
+            outside.append(r.latency_ms - float(m.group(1)))
+    rtt = [x["metrics_rtt_ms"] for x in samples if x.get("metrics_rtt_ms") is not None and x["t_s"] < overload_s]
+    served = [(x["t_s"], x["served_total"]) for x in samples if x.get("served_total") is not None]
+    hot_served = [(t, v) for t, v in served if 2.0 <= t < overload_s]  # past the first seconds of the ramp
+    rate = ((hot_served[-1][1] - hot_served[0][1]) / ((hot_served[-1][0] - hot_served[0][0]) * 1000)
+            if len(hot_served) >= 2 and hot_served[-1][0] > hot_served[0][0] else None)
+    return {"dropped_504_with_queue_time": len(queued),
+            "dropped_504_queue_ms_p50": _pct(queued, 50), "dropped_504_queue_ms_p99": _pct(queued, 99),
+            "dropped_504_outside_engine_ms_p50": _pct(outside, 50),
+            "dropped_504_outside_engine_ms_p99": _pct(outside, 99),
+            "send_lag_ms_p50": _pct([r.lag_ms for r in hot], 50), "send_lag_ms_p99": _pct([r.lag_ms for r in hot], 99),
+            "sidecar_metrics_rtt_ms_p50": _pct(rtt, 50), "sidecar_metrics_rtt_ms_p99": _pct(rtt, 99),
+            "served_rows_per_ms": round(rate, 3) if rate is not None else None}
 
 
 async def _load(cfg: OverloadConfig, target: Target, arrivals, images, labels, pid: int):
@@ -147,9 +186,13 @@ async def _load(cfg: OverloadConfig, target: Target, arrivals, images, labels, p
                 m = await asyncio.to_thread(_scrape, target.metrics_url)
             except OSError:
                 m = {}
+            rtt = m.pop("rtt_ms", None)
             st = process_stats(pid) or {}
+            served = sum(v for k, v in m.items() if k in ('sched_requests_total{outcome="ok"}',
+                                                          'sched_requests_total{outcome="late"}'))
             samples.append({"t_s": round(t, 2), "queue_depth": m.get("sched_queue_depth"),
-                            "shed_total": m.get("sched_shed_total"), "sidecar_rss_mib": st.get("rss_mib"),
+                            "shed_total": m.get("sched_shed_total"), "served_total": served if m else None,
+                            "metrics_rtt_ms": rtt, "sidecar_rss_mib": st.get("rss_mib"),
                             "load_avg_1m": round(os.getloadavg()[0], 2)})
             await asyncio.sleep(cfg.scrape_s)
 
@@ -197,7 +240,9 @@ def run_arm(cfg: OverloadConfig, arm: str, arrivals: np.ndarray, images, labels)
                                                               and s["t_s"] < cfg.overload_s] or [0])), 1),
             "sidecar_rss_mib": {"start": rss0, "max": max(rss) if rss else None, "end": rss1},
             "load_avg": {"start": [round(x, 2) for x in load0], "end": [round(x, 2) for x in load1]},
-            "scheduler_view": view, "scheduler_shed": shed, "per_second": series, "samples": samples,
+            "scheduler_view": view, "scheduler_shed": shed,
+            "where_time_went": where_time_went(records, samples, cfg.overload_s),
+            "per_second": series, "samples": samples,
             "refusal_examples": _examples(records)}
 
 
@@ -216,6 +261,7 @@ def _examples(records: list[Record]) -> dict:
 def run(cfg: OverloadConfig, command: str) -> Path:
     from superserve.client.bench import measure_capacity
     from superserve.scheduler.profile import Profile
+    from superserve.scheduler.shedding import peak_rows_per_ms
     from superserve.supernet.data import load_split
 
     images, labels = load_split("test")
@@ -234,12 +280,16 @@ def run(cfg: OverloadConfig, command: str) -> Path:
               f"{arms[arm]['recovery_s']} s; queue max {arms[arm]['queue_depth_max']}", flush=True)
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    result = {"command": command, "commit": git_commit(paths.repo_root()), "hardware": hardware_name(),
+    result = {**results.header(command),
               "cores": len(os.sched_getaffinity(0)),
               "note": "the load generator, the sidecar and Triton share these cores (and other users' jobs: "
                       "see load_avg per arm and in samples)",
               "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
               "capacity": capacity,
+              "peak_rows_per_ms": round(peak_rows_per_ms(Profile.load(find_profile(None))), 3),
+              "peak_note": "the drain rate the peak rule assumes per worker (the profile's fastest point, before "
+                           "the latency model scales it); compare where_time_went.served_rows_per_ms, what the "
+                           "scheduler served at",
               "trace": {"kind": "poisson, two phases", "seed": cfg.seed, "requests": len(arrivals),
                         "overload_rps": round(cfg.overload_x * capacity["rps"], 1),
                         "recover_rps": round(cfg.recover_x * capacity["rps"], 1)},
@@ -251,8 +301,7 @@ def run(cfg: OverloadConfig, command: str) -> Path:
                                 f"queue depth <= {NEAR_EMPTY} throughout"},
               "goals": {"overload_refusal_p99_ms_below": 20.0, "overload_accepted_attainment_at_least": 0.95},
               "arms": arms}
-    path = out_dir / f"{cfg.name}.json"
-    path.write_text(json.dumps(result, indent=1) + "\n")
+    path = results.write(result, out_dir / f"{cfg.name}.json")
     plot(result, out_dir / f"{cfg.name}.png")
     print(f"wrote {path}")
     return path
@@ -265,7 +314,8 @@ def plot(result: dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
-    colors = {"shedding": "tab:blue", "no-shedding": "tab:red"}
+    colors = {"shedding": "tab:blue", "shedding-peak": "tab:green", "shedding-measured": "tab:green",
+              "no-shedding": "tab:red"}
     for k, (arm, res) in enumerate(result["arms"].items()):
         s, c = res["per_second"], colors.get(arm)
         t = np.arange(len(s["sent"])) + 0.5

@@ -6,30 +6,15 @@ lengths 10, 100 and 1000, on the committed profile (pure function, no server).
 """
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 
-from superserve.scheduler import paths
+from superserve.client import results
 from superserve.scheduler.edf_queue import Pending
-from superserve.scheduler.hardware import command_line, git_commit, hardware_name
 from superserve.scheduler.policies import SlackFit, WorkerView
 from superserve.scheduler.profile import Profile
 from superserve.scheduler.server import find_profile
-
-
-def _header() -> dict:
-    return {"command": command_line(),
-            "commit": git_commit(paths.repo_root()), "hardware": hardware_name()}
-
-
-def _write(name: str, result: dict) -> Path:
-    out = paths.repo_root() / "results" / f"{name}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    return out
 
 
 def _pct(a, q) -> float:
@@ -49,8 +34,10 @@ def bench_decide(reps: int = 2000, lengths=(10, 100, 1000)) -> int:
             policy.decide(queue, 0.0, profile, WorkerView(0, 0))
             times.append((time.perf_counter_ns() - t) / 1000)
         out[str(n)] = {"median_us": _pct(times, 50), "p99_us": _pct(times, 99), "reps": reps}
-        print(f"queue {n:5d}: SlackFit decide median {out[str(n)]['median_us']:.1f} us, p99 {out[str(n)]['p99_us']:.1f} us")
-    path = _write("slackfit_decision", dict(_header(), profile=profile.hardware, subnets=len(profile.subnets),
-                                            batch_sizes=list(profile.batch_sizes), decision_time=out))
+        print(f"queue {n:5d}: SlackFit decide median {out[str(n)]['median_us']:.1f} us, "
+              f"p99 {out[str(n)]['p99_us']:.1f} us")
+    result = dict(results.header(), profile=profile.hardware, subnets=len(profile.subnets),
+                  batch_sizes=list(profile.batch_sizes), decision_time=out)
+    path = results.write(result, results.named("slackfit_decision"))
     print(f"wrote {path}")
     return 0

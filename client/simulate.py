@@ -4,15 +4,12 @@ batch latencies from the profile, each request's answers replayed from the valid
 a policy or gear plan behaves before running ``superserve bench`` on the real stack."""
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 
-from superserve.client import traces
+from superserve.client import results, traces
 from superserve.scheduler import paths
-from superserve.scheduler.hardware import command_line
 from superserve.scheduler.policies.factories import PolicyOptions, factory_for
 from superserve.scheduler.profile import Profile
 from superserve.scheduler.server import find_profile
@@ -32,7 +29,7 @@ def main(args) -> int:
     samples = rng.integers(0, len(record.labels), len(trace.arrivals_s))
     reqs = [SimRequest(float(t) * 1000, args.slo_ms, int(s), min_confidence=args.min_confidence)
             for t, s in zip(trace.arrivals_s, samples)]
-    result = {"command": command_line(), "profile": profile.hardware, "trace": trace.describe(),
+    result = {**results.header(), "profile": profile.hardware, "trace": trace.describe(),
               "slo_ms": args.slo_ms, "workers": args.workers, "policies": {}}
     for name in args.policy.split(","):
         kind, _, arg = name.partition(":")
@@ -46,5 +43,5 @@ def main(args) -> int:
         result["policies"][name] = s
         print(f"{name:28} {describe(s)}")
     if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+        results.write(result, args.out)
     return 0

@@ -12,13 +12,11 @@ Sent in one-minute segments whose tails overlap, so memory here stays flat howev
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shlex
 import signal
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,9 +28,9 @@ import tritonclient.http as httpclient
 import tritonclient.http.aio as httpaio
 from tritonclient.utils import InferenceServerException
 
-from superserve.client import traces
+from superserve.client import prometheus_text, results, traces
 from superserve.scheduler import paths
-from superserve.scheduler.hardware import command_line, git_commit, hardware_name
+from superserve.scheduler.provenance import command_line
 from superserve.scheduler.ports import free_ports
 from superserve.scheduler.server import find_profile, serve_subprocess
 from superserve.supernet.data import load_split
@@ -235,9 +233,7 @@ def _merge(total: Tally, tally: Tally) -> None:
 
 
 def _scrape(http_url: str) -> dict[str, float]:
-    text = urllib.request.urlopen(f"http://{http_url}/metrics", timeout=10).read().decode()
-    return {k: float(v) for k, v in (line.rsplit(" ", 1) for line in text.splitlines()
-                                     if line.startswith(("sched_requests_total{", "sched_queue_depth")))}
+    return prometheus_text.scrape(http_url, ("sched_requests_total{", "sched_queue_depth"))
 
 
 def _process_report(samples: list[dict]) -> dict:
@@ -287,7 +283,7 @@ def run(cfg: SoakConfig, command: str) -> Path:
         after = _scrape(http_url)
         proc.send_signal(signal.SIGINT)  # SIGINT: drain and stop, as serve_subprocess would; its exit code is recorded
         exit_code = proc.wait(timeout=60)
-    result = {"command": command, "commit": git_commit(paths.repo_root()), "hardware": hardware_name(),
+    result = {**results.header(command),
               "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
               "summary": _summary(total, 0.0, cfg.duration_s),
               "error_examples": sorted(total.examples.values()),
@@ -296,8 +292,7 @@ def run(cfg: SoakConfig, command: str) -> Path:
               "processes": _process_report(samples),
               "logs_bytes": {"serve": (d / "serve.log").stat().st_size, "triton": (d / "triton.log").stat().st_size},
               "serve_exit_code": exit_code, "segments": segments, "samples": samples}
-    path = out_dir / f"{cfg.name}.json"
-    path.write_text(json.dumps(result, indent=1) + "\n")
+    path = results.write(result, out_dir / f"{cfg.name}.json")
     print(f"requests {result['summary']['requests']}: " + ", ".join(
         f"{k} {result['summary'][k]}" for k in ("ok", "late", "dropped", "rejected", "invalid", "error")))
     for role, p in result["processes"].items():

@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import tritonclient.grpc as grpcclient
 
+from superserve.client import results
 from superserve.scheduler import paths
-from superserve.scheduler.hardware import command_line, git_commit, hardware_name
+from superserve.scheduler.provenance import command_line
 from superserve.scheduler.ports import free_ports
 from superserve.scheduler.profiler import latency_stats, measure, timed_infer
 from superserve.scheduler.variants import build_variant_repository
@@ -86,7 +87,7 @@ def stub_memory_kb(triton: TritonProcess) -> dict[str, dict]:
 def run(name: str, reps: int, command: str) -> Path:
     model, meta = load_checkpoint(paths.default_weights())
     pareto = meta["pareto"]
-    result = {"command": command, "commit": git_commit(paths.repo_root()), "hardware": hardware_name(),
+    result = {**results.header(command),
               "supernet": meta["sha256"], "pareto": pareto}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "repo"
@@ -134,10 +135,7 @@ def run(name: str, reps: int, command: str) -> Path:
             "separate_weights_file_bytes": sep_weights,
             "weights_ratio": round(sep_weights / weights_bytes, 2),
         }
-    out = paths.repo_root() / "results" / f"{name}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    return out
+    return results.write(result, results.named(name))
 
 
 def main(name: str, reps: int) -> int:

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from superserve.scheduler import paths
-from superserve.scheduler.hardware import command_line
+from superserve.scheduler.provenance import command_line
 from superserve.scheduler.profile import Profile
 
 # Seconds of fixed cost on top of each trace, measured here (2 shared cores, load average 6-11, the

@@ -166,7 +166,8 @@ def update_readme(readme: Path, text: str, source: str) -> bool:
 
 def _series(rows, policy, vary: int, fixed_at: tuple):
     """(x labels, metric spreads) along axis ``vary`` with the others at ``fixed_at``."""
-    pts = [x for x in rows if x["policy"] == policy and all(x["point"][i] == fixed_at[i] for i in range(4) if i != vary)]
+    pts = [x for x in rows
+           if x["policy"] == policy and all(x["point"][i] == fixed_at[i] for i in range(4) if i != vary)]
     return sorted(pts, key=lambda x: _order(x["point"]))
 
 
@@ -212,8 +213,9 @@ def plots(rows: list[dict], folder: Path, policy: str = "slackfit") -> list[Path
                 ax.errorbar(xs, [pts[i]["metrics"][metric]["mean"] * sc for i in xs],
                             yerr=[(pts[i]["metrics"][metric]["sd"] or 0) * sc for i in xs], fmt="o-", capsize=3)
                 for i in xs:  # each seed
-                    ax.plot([i] * len(pts[i]["per_seed"]), [(h[metric] or float("nan")) * sc for h in pts[i]["per_seed"]],
-                            ".", color="grey", ms=4)
+                    seeds = pts[i]["per_seed"]
+                    ys = [(h[metric] or float("nan")) * sc for h in seeds]
+                    ax.plot([i] * len(seeds), ys, ".", color="grey", ms=4)
                 if metric == "gain_at_equal_attainment":
                     ys = [i for i, x in enumerate(pts) if x["metrics"]["gain_at_target"]["n"]]
                     ax.errorbar(ys, [pts[i]["metrics"]["gain_at_target"]["mean"] * 100 for i in ys],

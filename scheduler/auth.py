@@ -223,7 +223,8 @@ def add_arguments(parser) -> None:
     g.add_argument("--protect-health", action="store_true",
                    help="require the token on /v2/health/*, gRPC ServerLive/ServerReady and /metrics too")
     g.add_argument("--insecure-public", action="store_true",
-                   help="allow a non-loopback --host without a token or --tls-client-ca (only behind a trusted network)")
+                   help="allow a non-loopback --host without a token or --tls-client-ca "
+                        "(only behind a trusted network)")
     g.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS and gRPC over TLS with this certificate chain")
     g.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
     g.add_argument("--tls-client-ca", metavar="PEM",

@@ -8,23 +8,29 @@ import sys
 from pathlib import Path
 
 from superserve.scheduler import log_limits
-from superserve.scheduler.hardware import command_line
+from superserve.scheduler.provenance import command_line
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    import torch
-    from superserve.supernet.pipeline import train_supernet
-    from superserve.supernet.train import TrainConfig
-    from superserve.scheduler.paths import repo_root
+    import dataclasses
 
+    import torch
+    from superserve.supernet.pipeline import DEFAULT_OUT, TRAIN_DEFAULTS, train_supernet
+    from superserve.scheduler.paths import backend_dir
+
+    if args.family not in TRAIN_DEFAULTS:
+        print(f"superserve train: --family must be one of {', '.join(TRAIN_DEFAULTS)} (families trained here), "
+              f"not {args.family!r}", file=sys.stderr)
+        return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    cfg = TrainConfig(epochs_largest=args.epochs_largest, epochs_sandwich=args.epochs_sandwich,
-                      batch_size=args.batch_size, lr=args.lr, seed=args.seed, limit=args.limit)
-    out = args.out or repo_root() / "backends/python_supernet/weights/supernet.pt"
+    given = {k: getattr(args, k) for k in ("epochs_largest", "epochs_sandwich", "batch_size", "lr", "limit")
+             if getattr(args, k) is not None}
+    cfg = dataclasses.replace(TRAIN_DEFAULTS[args.family], seed=args.seed, **given)
+    out = args.out or backend_dir() / "weights" / DEFAULT_OUT[args.family]
     command = command_line()
-    meta = train_supernet(out, cfg, args.data_dir, device, command)
+    meta = train_supernet(out, cfg, args.data_dir, device, command, family=args.family)
     print(f"weights: {out}  sha256 {meta['sha256']}")
     print(f"{'subnet':24} {'val':>6} {'test':>6} {'ms@b8':>7} {'MMACs':>7}")
     for r in meta["subnets"]:
@@ -66,23 +72,35 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     import tritonclient.grpc as grpcclient
 
     from superserve.scheduler import paths
-    from superserve.scheduler.hardware import hardware_name
+    from superserve.scheduler.provenance import hardware_name
     from superserve.scheduler.ports import free_ports
     from superserve.scheduler.profiler import BATCH_SIZES, build_profile, write_profile
     from superserve.scheduler.triton_launcher import TritonConfig, TritonProcess
 
-    meta = json.loads(paths.default_weights().with_suffix(".json").read_text())
+    from superserve.scheduler.model_config import model_weights
+
+    config = paths.model_repository() / args.model / "config.pbtxt"
+    if not config.exists():
+        print(f"superserve profile: no model {args.model!r} in {paths.model_repository()} "
+              "('superserve add-model' writes one)", file=sys.stderr)
+        return 2
+    weights = model_weights(config.read_text()) or str(paths.default_weights())
+    weights = Path(weights) if Path(weights).is_absolute() else paths.backend_dir() / weights
+    meta = json.loads(weights.with_suffix(".json").read_text())
     hardware = args.hardware or hardware_name()
-    out = Path(args.out) if args.out else paths.repo_root() / "profiles" / f"{hardware}.json"
+    # The default model's profile is profiles/<hardware>.json; another model's profiles/<model>/<hardware>.json.
+    folder = paths.repo_root() / "profiles" / ("" if args.model == "supernet" else args.model)
+    out = Path(args.out) if args.out else folder / f"{hardware}.json"
     with contextlib.ExitStack() as stack:
         url = args.triton_grpc
         if not url:
             http, grpc, metrics = free_ports(3)
-            triton = stack.enter_context(TritonProcess(TritonConfig(http_port=http, grpc_port=grpc, metrics_port=metrics)))
+            triton = stack.enter_context(TritonProcess(TritonConfig(
+                http_port=http, grpc_port=grpc, metrics_port=metrics, models=(args.model,))))
             url = triton.cfg.grpc_url
         client = grpcclient.InferenceServerClient(url)
         batches = tuple(int(b) for b in args.batch_sizes.split(",")) if args.batch_sizes else BATCH_SIZES
-        prof = build_profile(client, meta, hardware, batches, args.reps)
+        prof = build_profile(client, meta, hardware, batches, args.reps, model=args.model)
     write_profile(prof, out)
     print(f"wrote {out} ({len(prof['subnets'])} subnets, batches {prof['batch_sizes']})")
     print(f"{'subnet':22} {'acc':>6} " + " ".join(f"{'b' + str(b):>8}" for b in prof["batch_sizes"]) + "   (mean ms)")
@@ -138,7 +156,7 @@ def _serve_config(args: argparse.Namespace, auth_cfg, limits_cfg, tls_cfg):
                                           adapt_latency=args.adapt_latency, margin_ms=args.margin_ms,
                                           measure_margin=args.measure_margin,
                                           admission_shedding=args.admission_shedding,
-                                          shed_peak_fraction=args.shed_peak_fraction,
+                                          shed_peak_fraction=args.shed_peak_fraction, shed_drain=args.shed_drain,
                                           latency_model=args.latency_model, latency_quantile=args.latency_quantile,
                                           pipeline=args.pipeline, pipeline_lead_ms=args.pipeline_lead_ms,
                                           pipeline_min_rows=args.pipeline_min_rows,
@@ -243,6 +261,12 @@ def _cmd_bench_soak(args: argparse.Namespace) -> int:
     return bench_soak(args)
 
 
+def _cmd_bench_fuzz(args: argparse.Namespace) -> int:
+    from superserve.client.fuzz_bench import main as bench_fuzz
+
+    return bench_fuzz(args)
+
+
 def _cmd_baselines(args: argparse.Namespace) -> int:
     from superserve.client import triton_fixed
     from superserve.scheduler import paths
@@ -257,24 +281,83 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_add_model(args: argparse.Namespace) -> int:
+    from superserve.scheduler.model_config import add_model
+
+    try:
+        written = add_model(args.family, args.weights, name=args.name, repo=args.repository,
+                            baselines=args.baselines, force=args.force, max_batch_size=args.max_batch_size)
+    except (OSError, ValueError, ImportError) as e:  # missing or mismatched weights, unknown family, name taken
+        print(f"superserve add-model: {e}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_import_ofa(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from superserve.supernet.ofa_adapter import import_checkpoint
+
+    try:
+        images = np.load(args.calibration_images).astype(np.float32) if args.calibration_images else None
+        meta = import_checkpoint(args.checkpoint, args.out, args.resolution, args.num_classes, args.width_mult,
+                                 images=images, subnets=args.subnets.split(",") if args.subnets else None,
+                                 command=command_line())
+    except (OSError, ImportError, ValueError) as e:  # WeightsMismatch, a bad subnet name, a missing file
+        print(f"superserve import-ofa: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out} ({len(meta['calibrated'])} subnets; {meta['calibration']}); serve it with "
+          f"'superserve add-model --family ofa-mobilenetv3 --weights {args.out}'")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="superserve", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train the supernet on Fashion-MNIST, calibrate, write weights")
+    t = sub.add_parser("train", help="train a supernet family on Fashion-MNIST, calibrate, write weights")
+    t.add_argument("--family", default="elastic-cnn", help="elastic-cnn (default) or elastic-vit")
     t.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX .gz files "
                    "(default /usr/share/datasets/fashion-mnist)")
-    t.add_argument("--out", help="weights path (default backends/python_supernet/weights/supernet.pt)")
-    t.add_argument("--epochs-largest", type=int, default=5)
-    t.add_argument("--epochs-sandwich", type=int, default=3)
-    t.add_argument("--batch-size", type=int, default=128)
-    t.add_argument("--lr", type=float, default=0.1)
+    t.add_argument("--out", help="weights path (default backends/python_supernet/weights/supernet.pt for "
+                   "elastic-cnn, vit.pt for elastic-vit)")
+    t.add_argument("--epochs-largest", type=int, help="default: the family's recipe (cnn 5, vit 2)")
+    t.add_argument("--epochs-sandwich", type=int, help="default: the family's recipe (cnn 3, vit 6)")
+    t.add_argument("--batch-size", type=int, help="default 128")
+    t.add_argument("--lr", type=float, help="default: the family's recipe (cnn 0.1 SGD, vit 0.002 AdamW)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--limit", type=int, help="train on the first N images only (smoke runs)")
     t.add_argument("--device", help="cpu or cuda (default: cuda if available)")
     t.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     t.set_defaults(func=_cmd_train)
+
+    am = sub.add_parser("add-model", help="write model_repository/<name>/config.pbtxt for a supernet's weights "
+                        "(family, weights, dims from the weights' metadata), after checking the weights fit")
+    am.add_argument("--family", required=True, help="elastic-cnn, elastic-vit or ofa-mobilenetv3")
+    am.add_argument("--weights", required=True, help="weights file (.pt with its .json beside it)")
+    am.add_argument("--name", help="model name (default: the weights file's stem)")
+    am.add_argument("--repository", help="model repository (default model_repository/)")
+    am.add_argument("--baselines", action="store_true", help="also write <name>-fixed-<subnet> models pinned to "
+                    "the smallest, a middle and the largest Pareto subnet")
+    am.add_argument("--max-batch-size", type=int, default=64)
+    am.add_argument("--force", action="store_true", help="overwrite existing configs")
+    am.set_defaults(func=_cmd_add_model)
+
+    io = sub.add_parser("import-ofa", help="turn a published Once-for-All MobileNetV3 checkpoint (a local file) "
+                        "into weights of family ofa-mobilenetv3 (needs the optional 'ofa' package)")
+    io.add_argument("--checkpoint", required=True, help="OFA's .pth state dict (e.g. ofa_mbv3_d234_e346_k357_w1.0)")
+    io.add_argument("--out", required=True, help="weights to write (.pt, with .json beside it)")
+    io.add_argument("--resolution", type=int, default=224)
+    io.add_argument("--num-classes", type=int, default=1000)
+    io.add_argument("--width-mult", type=float, default=1.0)
+    io.add_argument("--calibration-images", help=".npy float32 [N, 3, R, R] in [0, 1]: per-subnet BN statistics "
+                    "(default: the checkpoint's shared statistics for every subnet)")
+    io.add_argument("--subnets", help="comma-separated subnet names to serve (default: the 27 uniform "
+                    "kernel/ratio/depth candidates)")
+    io.set_defaults(func=_cmd_import_ofa)
 
     tr = sub.add_parser("triton", help="run tritonserver (from the nvidia-pytriton wheel) on our model repository")
     tr.add_argument("--host", default="127.0.0.1")
@@ -367,7 +450,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "late (it is then dropped with 504 when infeasible), rather than refusing it at once with 503")
     sv.add_argument("--shed-peak-fraction", type=float, default=1.0,
                     help="admission shedding assumes the queue drains at this fraction of the profile's peak "
-                    "throughput (1: never refuses what the profile could serve; lower refuses earlier)")
+                    "throughput (1: never refuses what the profile could serve; lower refuses earlier); with "
+                    "--shed-drain peak, or until the drain rate is measured")
+    sv.add_argument("--shed-drain", choices=("peak", "measured"), default="peak",
+                    help="the drain rate admission shedding assumes: peak (the planning profile's peak throughput "
+                    "on every worker) or measured (rows the workers cleared under a backlog, recent full batches; "
+                    "an experiment: better in one of two overload runs, worse in the other)")
     from superserve.scheduler import auth, limits
     limits.add_arguments(sv)
     auth.add_arguments(sv)
@@ -376,6 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("profile", help="measure end-to-end latency of the Pareto subnets through Triton and "
                         "write profiles/<hardware>.json")
     pr.add_argument("--triton-grpc", help="a running Triton's gRPC host:port (default: start one on free ports)")
+    pr.add_argument("--model", default="supernet", help="model_repository entry to profile (default supernet; "
+                    "another model's profile goes to profiles/<model>/<hardware>.json)")
     pr.add_argument("--reps", type=int, default=30, help="timed requests per (subnet, batch) point")
     pr.add_argument("--batch-sizes", help="comma-separated (default 1,2,4,8,16,32,64)")
     pr.add_argument("--hardware", help="hardware name (default: detected CPU model and cores, or GPU name)")
@@ -556,12 +646,24 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--scrape-s", type=float, default=0.5, help="seconds between /metrics and RSS samples")
     o.add_argument("--warmup", type=int, default=100, help="requests before the measurement")
     o.add_argument("--compare", action="store_true",
-                   help="run the same trace twice: serve as is, then serve --no-admission-shedding")
+                   help="run the same trace three times: serve as is (peak bound), serve --shed-drain measured, "
+                   "serve --no-admission-shedding")
     o.add_argument("--no-admission-shedding", action="store_true",
                    help="run only the serve --no-admission-shedding arm")
     o.add_argument("--out-dir", help="default results/")
     o.add_argument("--serve-args", help='extra options for every superserve serve, e.g. "--workers 2"')
     o.set_defaults(func=_cmd_bench_overload)
+
+    fz = sub.add_parser("bench-fuzz", help="fuzzed requests (half HTTP, half gRPC, seeded) against a fresh serve "
+                        "with default options: every answer code, every 5xx/UNKNOWN/INTERNAL with its case, health "
+                        "after, /metrics accounting -> results/<name>.json")
+    fz.add_argument("--name", default="fuzz")
+    fz.add_argument("--cases", type=int, default=10_000, help="fuzzed requests, half over each protocol")
+    fz.add_argument("--seed", type=int, default=0)
+    fz.add_argument("--good-every", type=int, default=100, help="a good request of each protocol after this many")
+    fz.add_argument("--out-dir", help="default results/")
+    fz.add_argument("--serve-args", help='extra options for superserve serve (default: none)')
+    fz.set_defaults(func=_cmd_bench_fuzz)
     return p
 
 

@@ -72,6 +72,10 @@ class EngineConfig:
     admission_shedding: bool = True
     """Refuse at arrival (503, Overloaded) a request the queue ahead of it certainly makes late (shedding.py),
     rather than queueing it until it is dropped with 504; False: the old behaviour, for comparison."""
+    shed_drain: str = "peak"
+    """The drain rate admission shedding assumes: ``peak`` (the peak throughput of the profile the policy plans
+    with, on every worker, times ``shed_peak_fraction``) or ``measured`` (shedding.DrainRate: what the workers
+    cleared under a backlog, the peak bound until enough batches are seen; an experiment, see README, Overload)."""
     shed_peak_fraction: float = 1.0
     """Admission shedding assumes the queue drains at this fraction of the profile's peak rows/ms (1: the
     optimistic bound, which never refuses what the profile could serve; below 1 it refuses earlier, at the risk
@@ -82,6 +86,8 @@ class EngineConfig:
             raise ValueError(f"need 0 < default_slo_ms <= max_slo_ms, got {self.default_slo_ms}, {self.max_slo_ms}")
         if self.margin_ms < 0:
             raise ValueError(f"margin_ms must be >= 0, got {self.margin_ms}")
+        if self.shed_drain not in ("measured", "peak"):
+            raise ValueError(f"shed_drain must be measured or peak, got {self.shed_drain!r}")
         if not 0 < self.shed_peak_fraction <= 1:
             raise ValueError(f"shed_peak_fraction must be in (0, 1], got {self.shed_peak_fraction}")
         if self.default_min_confidence is not None and not 0 <= self.default_min_confidence <= 1:
@@ -103,7 +109,8 @@ class EngineConfig:
             latency=LatencyModelConfig(quantile=self.latency_quantile) if self.adapt_latency else None,
             latency_kind=self.latency_model, pipeline=self.pipeline, pipeline_lead_ms=self.pipeline_lead_ms,
             pipeline_min_rows=self.pipeline_min_rows, default_min_confidence=self.default_min_confidence,
-            admission_shedding=self.admission_shedding, shed_peak_fraction=self.shed_peak_fraction, health=health)
+            admission_shedding=self.admission_shedding, shed_drain=self.shed_drain,
+            shed_peak_fraction=self.shed_peak_fraction, health=health)
 
 
 @dataclass
@@ -157,6 +164,11 @@ class Engine:
     @property
     def queue(self):
         return self.lifecycle.queue
+
+    @property
+    def drain_rate(self):
+        """Rows/ms the queue drains at while requests wait (admission shedding, shedding.py)."""
+        return self.lifecycle.drain_rate
 
     @property
     def profile(self) -> Profile:

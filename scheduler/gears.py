@@ -15,6 +15,7 @@ import json
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 class PlanError(ValueError):
@@ -56,7 +57,7 @@ class GearPlan:
     may be scaled (the engine's observed/profiled latency); the rate is looked up scaled the same way,
     since a system running 2x slower than planned behaves like the plan at 2x the rate."""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not self.gears:
             raise PlanError("gear plan has no gears (was every rate infeasible for its SLO?)")
         if self.measure not in ("max_softmax", "margin"):
@@ -76,7 +77,7 @@ class GearPlan:
         return {s.subnet for g in self.gears for s in g.stages}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "GearPlan":
+    def from_dict(cls, d: dict[str, Any]) -> "GearPlan":
         try:
             gears = tuple(Gear(float(g["min_rps"]), float(g["max_rps"]),
                                tuple(Stage(s["subnet"], None if s.get("threshold") is None else float(s["threshold"]))

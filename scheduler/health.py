@@ -50,13 +50,14 @@ class HealthConfig:
     max_attempts: int = 3
     """Dispatches per request, first one included, before a worker failure is answered as an error."""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not 0 < self.probe_interval_s <= self.max_backoff_s:
             raise ValueError(f"need 0 < probe_interval_s <= max_backoff_s, got {self.probe_interval_s}, "
                              f"{self.max_backoff_s}")
         if self.probe_timeout_s <= 0 or self.warmup_timeout_s <= 0 or self.hang_factor < 1 or self.hang_floor_ms <= 0:
             raise ValueError(f"need probe_timeout_s, warmup_timeout_s > 0, hang_factor >= 1, hang_floor_ms > 0; got "
-                             f"{self.probe_timeout_s}, {self.warmup_timeout_s}, {self.hang_factor}, {self.hang_floor_ms}")
+                             f"{self.probe_timeout_s}, {self.warmup_timeout_s}, {self.hang_factor}, "
+                             f"{self.hang_floor_ms}")
         if self.max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
 
@@ -85,7 +86,7 @@ class WorkerHealth:
 
     def _backoff_ms(self) -> float:
         steps = max(0, self.failures - 1)
-        return min(self.cfg.probe_interval_s * 2 ** min(steps, 30), self.cfg.max_backoff_s) * 1000
+        return min(self.cfg.probe_interval_s * float(2 ** min(steps, 30)), self.cfg.max_backoff_s) * 1000
 
     def _fail(self, now_ms: float, reason: str) -> Event | None:
         self.failures += 1

@@ -57,7 +57,7 @@ class LatencyModelConfig:
     step: float = 0.05
     """Factors are rounded up to a multiple of this (bounded number of distinct scaled profiles)."""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not 0.5 <= self.quantile < 1:
             raise ValueError(f"quantile must be in [0.5, 1), got {self.quantile}")
         if self.window < 10 or not 1 <= self.min_samples <= self.window or not 1 <= self.short_rank < self.short:
@@ -73,7 +73,7 @@ class LatencyModel:
     batch_sizes: tuple[int, ...]
     cfg: LatencyModelConfig = field(default_factory=LatencyModelConfig)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.batch_sizes = tuple(sorted(self.batch_sizes))
         self._all: deque[float] = deque(maxlen=self.cfg.window)
         self._own: dict[int, deque[float]] = {b: deque(maxlen=self.cfg.window) for b in self.batch_sizes}
@@ -111,7 +111,7 @@ class LatencyModel:
             d = k if k in self._own_stats else (smaller[-1] if smaller else donors[0] if donors else None)
             self._factors[k], self._medians[k] = self._own_stats[d] if d is not None else (q_all, self.median)
 
-    def _stats(self, window) -> tuple[float, float]:
+    def _stats(self, window: deque[float]) -> tuple[float, float]:
         """(the planning quantile, the median) of a window; the quantile rounds up to an observation."""
         a = np.sort(np.fromiter(window, float, len(window)))
         return float(a[min(len(a) - 1, math.ceil(self.cfg.quantile * (len(a) - 1)))]), float(a[(len(a) - 1) // 2])
@@ -137,7 +137,7 @@ class LatencyModel:
         self._own_stats = {}
         self.median = 1.0
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, float]:
         """Quantiles of the ratio over the window (for metrics and logs)."""
         if not self._all:
             return {"n": 0}
@@ -151,7 +151,7 @@ class ScaledProfiles:
 
     def __init__(self, base: Profile, capacity: int = 64):
         self.base, self.capacity = base, capacity
-        self._cache: dict[tuple, Profile] = {}
+        self._cache: dict[tuple[tuple[int, float], ...], Profile] = {}
 
     def get(self, factors: dict[int, float]) -> Profile:
         key = tuple(sorted(factors.items()))

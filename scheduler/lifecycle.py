@@ -31,7 +31,7 @@ from .policies.base import Batch, Policy, WorkerView, drop_infeasible_head
 from .profile import Profile
 from .reply_margin import ReplyMargin
 from .roster import Roster, Slot, WorkerState
-from .shedding import Backlog, peak_rows_per_ms, shed_reason
+from .shedding import Backlog, DrainRate, peak_rows_per_ms, shed_reason
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,8 @@ class LifecycleConfig:
     pipeline_min_rows: int = 8
     default_min_confidence: float | None = None
     admission_shedding: bool = True
+    shed_drain: str = "peak"
+    """``peak`` or ``measured`` (EngineConfig.shed_drain)."""
     shed_peak_fraction: float = 1.0
     health: HealthConfig = field(default_factory=HealthConfig)
     """Its retry rule (max_attempts) decides what a failed batch's requests do."""
@@ -157,6 +159,8 @@ class Lifecycle:
         """The margin policies plan with (cfg.margin_ms, or measured online: the engine feeds it)."""
         self.pipelining = cfg.pipeline and policy.pipelines
         self.queue = EDFQueue(cfg.queue_capacity)
+        self.drain_rate = DrainRate(min_rows=max(1, profile.max_batch // 2))
+        """Rows/ms the queue drains at while requests wait (admission shedding, shedding.py)."""
         self.jobs: dict[int, Job] = {}
         self._ids = itertools.count(1)
         self._sweep_armed, self._sweep_key = False, None
@@ -211,7 +215,8 @@ class Lifecycle:
             now = p.arrival_ms  # each healthy worker starts on the backlog when its batches in flight end
             free = tuple(self._free_at(s, now) or now for s in self.roster if s.healthy)
             backlog = Backlog(self.queue.rows_ahead(p.deadline_ms), free)
-            reason = shed_reason(now, p.deadline_ms - margin, backlog, fastest, self._peak_rows_per_ms())
+            measured = self.drain_rate.rows_per_ms() if self.cfg.shed_drain == "measured" else None
+            reason = shed_reason(now, p.deadline_ms - margin, backlog, fastest, self._peak_rows_per_ms(), measured)
             if reason is not None:
                 self.stats.shed += 1
                 log.warning("request %d shed at admission: %s", p.id, reason)
@@ -399,6 +404,7 @@ class Lifecycle:
         loaded a model (INFaaS variants), which says nothing about forward speed."""
         out: list[Resolution] = []
         try:
+            self.drain_rate.observe(now, d.rows, len(self.queue) > 0)
             if load_seconds is not None:
                 self.stats.model_loads += 1
                 self.stats.model_load_seconds_sum += load_seconds

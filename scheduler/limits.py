@@ -9,8 +9,13 @@ descriptor limit. Helpers only; the front ends wire them (see ``ConnectionLimits
   or whose body (``Content-Length``) is not complete ``body_timeout_s`` after the head, with ``408``.
   ``http_runner_kwargs`` gives ``web.AppRunner`` an idle keep-alive timeout (aiohttp's default is an hour)
   and header size caps.
-- gRPC (grpc.aio): ``grpc_server_kwargs`` caps concurrent RPCs (beyond: RESOURCE_EXHAUSTED at once) and
-  streams per connection, closes idle connections, bounds the handshake and accepts client keep-alive pings.
+- gRPC (grpc.aio): ``grpc_server_kwargs`` caps streams per connection, closes idle connections, bounds the
+  handshake and accepts client keep-alive pings; ``GrpcLimits`` (a server interceptor, outermost) caps the calls
+  in progress (beyond: RESOURCE_EXHAUSTED at once) and counts the calls gRPC refused for a message over the size
+  limit, which grpc.aio does before any Python code sees the call.
+
+Every refusal is counted in one ``Counter`` by (protocol, reason) (``REFUSALS``), published at /metrics as
+``sched_limit_refusals_total``, so a refused request is never invisible there.
 """
 from __future__ import annotations
 
@@ -18,11 +23,21 @@ import asyncio
 import json
 import logging
 import resource
+from collections import Counter
 from dataclasses import dataclass
 
+import grpc
 from aiohttp import web
 
 log = logging.getLogger(__name__)
+
+
+REFUSALS = (("http", "connections"), ("http", "head_timeout"), ("http", "body_timeout"), ("http", "head_too_large"),
+            ("http", "body_too_large"), ("grpc", "concurrent_rpcs"), ("grpc", "message_too_large"))
+"""(protocol, reason) of every refusal the limits make: an HTTP connection over the cap (503), a head or a body
+that came too slowly (408), a head too large (431), a body over the size limit (413, aiohttp's
+``client_max_size``); a gRPC call over the concurrency cap, or whose message gRPC refused as too large
+(RESOURCE_EXHAUSTED both)."""
 
 
 def default_max_connections() -> int:
@@ -75,9 +90,9 @@ def http_runner_kwargs(limits: ConnectionLimits) -> dict:
 
 
 def grpc_server_kwargs(limits: ConnectionLimits, options: list[tuple[str, object]] | tuple = ()) -> dict:
-    """Keyword arguments for ``grpc.aio.server`` (``options`` are added to, e.g. message size limits)."""
-    return {"maximum_concurrent_rpcs": limits.grpc_max_concurrent_rpcs,
-            "options": [*options,
+    """Keyword arguments for ``grpc.aio.server`` (``options`` are added to, e.g. message size limits). The cap on
+    calls in progress is ``GrpcLimits``, not grpc's ``maximum_concurrent_rpcs``, whose refusals no code sees."""
+    return {"options": [*options,
                         ("grpc.max_concurrent_streams", limits.grpc_max_concurrent_streams),
                         ("grpc.max_connection_idle_ms", int(limits.grpc_max_connection_idle_s * 1000)),
                         ("grpc.server_handshake_timeout_ms", int(limits.grpc_handshake_timeout_s * 1000)),
@@ -240,10 +255,13 @@ class _Guarded(asyncio.Protocol):
     def _expire(self, what: str, seconds: float) -> None:
         self._timer = None
         self.guard.timed_out += 1
+        self.guard.refusals[("http", "head_timeout" if what == "request head" else "body_timeout")] += 1
         self._close("408 Request Timeout", f"{what} not complete {seconds:g} s after it started")
 
     def _close(self, status: str, why: str) -> bool:
         self.guard.closed += 1
+        if status.startswith("431"):
+            self.guard.refusals[("http", "head_too_large")] += 1
         log.warning("closing an HTTP connection from %s: %s", self._peer(), why)
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(_canned(status, {"error": why}))
@@ -258,8 +276,10 @@ class _Guarded(asyncio.Protocol):
 class ConnectionGuard:
     """A protocol factory around aiohttp's: counts connections, refuses those over the cap, watches the rest."""
 
-    def __init__(self, factory, limits: ConnectionLimits):
+    def __init__(self, factory, limits: ConnectionLimits, refusals: Counter | None = None):
         self.factory, self.limits = factory, limits
+        self.refusals = Counter() if refusals is None else refusals
+        """By (protocol, reason), REFUSALS: shared with the gRPC side and /metrics."""
         self.open = 0
         self.lingering = 0
         self.refused = 0
@@ -274,6 +294,7 @@ class ConnectionGuard:
 
     def note_refusal(self) -> None:
         self.refused += 1
+        self.refusals[("http", "connections")] += 1
         if self.refused == 1 or self.refused % 1000 == 0:
             log.warning("HTTP connection refused: %d open, the cap (%d connections refused so far)", self.open,
                         self.refused)
@@ -283,14 +304,15 @@ class LimitedTCPSite(web.TCPSite):
     """``web.TCPSite`` whose connections go through a ``ConnectionGuard`` (``site.guard``)."""
 
     def __init__(self, runner: web.BaseRunner, host: str | None = None, port: int | None = None, *,
-                 limits: ConnectionLimits | None = None, **kwargs):
+                 limits: ConnectionLimits | None = None, refusals: Counter | None = None, **kwargs):
         super().__init__(runner, host, port, **kwargs)
         self.limits = limits or ConnectionLimits()
+        self.refusals = refusals
         self.guard: ConnectionGuard | None = None
 
     async def start(self) -> None:
         await web.BaseSite.start(self)
-        self.guard = ConnectionGuard(self._runner.server, self.limits)
+        self.guard = ConnectionGuard(self._runner.server, self.limits, self.refusals)
         # With TLS the guard sees the decrypted stream (asyncio's SSL layer sits below it); the handshake
         # itself is bounded like a request head.
         tls = {"ssl_handshake_timeout": self.limits.header_timeout_s} if self._ssl_context else {}
@@ -299,6 +321,85 @@ class LimitedTCPSite(web.TCPSite):
             reuse_address=self._reuse_address, reuse_port=self._reuse_port, **tls)
         sockets = self._server.sockets
         self._bound_port = sockets[0].getsockname()[1] if sockets else self._port
+
+
+def http_refusal_middleware(refusals: Counter):
+    """aiohttp middleware counting the refusals aiohttp itself makes inside a handler: a body over
+    ``client_max_size`` (413)."""
+    @web.middleware
+    async def count_refusals(request: web.Request, handler):
+        try:
+            return await handler(request)
+        except web.HTTPRequestEntityTooLarge:
+            refusals[("http", "body_too_large")] += 1
+            raise
+
+    return count_refusals
+
+
+class GrpcLimits(grpc.aio.ServerInterceptor):
+    """The cap on gRPC calls in progress, and a count of the calls gRPC refuses before Python sees them.
+
+    Install it first (outermost). Each unary method is served as client-streaming (the wire is the same), so its
+    code runs as the call starts rather than once the request message is in: over the cap, the call is refused
+    with RESOURCE_EXHAUSTED before its message is read (as grpc's own ``maximum_concurrent_rpcs`` would, but
+    counted); otherwise it reads the one message and runs the method as before. A call whose message never
+    arrives and that is then cancelled was refused by gRPC for a message over ``grpc.max_receive_message_length``
+    (RESOURCE_EXHAUSTED, sent by gRPC itself) or cancelled by its client first: gRPC does not tell the two apart,
+    so both count as ``message_too_large`` (a client cancelling before its message is sent is rare; one whose
+    deadline passed, or was within ``DEADLINE_SLACK_S``, is not counted)."""
+
+    NO_MESSAGE_WAIT_S = 0.05
+    """After a call ended without a message: how long to wait for gRPC to cancel it (it does at once when it
+    refused the message) before taking it for a client that sent none."""
+
+    DEADLINE_SLACK_S = 0.25
+    """A call cancelled within this of its deadline ended by its deadline, not by a refused message."""
+
+    def __init__(self, limits: ConnectionLimits, refusals: Counter):
+        self.cap, self.refusals = limits.grpc_max_concurrent_rpcs, refusals
+        self.active = 0
+        self._wrapped: dict[str, tuple] = {}
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        if handler is None or handler.request_streaming or handler.response_streaming:
+            return handler
+        cached = self._wrapped.get(details.method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = grpc.stream_unary_rpc_method_handler(self._unary(handler.unary_unary),
+                                                       request_deserializer=handler.request_deserializer,
+                                                       response_serializer=handler.response_serializer)
+        self._wrapped[details.method] = (handler, wrapped)  # the same inner handler each call, but for refusals
+        return wrapped
+
+    def _unary(self, inner):
+        async def limited(request_iterator, context):
+            if self.active >= self.cap:
+                self.refusals[("grpc", "concurrent_rpcs")] += 1
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                    f"too many concurrent RPCs (at most {self.cap}); retry later")
+            self.active += 1
+            try:
+                request = await context.read()
+                if request is grpc.aio.EOF:
+                    await self._no_message(context)
+                return await inner(request, context)
+            finally:
+                self.active -= 1
+
+        return limited
+
+    async def _no_message(self, context) -> None:
+        try:
+            await asyncio.sleep(self.NO_MESSAGE_WAIT_S)
+        except asyncio.CancelledError:
+            left = context.time_remaining()  # a client's deadline cancels the call a moment before the server's
+            if left is None or left > self.DEADLINE_SLACK_S:
+                self.refusals[("grpc", "message_too_large")] += 1
+            raise
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no request message: a unary call sends exactly one")
 
 
 # -- the command line (superserve serve): flags from the dataclass, each default written once ---------------

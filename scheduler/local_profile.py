@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from . import paths
-from .hardware import hardware_name
+from .provenance import hardware_name
 from .profile import ProfileError
 
 log = logging.getLogger(__name__)

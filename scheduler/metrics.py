@@ -81,6 +81,8 @@ class Stats:
     """Exceptions no handler expected (a bug, answered 500 and logged at most every few seconds)."""
     auth_failures: Counter = field(default_factory=Counter)
     """Requests refused for a missing or wrong bearer token, by (protocol, reason) (auth.py)."""
+    limit_refusals: Counter = field(default_factory=Counter)
+    """Requests and connections the front-end limits refused, by (protocol, reason) (limits.REFUSALS)."""
     http_connections: object = None
     """The HTTP front end's ``ConnectionGuard`` (limits.py): its counters are read when rendering."""
     batch_size: Histogram = field(default_factory=lambda: Histogram((1, 2, 4, 8, 16, 32, 64)))
@@ -143,6 +145,13 @@ def render(s: Stats) -> str:
             "# TYPE sched_auth_failures_total counter"]
     out += [f'sched_auth_failures_total{{protocol="{p}",reason="{r}"}} {s.auth_failures[(p, r)]}'
             for p in ("http", "grpc") for r in ("missing", "invalid")]
+    from .limits import REFUSALS  # (protocol, reason) pairs, each published even at 0
+
+    out += ["# HELP sched_limit_refusals_total Requests and connections refused by the front-end limits "
+            "(connection cap, read timeouts, size limits, gRPC calls in progress), by protocol and reason.",
+            "# TYPE sched_limit_refusals_total counter"]
+    out += [f'sched_limit_refusals_total{{protocol="{p}",reason="{r}"}} {s.limit_refusals[(p, r)]}'
+            for p, r in (*REFUSALS, *sorted(k for k in s.limit_refusals if k not in REFUSALS))]
     guard = s.http_connections
     if guard is not None:
         out += ["# HELP sched_http_connections HTTP connections open now (the cap is --max-connections).",

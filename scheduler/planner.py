@@ -16,8 +16,10 @@ import itertools
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +29,9 @@ from .gears import Gear, GearPlan, Stage
 from .profile import Profile
 from .sim import DROPPED_MS, SimConfig, SimRequest, simulate
 from .summary import summarize
+
+if TYPE_CHECKING:
+    from superserve.supernet.validation import ValidationRecord
 
 log = logging.getLogger(__name__)
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.99)
@@ -42,20 +47,21 @@ class Cascade:
 
     def cost_ms(self, profile: Profile, batch: int = 1) -> float:
         """Expected worker time per request when every stage runs at ``batch``."""
-        return sum(r * profile.get(s.subnet).at(batch) / batch for r, s in zip(self.reach, self.stages))
+        return sum(r * profile.subnet(s.subnet).at(batch) / batch for r, s in zip(self.reach, self.stages))
 
     @property
     def name(self) -> str:
         return Gear(0, 0, self.stages, 1).name
 
-    def as_dict(self, profile: Profile) -> dict:
+    def as_dict(self, profile: Profile) -> dict[str, Any]:
         return {"stages": [{"subnet": s.subnet, "threshold": s.threshold} for s in self.stages],
                 "accuracy": round(self.accuracy, 4), "reach": [round(r, 4) for r in self.reach],
                 "cost_ms_b1": round(self.cost_ms(profile, 1), 3),
                 "cost_ms_bmax": round(self.cost_ms(profile, profile.max_batch), 4)}
 
 
-def enumerate_cascades(record, subnets: list[str], thresholds=THRESHOLDS, max_stages: int = 3,
+def enumerate_cascades(record: ValidationRecord, subnets: list[str], thresholds: Sequence[float] = THRESHOLDS,
+                       max_stages: int = 3,
                        measure: str = "max_softmax") -> list[Cascade]:
     """Every cascade of 1..max_stages of ``subnets`` (least accurate first) with thresholds from the grid."""
     if not 1 <= max_stages <= 3:
@@ -79,7 +85,7 @@ def enumerate_cascades(record, subnets: list[str], thresholds=THRESHOLDS, max_st
     return out
 
 
-def evaluate(c: Cascade, record, measure: str = "max_softmax") -> tuple[float, tuple[float, ...]]:
+def evaluate(c: Cascade, record: ValidationRecord, measure: str = "max_softmax") -> tuple[float, tuple[float, ...]]:
     """Accuracy and reach of one cascade on another record (e.g. the test split, for reporting)."""
     active = np.ones(len(record.labels), dtype=bool)
     correct = np.zeros(len(record.labels), dtype=bool)
@@ -126,15 +132,15 @@ class PlanConfig:
     max_sim_requests: int = 3000
     seed: int = 0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.slo_ms <= self.margin_ms:
             raise ValueError(f"slo_ms ({self.slo_ms}) must exceed margin_ms ({self.margin_ms})")
         if self.n_gears < 1 or self.workers < 1:
             raise ValueError(f"n_gears and workers must be >= 1, got {self.n_gears}, {self.workers}")
 
 
-def simulate_gear(c: Cascade, max_batch: int, rate_rps: float, profile: Profile, record, cfg: PlanConfig,
-                  measure: str) -> dict:
+def simulate_gear(c: Cascade, max_batch: int, rate_rps: float, profile: Profile, record: ValidationRecord,
+                  cfg: PlanConfig, measure: str) -> dict[str, Any]:
     """One cascade held at one gear under Poisson arrivals at ``rate_rps``."""
     from .policies.cascade import CascadePolicy
 
@@ -153,12 +159,15 @@ def simulate_gear(c: Cascade, max_batch: int, rate_rps: float, profile: Profile,
     return dict(s, quantile_ms=round(q, 3) if q < DROPPED_MS else None, fallback_share=round(off / n, 4))
 
 
-def plan_gears(cascades: list[Cascade], profile: Profile, record, cfg: PlanConfig, measure: str = "max_softmax"):
+def plan_gears(cascades: list[Cascade], profile: Profile, record: ValidationRecord, cfg: PlanConfig,
+               measure: str = "max_softmax") -> tuple[list[dict[str, Any]], list[dict[str, Any]], float | None]:
     """Gears over [0, peak]: for each rate range the most accurate (cascade, batch trigger) that meets
     the SLO at the range's upper rate. Returns (gears, simulations run, first infeasible rate or None)."""
     peak = cfg.peak_rps or peak_rps(profile, cfg.workers)
     edges = [peak * (i + 1) / cfg.n_gears for i in range(cfg.n_gears)]
-    gears, sims, start, lo = [], [], 0, 0.0
+    gears: list[dict[str, Any]] = []
+    sims: list[dict[str, Any]] = []
+    start, lo = 0, 0.0
     budget_ms = cfg.slo_ms - cfg.margin_ms
     triggers = sorted({min(b, profile.max_batch) for b in cfg.batch_triggers}, reverse=True)
     bar = Progress(cfg.n_gears, "gear plan")
@@ -191,11 +200,12 @@ def plan_gears(cascades: list[Cascade], profile: Profile, record, cfg: PlanConfi
     return gears, sims, None
 
 
-def report(cascades: list[Cascade], profile: Profile, test_record=None, measure: str = "max_softmax") -> dict:
+def report(cascades: list[Cascade], profile: Profile, test_record: ValidationRecord | None = None,
+           measure: str = "max_softmax") -> dict[str, Any]:
     """The best cascade against the single largest subnet at equal (no higher) mean cost, and the
     cheapest cascade at least as accurate, at batch 1 and the largest batch."""
     largest = next(c for c in cascades if len(c.stages) == 1 and c.stages[0].subnet == profile.subnets[-1].name)
-    out = {"largest": dict(largest.as_dict(profile), name=largest.name)}
+    out: dict[str, Any] = {"largest": dict(largest.as_dict(profile), name=largest.name)}
     if test_record is not None:
         out["largest"]["test_accuracy"] = round(evaluate(largest, test_record, measure)[0], 4)
     for b in (1, profile.max_batch):
@@ -213,8 +223,9 @@ def report(cascades: list[Cascade], profile: Profile, test_record=None, measure:
     return out
 
 
-def build_plan(profile: Profile, record, cfg: PlanConfig, thresholds=THRESHOLDS, max_stages: int = 3,
-               measure: str = "max_softmax", test_record=None, command: str = "") -> dict:
+def build_plan(profile: Profile, record: ValidationRecord, cfg: PlanConfig, thresholds: Sequence[float] = THRESHOLDS,
+               max_stages: int = 3, measure: str = "max_softmax", test_record: ValidationRecord | None = None,
+               command: str = "") -> dict[str, Any]:
     subnets = [s.name for s in profile.subnets if s.name in record.subnets]
     missing = [s.name for s in profile.subnets if s.name not in record.subnets]
     if missing:
@@ -222,7 +233,8 @@ def build_plan(profile: Profile, record, cfg: PlanConfig, thresholds=THRESHOLDS,
     t0 = time.perf_counter()
     every = enumerate_cascades(record, subnets, thresholds, max_stages, measure)
     front = pareto(every, profile)
-    log.info("%d cascades enumerated, %d on the Pareto front (%.1f s)", len(every), len(front), time.perf_counter() - t0)
+    log.info("%d cascades enumerated, %d on the Pareto front (%.1f s)", len(every), len(front),
+             time.perf_counter() - t0)
     gears, sims, infeasible = plan_gears(front, profile, record, cfg, measure)
     for g in gears:
         g.pop("_key")
@@ -241,7 +253,7 @@ def build_plan(profile: Profile, record, cfg: PlanConfig, thresholds=THRESHOLDS,
     return plan
 
 
-def write_plan(plan: dict, path: Path) -> Path:
+def write_plan(plan: dict[str, Any], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(plan, indent=1) + "\n")
     return path

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 class ProfileError(ValueError):
@@ -37,7 +38,7 @@ class Profile:
     subnets: tuple[SubnetProfile, ...]
     """Sorted by accuracy, least accurate first."""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not self.subnets:
             raise ProfileError("profile lists no subnets")
         for s in self.subnets:
@@ -64,8 +65,15 @@ class Profile:
     def get(self, name: str) -> SubnetProfile | None:
         return next((s for s in self.subnets if s.name == name), None)
 
+    def subnet(self, name: str) -> SubnetProfile:
+        """The profile of ``name``; a ProfileError naming it if this profile does not list it."""
+        s = self.get(name)
+        if s is None:
+            raise ProfileError(f"subnet {name!r} is not in profile {self.hardware} (it lists {len(self.subnets)})")
+        return s
+
     @classmethod
-    def from_dict(cls, d: dict, stat: str = "mean") -> "Profile":
+    def from_dict(cls, d: dict[str, Any], stat: str = "mean") -> "Profile":
         if stat not in ("mean", "p99"):
             raise ProfileError(f"latency statistic must be mean or p99, not {stat!r}")
         try:

@@ -17,9 +17,18 @@ log = logging.getLogger(__name__)
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
 
 
-def timed_infer(client, model: str, x: np.ndarray, subnet: str | None) -> float:
+def input_of(weights_meta: dict) -> tuple[str, tuple[int, ...]]:
+    """(input name, dims without batch) of the weights' family, from their JSON (docs/design.md)."""
+    if "input" in weights_meta:
+        return weights_meta["input"]["name"], tuple(weights_meta["input"]["dims"])
+    from .model_config import specs  # JSON written before input specs were recorded: ask the family
+    spec = specs(weights_meta)[0]
+    return spec.name, spec.dims
+
+
+def timed_infer(client, model: str, x: np.ndarray, subnet: str | None, input_name: str = "INPUT") -> float:
     """One synchronous gRPC infer; returns its wall time in ms."""
-    inp = grpcclient.InferInput("INPUT", list(x.shape), "FP32")
+    inp = grpcclient.InferInput(input_name, list(x.shape), "FP32")
     inp.set_data_from_numpy(x)
     t = time.perf_counter()
     client.infer(model, [inp], parameters={"subnet": subnet} if subnet else None)
@@ -33,17 +42,22 @@ def latency_stats(ms) -> dict:
 
 
 def measure(client, model: str, subnets: list[str], batch_sizes, reps: int, warmup: int = 5,
-            label: str = "profile") -> dict[str, dict[str, dict]]:
-    """{subnet: {batch: stats}}, one request at a time (no queueing in the numbers)."""
+            label: str = "profile", input_name: str = "INPUT", dims: tuple[int, ...] | None = None
+            ) -> dict[str, dict[str, dict]]:
+    """{subnet: {batch: stats}}, one request at a time (no queueing in the numbers), on random inputs
+    in [0, 1) of the model's input dims (default: those of the default weights)."""
+    if dims is None:
+        from . import paths
+        input_name, dims = input_of(json.loads(paths.default_weights().with_suffix(".json").read_text()))
     rng = np.random.default_rng(0)
     out, bar = {}, Progress(len(subnets) * len(batch_sizes), label)
     for name in subnets:
         out[name] = {}
         for b in batch_sizes:
-            x = rng.random((b, 1, 28, 28), dtype=np.float32)
+            x = rng.random((b, *dims), dtype=np.float32)
             for _ in range(warmup):
-                timed_infer(client, model, x, name)
-            out[name][str(b)] = latency_stats([timed_infer(client, model, x, name) for _ in range(reps)])
+                timed_infer(client, model, x, name, input_name)
+            out[name][str(b)] = latency_stats([timed_infer(client, model, x, name, input_name) for _ in range(reps)])
             bar.update(1, f"{name} b{b}")
     return out
 
@@ -61,14 +75,16 @@ def build_profile(client, weights_meta: dict, hardware: str, batch_sizes=BATCH_S
                   model: str = "supernet", warmup: int = 5, label: str = "profile") -> dict:
     acc = {r["name"]: r for r in weights_meta["subnets"]}
     names = list(weights_meta["pareto"])
-    lat = measure(client, model, names, batch_sizes, reps, warmup, label)
+    input_name, dims = input_of(weights_meta)
+    lat = measure(client, model, names, batch_sizes, reps, warmup, label, input_name, dims)
     rows = [{"name": n, "accuracy": acc[n].get("test_accuracy", acc[n]["val_accuracy"]),
              "params": acc[n]["params"], "flops": 2 * acc[n]["macs"], "latency_ms": lat[n]} for n in names]
     kept = pareto_on_latency(rows)
     if len(kept) < len(rows):
         log.info("dropped %d subnets not Pareto-optimal on measured latency: %s", len(rows) - len(kept),
                  ", ".join(r["name"] for r in rows if r not in kept))
-    return {"hardware": hardware, "supernet": weights_meta["sha256"], "batch_sizes": list(batch_sizes),
+    return {"hardware": hardware, "supernet": weights_meta["sha256"], "model": model,
+            "family": weights_meta.get("family", "elastic-cnn"), "batch_sizes": list(batch_sizes),
             "reps": reps, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "subnets": sorted(kept, key=lambda r: r["accuracy"])}
 

@@ -23,7 +23,8 @@ from .dataplane import ModelSurface
 from .drain import Drain
 from .engine import Engine, EngineConfig
 from .health import HealthConfig
-from .limits import ConnectionLimits, LimitedTCPSite, grpc_server_kwargs, http_runner_kwargs
+from .limits import (ConnectionLimits, GrpcLimits, LimitedTCPSite, grpc_server_kwargs, http_refusal_middleware,
+                     http_runner_kwargs)
 from .policies.factories import PolicyOptions, factory_for
 from .profile import Profile, ProfileError
 from .triton_launcher import TritonConfig, TritonProcess, control_headers
@@ -225,16 +226,19 @@ class Sidecar:
         self.engine = Engine(cfg.engine, profile, policy, workers, health=cfg.health)
         self.engine.pool.start(factory.warmup(profile, cfg.health.warmup_timeout_s))
         app = HttpFrontend(self.engine, surface).app
+        refusals = self.engine.stats.limit_refusals
+        app.middlewares.append(http_refusal_middleware(refusals))  # first: counts what aiohttp refuses (413)
         if self.auth.enabled:  # outside the drain: a refused caller is never counted in flight
             app.middlewares.append(self.auth.http_middleware())
         app.middlewares.append(self.drain.http_middleware())  # last: closest to the handlers
         self._runner = web.AppRunner(app, access_log=None, **http_runner_kwargs(cfg.limits))
         await self._runner.setup()
-        self.http_site = LimitedTCPSite(self._runner, cfg.host, cfg.http_port, limits=cfg.limits,
+        self.http_site = LimitedTCPSite(self._runner, cfg.host, cfg.http_port, limits=cfg.limits, refusals=refusals,
                                         ssl_context=cfg.tls.http_context())
         await self.http_site.start()
         self.engine.stats.http_connections = self.http_site.guard
-        interceptors = [self.auth.grpc_interceptor()] if self.auth.enabled else []
+        interceptors = [GrpcLimits(cfg.limits, refusals)]  # first: the cap applies before anything else runs
+        interceptors += [self.auth.grpc_interceptor()] if self.auth.enabled else []
         self._grpc = grpc.aio.server(interceptors=[*interceptors, self.drain.grpc_interceptor()],
                                      **grpc_server_kwargs(cfg.limits, [("grpc.max_receive_message_length", 64 << 20),
                                                                        ("grpc.max_send_message_length", 64 << 20)]))

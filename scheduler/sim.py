@@ -95,6 +95,7 @@ class SimConfig:
     pipeline_lead_ms: float = 3.0
     pipeline_min_rows: int = 8
     admission_shedding: bool = True
+    shed_drain: str = "peak"
     shed_peak_fraction: float = 1.0
     """As EngineConfig's (the engine's defaults)."""
 
@@ -109,7 +110,7 @@ class SimConfig:
             margin_ms=self.margin_ms, queue_capacity=self.queue_capacity, latency=self.latency,
             pipeline=self.pipeline, pipeline_lead_ms=self.pipeline_lead_ms, pipeline_min_rows=self.pipeline_min_rows,
             default_min_confidence=self.default_min_confidence, admission_shedding=self.admission_shedding,
-            shed_peak_fraction=self.shed_peak_fraction, health=HealthConfig())
+            shed_drain=self.shed_drain, shed_peak_fraction=self.shed_peak_fraction, health=HealthConfig())
 
 
 @dataclass(frozen=True)

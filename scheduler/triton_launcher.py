@@ -11,10 +11,14 @@ carry a per-start secret header (``TritonProcess.control_headers``), and when on
 wanted without ``explicit`` control it runs Triton with model control off (``none``) over a
 repository of links to just those models, so no request can load or unload anything. The Python
 backend's shared-memory regions carry a prefix of their own (``shm_regions.py``); regions left by a
-Triton killed hard are removed at the next start and when the launcher stops it.
+Triton killed hard are removed at the next start and when the launcher stops it. The key never appears on
+Triton's command line (``hidden_key.py``), and Triton dies with the process that launched it, even one killed
+with SIGKILL (``PR_SET_PDEATHSIG``, see ``_spawn``).
 """
 from __future__ import annotations
 
+import concurrent.futures
+import ctypes
 import hashlib
 import logging
 import os
@@ -30,7 +34,7 @@ import urllib.request
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import paths, shm_regions
+from . import hidden_key, paths, shm_regions
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +121,8 @@ def backend_directory() -> Path:
     root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "superserve" / f"backends-py{py}-{key}"
     py_dir = root / "python"
     py_dir.mkdir(parents=True, exist_ok=True)
-    for f in [src / "backends/python/libtriton_python.so", src / "backends/python/triton_python_backend_utils.py", stub]:
+    for f in [src / "backends/python/libtriton_python.so", src / "backends/python/triton_python_backend_utils.py",
+              stub]:
         dst = py_dir / f.name
         if not dst.exists() or dst.stat().st_size != f.stat().st_size:
             tmp = dst.with_name(f"{dst.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # parallel starts
@@ -212,13 +217,17 @@ class TritonProcess:
             source = Path(self.cfg.model_repository or paths.model_repository())
             self._linked = linked_repository(source, self.cfg.models)
             repo = str(self._linked)
-        cmd = command(self.cfg, backends, repo, self.control_key, self.shm_prefix)
+        env, library = environment(), hidden_key.build()
+        if library is not None:  # the key travels in the environment, only its placeholder on the command line
+            env = hidden_key.environment(env, self.control_key, library)
+        cmd = command(self.cfg, backends, repo, self.control_key if library is None else hidden_key.PLACEHOLDER,
+                      self.shm_prefix)
         log.info("starting tritonserver (log %s)", self.log_path)
         log.debug("%s", " ".join(cmd).replace(self.control_key, "***"))
         self._log = open(self.log_path, "ab")
         try:
-            self.proc = subprocess.Popen(cmd, env=environment(), stdout=self._log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+            self.proc = _spawn(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                               start_new_session=True)
         except OSError:
             self._log.close()
             if self._linked is not None:
@@ -300,6 +309,30 @@ class TritonProcess:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+# -- dying with the launcher ---------------------------------------------------------------------------
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+_spawner = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="triton-spawner")
+"""Every Triton is forked from this one thread, which lives as long as the process: the kernel sends the
+parent-death signal when the *thread* that forked the child ends, so a Triton started from a short-lived
+thread (``asyncio.to_thread``, a benchmark's helper thread) would otherwise be killed when that thread ends."""
+
+
+def _die_with_parent(parent_pid: int):
+    """``preexec_fn``: in the child, before exec, ask for SIGKILL when the launcher goes (a SIGKILLed launcher
+    runs no clean-up, and Triton, in a session of its own, would otherwise run on as an orphan holding its
+    ports). The setting survives exec; if the launcher died before it was made, exit at once."""
+    def preexec() -> None:
+        if _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() != parent_pid:
+            os._exit(1)
+    return preexec
+
+
+def _spawn(cmd: list[str], **kwargs) -> subprocess.Popen:
+    """``subprocess.Popen`` from the spawner thread, with the parent-death signal set."""
+    return _spawner.submit(subprocess.Popen, cmd, preexec_fn=_die_with_parent(os.getpid()), **kwargs).result()
 
 
 def _owner_gone(shm_prefix: str, timeout_s: float = 5.0) -> bool:

@@ -40,17 +40,18 @@ _VARIANT_DIR = re.compile(r"variant_\d+")
 
 
 # -- the repository ----------------------------------------------------------------------------
-def _supernet_config() -> str:
-    return (paths.model_repository() / "supernet" / "config.pbtxt").read_text()
+def _supernet_config(model: str = "supernet") -> str:
+    return (paths.model_repository() / model / "config.pbtxt").read_text()
 
 
-def variant_config(model_name: str, subnet: str) -> str:
-    """The supernet's config.pbtxt (same backend, inputs, outputs, batching) for one exported subnet."""
-    text = _supernet_config()
-    if 'name: "supernet"' not in text:
-        raise ValueError("model_repository/supernet/config.pbtxt has no 'name: \"supernet\"' line to rename")
+def variant_config(model_name: str, subnet: str, model: str = "supernet") -> str:
+    """The supernet ``model``'s config.pbtxt (same backend, family, inputs, outputs, batching) for one
+    exported subnet."""
+    text = _supernet_config(model)
+    if f'name: "{model}"' not in text:
+        raise ValueError(f"model_repository/{model}/config.pbtxt has no 'name: \"{model}\"' line to rename")
     body = "\n".join(ln for ln in text.splitlines() if not ln.startswith("#"))
-    body = body.replace('name: "supernet"', f'name: "{model_name}"', 1)
+    body = body.replace(f'name: "{model}"', f'name: "{model_name}"', 1)
     return (f"# INFaaS variant: subnet {subnet} exported as its own model (superserve.scheduler.variants).\n"
             + body.rstrip("\n")
             + f'\nparameters {{ key: "exported", value: {{ string_value: "1/{EXPORTED_FILE}" }} }}\n')
@@ -58,13 +59,11 @@ def variant_config(model_name: str, subnet: str) -> str:
 
 def _supernet_model(root: Path, weights_path: Path) -> None:
     """The supernet itself beside the variants (for benchmarks comparing both in one server)."""
+    from .model_config import with_weights, weights_parameter
+
     text = _supernet_config()
     if weights_path.resolve() != paths.default_weights().resolve():
-        old = 'parameters { key: "weights", value: { string_value: "" } }'
-        if old not in text:
-            raise ValueError("model_repository/supernet/config.pbtxt has no empty 'weights' parameter to set")
-        new = f'parameters {{ key: "weights", value: {{ string_value: "{weights_path.resolve()}" }} }}'
-        text = text.replace(old, new)
+        text = with_weights(text, weights_parameter(weights_path))
     (root / "supernet" / "1").mkdir(parents=True, exist_ok=True)
     (root / "supernet" / "config.pbtxt").write_text(text)
 
@@ -109,13 +108,15 @@ def _complete(root: Path, manifest: dict | None, sha256: str) -> bool:
 
 
 def build_variant_repository(root: str | Path, weights_path: str | Path | None = None,
-                             with_supernet: bool = False) -> dict[str, str]:
+                             with_supernet: bool = False, config_model: str = "supernet") -> dict[str, str]:
     """Write (or reuse) a model repository at ``root`` with one model per Pareto subnet of the
     weights (default: the committed ones), named ``variant_00``... in Pareto order, and the mapping
     in ``root/variants.json``. Returns {subnet name: model name}.
 
     Cached: a repository already built here from weights with the same sha256 is reused as is.
-    ``with_supernet`` also writes the ``supernet`` model (SubNetAct) beside the variants."""
+    ``with_supernet`` also writes the ``supernet`` model (SubNetAct) beside the variants. ``config_model`` is the
+    model_repository entry whose config (family, inputs, outputs) the variants copy; its family must be
+    the weights' (the backend refuses the variants at load otherwise)."""
     root = Path(root)
     weights_path = Path(weights_path) if weights_path else paths.default_weights()
     sha256 = _sha256(weights_path)
@@ -130,7 +131,6 @@ def build_variant_repository(root: str | Path, weights_path: str | Path | None =
     from superserve.supernet.checkpoint import load_checkpoint  # torch: only when exporting
     from superserve.supernet.export import save_static
     from superserve.supernet.progress import Progress
-    from superserve.supernet.subnets import SubnetConfig
 
     model, meta = load_checkpoint(weights_path)  # verifies the sha256 against the metadata
     root.mkdir(parents=True, exist_ok=True)
@@ -147,8 +147,8 @@ def build_variant_repository(root: str | Path, weights_path: str | Path | None =
     t, bar = time.perf_counter(), Progress(len(pareto), "export variants")
     for name, mname in variants.items():
         (root / mname / "1").mkdir(parents=True)
-        save_static(model, SubnetConfig.parse(name), root / mname / "1" / EXPORTED_FILE, accuracy[name], meta["sha256"])
-        (root / mname / "config.pbtxt").write_text(variant_config(mname, name))
+        save_static(model, model.space.parse(name), root / mname / "1" / EXPORTED_FILE, accuracy[name], meta["sha256"])
+        (root / mname / "config.pbtxt").write_text(variant_config(mname, name, config_model))
         bar.update(1, mname)
     if with_supernet:
         _supernet_model(root, weights_path)

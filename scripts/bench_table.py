@@ -48,10 +48,12 @@ def main(paths) -> int:
         for pol, xs in pols.items():
             b = [x["batches"] for x in xs if x.get("batches")]
             over = f"{np.mean([y['over_plan_share'] for y in b]):.3f}" if b else ""
-            idle = f"{np.mean([y['worker_idle_ms_per_batch'] for y in b if y['worker_idle_ms_per_batch'] is not None]):.1f}" if b else ""
+            idle_ms = [y["worker_idle_ms_per_batch"] for y in b if y["worker_idle_ms_per_batch"] is not None]
+            idle = f"{np.mean(idle_ms):.1f}" if b else ""
             print(f"| {rate}x | {noise} | {pol} | {len(xs)} | {mean(xs, 'slo_attainment'):.4f}, "
                   f"{min(x['slo_attainment'] for x in xs):.4f} | {mean(xs, 'mean_served_accuracy'):.4f} | "
-                  f"{mean(xs, 'real_accuracy'):.4f} | {mean(xs, 'p50_ms'):.1f} | {mean(xs, 'p99_ms'):.1f} | {over} | {idle} |")
+                  f"{mean(xs, 'real_accuracy'):.4f} | {mean(xs, 'p50_ms'):.1f} | {mean(xs, 'p99_ms'):.1f} | "
+                  f"{over} | {idle} |")
         goals.append(check(rate, noise, pols))
     print()
     for g in goals:
@@ -85,7 +87,8 @@ def check(rate, noise, pols) -> str:
         best = max(ok99, key=lambda p: mean(ok99[p], "real_accuracy"))
         fa, fr = mean(ok99[best], "slo_attainment"), mean(ok99[best], "real_accuracy")
         out.append(f"best fixed reaching 0.99: {best} ({fa:.4f}, real {fr:.4f}): attainment gap "
-                   f"{(fa - att) * 100:+.2f} points (goal <= 0.5), real accuracy {(real - fr) * 100:+.2f} points (goal >= 2)")
+                   f"{(fa - att) * 100:+.2f} points (goal <= 0.5), real accuracy {(real - fr) * 100:+.2f} points "
+                   "(goal >= 2)")
     else:
         out.append("no fixed subnet reaches 0.99")
     if rate >= 1.5 and fixed:

@@ -32,11 +32,15 @@ esac
 stamp=.venv/.superserve-installed
 want=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  say "installing packages into .venv (torch==2.13.0 CPU, numpy<2, nvidia-pytriton, tritonclient, ...)"
+  say "installing packages into .venv (torch==2.13.0 CPU, numpy<2, nvidia-pytriton, tritonclient, the dev extra ...)"
   log=.venv/pip-install.log
-  { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -c constraints.txt -e .; } \
+  # The dev extra (pyproject.toml): Locust, matplotlib, pytest, hypothesis, ruff, mypy on top of what the server needs;
+  # the ofa extra: the Once-for-All adapter's code, so its tests run.
+  { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -c constraints.txt -e ".[dev,ofa]"; } \
     > "$log" 2>&1 || { tail -30 "$log" >&2; say "pip install failed (full log: $log)"; exit 1; }
-  .venv/bin/python -c "import torch, numpy, tritonclient.grpc, pytriton; assert numpy.__version__ < '2'" \
+  # Locust is only looked up, not imported: importing it monkey-patches the standard library (and warns so).
+  .venv/bin/python -c "import importlib.util, torch, numpy, tritonclient.grpc, pytriton, pytest
+assert numpy.__version__ < '2' and importlib.util.find_spec('locust')" \
     || { say "package check failed"; exit 1; }
   echo "$want" > "$stamp"
 fi

@@ -1,4 +1,10 @@
-"""Triton Python-based backend ``python_supernet``: a thin shim over supernet.serving.
+"""Triton Python-based backend ``python_supernet``: a thin shim over supernet.serving, for any
+supernet family.
+
+The model config names the family and the weights in its parameters (``family``, ``weights``);
+loading fails, with a message naming the weights file and what differs, if the weights are of
+another family, do not fit their architecture, or the config's input/output dims are not the
+family's. Several supernets are served side by side as several model_repository entries.
 
 Per request the ``subnet`` parameter picks the subnet (default: the most accurate Pareto subnet).
 The requests of one execute() are grouped by subnet; each group runs one batched forward.
@@ -8,11 +14,11 @@ import json
 import os
 import sys
 
-import numpy as np
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
-from supernet.serving import BadRequest, SupernetRunner, check_input, subnet_parameter  # noqa: E402
+from supernet.config_check import check_config  # noqa: E402
+from supernet.serving import BadRequest, SupernetRunner, subnet_parameter  # noqa: E402
 
 _HERE = os.path.dirname(os.path.realpath(__file__))
 
@@ -43,7 +49,8 @@ class TritonPythonModel:
         if exported and not os.path.isabs(exported):
             exported = os.path.join(args["model_repository"], exported)
         self.runner = SupernetRunner(weights, device, pinned=_param(config, "subnet", "") or None,
-                                     exported=exported or None)
+                                     exported=exported or None, family=_param(config, "family", "") or None)
+        check_config(config, self.runner.input_spec, self.runner.output_spec, exported or weights)
         self.actuations = pb_utils.MetricFamily(
             name="supernet_subnet_actuations_total",
             description="Batched forwards run per subnet (one per subnet group in an execute call)",
@@ -55,7 +62,7 @@ class TritonPythonModel:
         self._metrics = {}
         self.runner.warm_up()
         pb_utils.Logger.log_info(
-            f"{self.name}: supernet {self.runner.sha256[:12]} on {device}, "
+            f"{self.name}: {self.runner.family} supernet {self.runner.sha256[:12]} on {device}, "
             f"{len(self.runner.accuracy)} subnets, default {self.runner.default_subnet}"
             + (f", pinned to {self.runner.pinned.name}" if self.runner.pinned else ""))
 
@@ -76,8 +83,8 @@ class TritonPythonModel:
                     error=pb_utils.TritonError("request cancelled", pb_utils.TritonError.CANCELLED))
                 continue
             try:
-                tensor = pb_utils.get_input_tensor_by_name(request, "INPUT")
-                arr = check_input(None if tensor is None else tensor.as_numpy())
+                tensor = pb_utils.get_input_tensor_by_name(request, self.runner.input_spec.name)
+                arr = self.runner.check_input(None if tensor is None else tensor.as_numpy())
                 cfg = self.runner.resolve(subnet_parameter(request.parameters()))
             except BadRequest as e:
                 responses[i] = pb_utils.InferenceResponse(
@@ -90,7 +97,8 @@ class TritonPythonModel:
             except Exception as e:  # a failed forward fails its group only, never silently
                 for i, _ in items:
                     responses[i] = pb_utils.InferenceResponse(
-                        error=pb_utils.TritonError(f"forward of subnet {name} failed: {e}", pb_utils.TritonError.INTERNAL))
+                        error=pb_utils.TritonError(f"forward of subnet {name} failed: {e}",
+                                                   pb_utils.TritonError.INTERNAL))
                 continue
             batch = len(result.logits)
             info = self.runner.info_rows(cfg, result.logits, result.infer_ms, batch)
@@ -98,7 +106,7 @@ class TritonPythonModel:
             for i, arr in items:
                 n = len(arr)
                 responses[i] = pb_utils.InferenceResponse(output_tensors=[
-                    pb_utils.Tensor("LOGITS", result.logits[start:start + n]),
+                    pb_utils.Tensor(self.runner.output_spec.name, result.logits[start:start + n]),
                     pb_utils.Tensor("INFO", info[start:start + n])])
                 start += n
             self._count(name, len(items))

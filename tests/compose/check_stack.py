@@ -1,6 +1,7 @@
 """Check a running compose stack from outside, through the scheduler's published ports, with tritonclient.
 
-    python tests/compose/check_stack.py --http 127.0.0.1:HTTP_PORT --grpc 127.0.0.1:GRPC_PORT [--locust URL] [--workers N]
+    python tests/compose/check_stack.py --http 127.0.0.1:HTTP_PORT --grpc 127.0.0.1:GRPC_PORT \
+        [--locust URL] [--workers N]
 
 (scripts/compose_test.sh publishes the stack on loopback ports it picks free at run time and passes them here.)
 With SUPERSERVE_TOKEN set (the scheduler's bearer token), every request sends it, and one more check makes sure a
@@ -23,6 +24,8 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
+
+from superserve.client.prometheus_text import by_label, labels, name_of, scrape
 
 MODEL = "supernet"
 INFO_KEYS = {"subnet", "accuracy", "confidence", "queue_ms", "infer_ms", "batch_size", "escalations"}
@@ -162,15 +165,14 @@ def unauthenticated(http: str, grpc_url: str) -> str:
 
 
 def metrics(url: str, workers: int) -> str:
-    with urllib.request.urlopen(f"http://{url}/metrics", timeout=10) as r:
-        text = r.read().decode()
-    served = [line for line in text.splitlines() if line.startswith("sched_requests_total")]
+    samples = scrape(url)
+    served = by_label(samples, "sched_requests_total", "outcome")
     expect(served, "no sched_requests_total in /metrics")
-    healthy = [line for line in text.splitlines() if line.startswith("sched_worker_healthy{") and line.endswith(" 1")]
+    healthy = [w for w, v in by_label(samples, "sched_worker_healthy", "worker").items() if v == 1]
     expect(len(healthy) == workers, f"{len(healthy)} healthy Triton workers in /metrics, expected {workers} "
                                     f"(docker compose --scale triton={workers})")
-    used = [line for line in text.splitlines() if line.startswith("sched_worker_batches_total{")
-            and 'outcome="ok"' in line and float(line.rsplit(" ", 1)[1]) > 0]
+    used = [k for k, v in samples.items() if name_of(k) == "sched_worker_batches_total"
+            and labels(k).get("outcome") == "ok" and v > 0]
     expect(len(used) == workers, f"{len(used)} of {workers} workers served batches")
     return f"/metrics: {len(served)} sched_requests_total series, {len(healthy)} healthy workers, all serving"
 

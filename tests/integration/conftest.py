@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from superserve.client.fuzz_cases import set_param  # noqa: F401  (re-exported for tests)
 from superserve.scheduler import paths
 from superserve.scheduler.server import serve_subprocess
 from superserve.scheduler.triton_launcher import TritonConfig, TritonProcess
@@ -22,9 +23,10 @@ def write_repository(root: Path, max_queue_delay_us: int) -> Path:
     return root
 
 
-def run_triton(tmp: Path, repo: str | None):
+def run_triton(tmp: Path, repo: str | None, models: tuple[str, ...] = ()):
+    """A TritonProcess on free ports; ``models``: load only these (default: the whole repository)."""
     http, grpc, metrics = free_ports(3)
-    proc = TritonProcess(TritonConfig(http_port=http, grpc_port=grpc, metrics_port=metrics,
+    proc = TritonProcess(TritonConfig(http_port=http, grpc_port=grpc, metrics_port=metrics, models=models,
                                       model_repository=repo, log_file=str(tmp / "triton.log")))
     with proc:
         yield proc
@@ -57,15 +59,3 @@ def sidecar(triton_plain, tmp_path_factory):
         yield f"127.0.0.1:{http}", f"127.0.0.1:{grpc}"
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=15) == 0, (tmp / "serve.log").read_text()
-
-
-def set_param(p, v) -> None:
-    """Set a gRPC ``InferParameter`` from a Python value, choosing the field as tritonclient does."""
-    if isinstance(v, bool):
-        p.bool_param = v
-    elif isinstance(v, int):
-        p.int64_param = v
-    elif isinstance(v, float):
-        p.double_param = v
-    else:
-        p.string_param = v

@@ -19,6 +19,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from superserve.client.prometheus_text import name_of, parse
 from superserve.scheduler import paths
 from superserve.scheduler.server import serve_subprocess
 from tests.conftest import free_ports
@@ -60,12 +61,7 @@ def get(url: str, headers: dict | None = None, method: str = "GET", body: bytes 
 
 def metric(http: str, name: str) -> dict[str, float]:
     _, _, text = get(f"http://{http}/metrics", GOOD)
-    out = {}
-    for line in text.decode().splitlines():
-        if line.startswith(name):
-            key, value = line.rsplit(" ", 1)
-            out[key[len(name):]] = float(value)
-    return out
+    return {key[len(name):]: v for key, v in parse(text.decode()).items() if name_of(key) == name}
 
 
 def image() -> np.ndarray:
@@ -97,7 +93,8 @@ def test_http_routes_need_the_token_and_refusals_never_reach_the_engine(guarded)
     body = json.dumps({"inputs": [{"name": "INPUT", "shape": [1], "datatype": "FP32", "data": [0]}]}).encode()
     for headers in (None, BAD, {"Authorization": TOKEN}, {"Authorization": f"Basic {TOKEN}"}):
         for method, path in HTTP_GUARDED:
-            status, resp_headers, text = get(f"http://{http}{path}", headers, method, body if method == "POST" else None)
+            data = body if method == "POST" else None
+            status, resp_headers, text = get(f"http://{http}{path}", headers, method, data)
             assert status == 401, (headers, path, status, text)
             assert resp_headers.get("WWW-Authenticate", "").startswith("Bearer"), resp_headers
             assert TOKEN not in text.decode()
@@ -105,8 +102,9 @@ def test_http_routes_need_the_token_and_refusals_never_reach_the_engine(guarded)
     assert sum(metric(http, "sched_requests_total").values()) == requests_before
     failures = metric(http, "sched_auth_failures_total")
     n = len(HTTP_GUARDED)
-    assert failures['{protocol="http",reason="missing"}'] - failures_before['{protocol="http",reason="missing"}'] == n
-    assert failures['{protocol="http",reason="invalid"}'] - failures_before['{protocol="http",reason="invalid"}'] == 3 * n
+    missing, invalid = '{protocol="http",reason="missing"}', '{protocol="http",reason="invalid"}'
+    assert failures[missing] - failures_before[missing] == n
+    assert failures[invalid] - failures_before[invalid] == 3 * n
 
     # Health and metrics stay open; with the token, everything works through tritonclient.
     for path in ("/v2/health/live", "/v2/health/ready", "/metrics"):

@@ -6,9 +6,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from superserve.scheduler import paths
 
 
+@pytest.mark.slow
 def test_bench_quick_end_to_end(tmp_path):
     cmd = [sys.executable, "-m", "superserve.scheduler.cli", "bench", "--quick", "--duration", "6", "--rate", "0.3",
            "--out-dir", str(tmp_path), "--name", "smoke", "--slo-ms", "150:0.7,400:0.3",

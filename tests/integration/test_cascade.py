@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import json
 import signal
-import urllib.request
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
+from superserve.client.prometheus_text import scrape
 from superserve.scheduler import paths
 from superserve.scheduler.server import serve_subprocess
 from superserve.supernet.data import load_split
 from superserve.supernet.validation import ValidationRecord, default_path
-from tests.conftest import free_ports
-from tests.integration.test_scheduler import committed_profile
+from tests.conftest import committed_profile, free_ports
 
 PROFILE = committed_profile()
 FIRST, LAST = PROFILE.subnets[0].name, PROFILE.subnets[-1].name
@@ -100,8 +99,7 @@ def test_bad_min_confidence_is_a_clear_error(cascade_sidecar):
 
 
 def _metric(http_url, name):
-    text = urllib.request.urlopen(f"http://{http_url}/metrics", timeout=5).read().decode()
-    return float(next(line.split()[-1] for line in text.splitlines() if line.startswith(name + " ")))
+    return scrape(http_url, timeout_s=5)[name]
 
 
 def test_the_record_replays_the_live_answers(cascade_sidecar):

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ import tritonclient.http as httpclient
 import tritonclient.http.aio as httpaio
 from tritonclient.utils import InferenceServerException
 
+from superserve.client.prometheus_text import scrape
 from superserve.client.soak_bench import children_of
 from superserve.scheduler import paths, shm_regions
 from superserve.scheduler.triton_launcher import TritonConfig, TritonProcess
@@ -84,7 +84,8 @@ def test_shared_memory_of_a_killed_triton_is_removed_at_the_next_start_and_no_on
         # 2. A region of our naming whose owner is alive (a stand-in process carrying the prefix) and one of
         # the backend's default naming (another Triton's): neither may be touched.
         live = shm_regions.new_prefix()
-        live_file, other_file = Path("/dev/shm") / f"{live}test", Path("/dev/shm") / f"triton_python_backend_shm_region_test-{os.getpid()}"
+        live_file = Path("/dev/shm") / f"{live}test"
+        other_file = Path("/dev/shm") / f"triton_python_backend_shm_region_test-{os.getpid()}"
         live_file.write_bytes(b"x")
         other_file.write_bytes(b"x")
         sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)",
@@ -135,8 +136,7 @@ def start_serve(tmp_path: Path, drain_timeout_s: float):
 
 
 def queue_depth(http_url: str) -> float:
-    text = urllib.request.urlopen(f"http://{http_url}/metrics", timeout=5).read().decode()
-    return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith("sched_queue_depth"))
+    return scrape(http_url, ("sched_queue_depth",), timeout_s=5)["sched_queue_depth"]
 
 
 async def grpc_call(client, x: np.ndarray, params: dict) -> tuple[str, str]:

@@ -4,14 +4,14 @@ requests are re-timed, ordinary requests are untouched; the gRPC settings are ac
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
+from collections import Counter
 
 import grpc
 import pytest
 from aiohttp import web
 
-from superserve.scheduler.limits import (ConnectionLimits, LimitedTCPSite, default_max_connections,
+from superserve.scheduler.limits import (ConnectionLimits, GrpcLimits, LimitedTCPSite, default_max_connections,
                                          grpc_server_kwargs, http_runner_kwargs)
 from tests.conftest import free_ports
 
@@ -40,7 +40,7 @@ async def exchange(port: int, raw: bytes, reader_writer=None) -> bytes:
     writer.write(raw)
     await writer.drain()
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-    length = int(next(l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")))
+    length = int(next(h.split(b":")[1] for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")))
     return head + await asyncio.wait_for(reader.readexactly(length), 5)
 
 
@@ -68,7 +68,7 @@ def test_connections_over_the_cap_get_503_and_the_others_are_served():
             writer.write(GET)
             data, _ = await closed_within(reader, 5)
             assert data.startswith(b"HTTP/1.1 503") and b"too many connections (at most 3)" in data
-            assert site.guard.refused == 1
+            assert site.guard.refused == 1 and site.guard.refusals == {("http", "connections"): 1}
             idle[0][1].close()  # one frees up: a new connection is served as usual
             await asyncio.sleep(0.1)
             assert b'"bytes": 0' in await exchange(site.port, GET)
@@ -101,6 +101,7 @@ def test_slow_heads_and_bodies_are_cut_with_408_while_normal_requests_pass():
                 assert data.startswith(b"HTTP/1.1 408") and f"request {what} not complete".encode() in data
                 assert took < 1.5
             assert site.guard.timed_out == 3
+            assert site.guard.refusals == {("http", "head_timeout"): 2, ("http", "body_timeout"): 1}
             # Keep-alive: the steady connection is re-timed for its next request, and cut when it stalls.
             assert b'"bytes": 0' in await exchange(site.port, GET, steady)
             steady[1].write(b"GET /ok HTTP/1.1\r\n")
@@ -120,6 +121,7 @@ def test_a_head_larger_than_the_cap_is_refused():
             writer.write(b"GET /ok HTTP/1.1\r\nX-Pad: " + b"a" * 2000)
             data, _ = await closed_within(reader, 3)
             assert data.startswith(b"HTTP/1.1 431")
+            assert site.guard.refusals == {("http", "head_too_large"): 1}
         finally:
             await runner.cleanup()
 
@@ -128,8 +130,9 @@ def test_a_head_larger_than_the_cap_is_refused():
 
 def test_grpc_settings_are_accepted_by_a_real_server_and_limits_are_validated():
     async def go():
-        kw = grpc_server_kwargs(ConnectionLimits(grpc_max_concurrent_rpcs=8), [("grpc.max_receive_message_length", 1 << 20)])
-        assert kw["maximum_concurrent_rpcs"] == 8
+        kw = grpc_server_kwargs(ConnectionLimits(grpc_max_concurrent_rpcs=8),
+                                [("grpc.max_receive_message_length", 1 << 20)])
+        assert "maximum_concurrent_rpcs" not in kw  # GrpcLimits caps calls, and counts what it refuses
         assert ("grpc.max_receive_message_length", 1 << 20) in kw["options"]
         server = grpc.aio.server(**kw)
         port = server.add_insecure_port("127.0.0.1:0")
@@ -174,12 +177,67 @@ def test_the_guard_reads_the_decrypted_stream_under_tls(tmp_path):
         await site.start()
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", site.port, ssl=client_ctx)
-            assert b'"bytes": 3' in await exchange(site.port, b"POST /ok HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
-                                                   (reader, writer))
+            post = b"POST /ok HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+            assert b'"bytes": 3' in await exchange(site.port, post, (reader, writer))
             writer.write(b"POST /ok HTTP/1.1\r\n")
             data, took = await closed_within(reader, 3)
             assert data.startswith(b"HTTP/1.1 408") and took < 1.5
         finally:
             await runner.cleanup()
+
+    asyncio.run(go())
+
+
+def test_grpc_refusals_over_the_call_cap_and_the_message_size_are_counted():
+    """GrpcLimits on a real grpc.aio server: a call over the cap gets RESOURCE_EXHAUSTED before its message is
+    read, a message over gRPC's size limit too (refused by gRPC itself), both counted by reason; calls within the
+    limits are served and not counted, and a client-streaming call with no message is no size refusal."""
+    async def go():
+        refusals, release, started = Counter(), asyncio.Event(), []
+
+        async def slow(request, context):
+            started.append(len(request))
+            await release.wait()
+            return request
+
+        limits = ConnectionLimits(grpc_max_concurrent_rpcs=2)
+        server = grpc.aio.server(interceptors=[GrpcLimits(limits, refusals)],
+                                 **grpc_server_kwargs(limits, [("grpc.max_receive_message_length", 1 << 20)]))
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            "t.S", {"Slow": grpc.unary_unary_rpc_method_handler(slow)}),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}",
+                                                 options=[("grpc.max_send_message_length", 8 << 20)]) as ch:
+                call = ch.unary_unary("/t.S/Slow")
+                held = [asyncio.ensure_future(call(b"x" * 10, timeout=10)) for _ in range(2)]
+                while len(started) < 2:
+                    await asyncio.sleep(0.01)
+                with pytest.raises(grpc.aio.AioRpcError) as e:
+                    await call(b"y", timeout=10)
+                assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert "too many concurrent RPCs (at most 2)" in e.value.details()
+                assert refusals == {("grpc", "concurrent_rpcs"): 1} and started == [10, 10]
+                release.set()
+                assert await asyncio.gather(*held) == [b"x" * 10] * 2
+                assert await call(b"z" * 1000, timeout=10) == b"z" * 1000  # within the limits: served, not counted
+                with pytest.raises(grpc.aio.AioRpcError) as e:
+                    await call(b"w" * (2 << 20), timeout=10)
+                assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                for _ in range(100):
+                    if refusals[("grpc", "message_too_large")]:
+                        break
+                    await asyncio.sleep(0.01)
+                assert refusals == {("grpc", "concurrent_rpcs"): 1, ("grpc", "message_too_large"): 1}
+                stream = ch.stream_unary("/t.S/Slow")(timeout=10)  # no message at all: the client's mistake
+                await stream.done_writing()
+                with pytest.raises(grpc.aio.AioRpcError) as e:
+                    await stream
+                assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert refusals == {("grpc", "concurrent_rpcs"): 1, ("grpc", "message_too_large"): 1}
+                assert await call(b"ok", timeout=10) == b"ok"
+        finally:
+            await server.stop(0)
 
     asyncio.run(go())

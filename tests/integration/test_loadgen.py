@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import urllib.request
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
+from superserve.client.prometheus_text import by_label, scrape
 from superserve.client import traces, triton_fixed
 from superserve.client.loadgen import Target, assign_slos, run_open_loop, slo_classes
 from superserve.scheduler.summary import summarize
@@ -24,9 +24,7 @@ def test_split():
 
 
 def outcomes(http_url):
-    text = urllib.request.urlopen(f"http://{http_url}/metrics").read().decode()
-    return {line.split('"')[1]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-            if line.startswith("sched_requests_total{")}
+    return by_label(scrape(http_url), "sched_requests_total", "outcome")
 
 
 def test_every_request_of_an_open_loop_run_is_accounted_for(sidecar, test_split):

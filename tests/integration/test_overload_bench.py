@@ -7,7 +7,10 @@ import json
 import subprocess
 import sys
 
+import pytest
 
+
+@pytest.mark.slow
 def test_bench_overload_compare_writes_both_arms_and_accounts_for_every_request(tmp_path, weights_path):
     r = subprocess.run([sys.executable, "-m", "superserve.scheduler.cli", "bench-overload", "--compare",
                         "--capacity-rps", "30", "--overload-s", "3", "--recover-s", "2", "--warmup", "10",
@@ -18,7 +21,8 @@ def test_bench_overload_compare_writes_both_arms_and_accounts_for_every_request(
     assert (tmp_path / "overload-smoke.png").stat().st_size > 0
     assert res["command"].startswith("superserve bench-overload") and res["commit"] and res["hardware"]
     assert res["capacity"]["rps"] == 30 and res["trace"]["overload_rps"] == 90
-    assert list(res["arms"]) == ["shedding", "no-shedding"]
+    assert list(res["arms"]) == ["shedding", "shedding-measured", "no-shedding"]
+    assert res["arms"]["shedding-measured"]["serve_args"] == ["--shed-drain", "measured"]
     assert res["arms"]["no-shedding"]["serve_args"] == ["--no-admission-shedding"]
     n = res["trace"]["requests"]
     for arm in res["arms"].values():
@@ -33,4 +37,6 @@ def test_bench_overload_compare_writes_both_arms_and_accounts_for_every_request(
         assert len(arm["samples"]) >= 10 and all(s["sidecar_rss_mib"] > 0 for s in arm["samples"])
         assert arm["sidecar_rss_mib"]["start"] > 0 and len(arm["load_avg"]["start"]) == 3
         assert "recovery_s" in arm
+        w = arm["where_time_went"]
+        assert w["send_lag_ms_p99"] is not None and w["sidecar_metrics_rtt_ms_p50"] > 0
     assert res["arms"]["no-shedding"]["scheduler_shed"] == 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import urllib.request
 
 import numpy as np
 import pytest
@@ -15,16 +14,10 @@ import tritonclient.http as httpclient
 import tritonclient.http.aio as httpaio
 from tritonclient.utils import InferenceServerException
 
-from superserve.scheduler import paths
-from superserve.scheduler.profile import Profile
+from superserve.client.prometheus_text import scrape
+from tests.conftest import committed_profile
 
 RNG = np.random.default_rng(0)
-
-
-def committed_profile() -> Profile:
-    files = sorted((paths.repo_root() / "profiles").glob("*.json"))
-    assert files, "no committed profile in profiles/"
-    return Profile.load(files[0])
 
 
 def image(rows=1):
@@ -96,7 +89,8 @@ def test_pinned_subnet_and_min_accuracy(sidecar):
     prof = committed_profile()
     g = grpcclient.InferenceServerClient(grpc_url)
     small = prof.subnets[0].name
-    assert infos(g.infer("supernet", [grpc_in(image())], parameters={"subnet": small, "slo_ms": 1000}))[0]["subnet"] == small
+    answer = g.infer("supernet", [grpc_in(image())], parameters={"subnet": small, "slo_ms": 1000})
+    assert infos(answer)[0]["subnet"] == small
     floor = prof.subnets[-1].accuracy
     info = infos(g.infer("supernet", [grpc_in(image())], parameters={"min_accuracy": floor, "slo_ms": 1000}))[0]
     assert info["accuracy"] >= floor
@@ -125,12 +119,6 @@ async def _burst(grpc_url, n, slo_ms, blocker_subnet=None):
         return out[len(first):]
     finally:
         await client.close()
-
-
-def scrape(http_url):
-    text = urllib.request.urlopen(f"http://{http_url}/metrics").read().decode()
-    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-            if line and not line.startswith("#")}
 
 
 def test_tight_slo_burst_is_served_by_smaller_subnets_than_loose(sidecar):

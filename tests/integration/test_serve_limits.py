@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import time
+import urllib.error
 import urllib.request
 
 import numpy as np
@@ -16,6 +17,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
+from superserve.client.prometheus_text import scrape
 from superserve.scheduler import paths
 from superserve.scheduler.server import serve_subprocess
 from tests.conftest import free_ports
@@ -84,9 +86,7 @@ def fds(pid: int) -> int:
 
 
 def metric(http: int, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics", timeout=10) as r:
-        text = r.read().decode()
-    return float(next(l.rsplit(" ", 1)[1] for l in text.splitlines() if l.startswith(name + " ")))
+    return scrape(f"127.0.0.1:{http}")[name]
 
 
 def infer(client):
@@ -131,3 +131,49 @@ def test_connection_cap_refuses_cleanly_and_bounds_descriptors(triton_plain, tmp
         assert result.shape == (1, 10)
         assert metric(http, "sched_http_connections_refused_total") == EXCESS
         assert metric(http, "sched_http_connections") <= 2
+
+
+def test_every_limit_refusal_is_counted_in_metrics(triton_plain, tmp_path):
+    """Through the real serve: a gRPC call over the cap on calls in progress, a gRPC message and an HTTP body over
+    the 64 MiB limit each get refused (RESOURCE_EXHAUSTED, 413) and counted by protocol and reason, which grpc.aio's
+    own limits never were; a call that times out waiting is not counted as a size refusal."""
+    import grpc
+
+    ctx, http, grpc_port = serve(triton_plain, tmp_path, "--grpc-max-concurrent-rpcs", "1")
+
+    def refusals(protocol: str, reason: str) -> float:
+        return metric(http, f'sched_limit_refusals_total{{protocol="{protocol}",reason="{reason}"}}')
+
+    with ctx:
+        assert refusals("grpc", "concurrent_rpcs") == refusals("grpc", "message_too_large") == 0
+        g = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}",
+                                   options=[("grpc.max_send_message_length", 100 << 20)]) as ch:
+            # A call that sends no message holds the one slot until its deadline.
+            holder = ch.stream_unary("/inference.GRPCInferenceService/ModelInfer").future(_never(), timeout=2)
+            time.sleep(0.5)
+            with pytest.raises(Exception, match="too many concurrent RPCs"):
+                infer(g)
+            with pytest.raises(grpc.RpcError) as e:
+                holder.result(timeout=10)
+            assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert infer(g).shape == (1, 10)  # the slot is free again
+            with pytest.raises(grpc.RpcError) as e:
+                ch.unary_unary("/inference.GRPCInferenceService/ModelInfer")(b"\x00" * (70 << 20), timeout=30)
+            assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        req = urllib.request.Request(f"http://127.0.0.1:{http}/v2/models/supernet/infer", data=b"{" * (70 << 20),
+                                     method="POST")
+        with pytest.raises(urllib.error.HTTPError) as h:
+            urllib.request.urlopen(req, timeout=30)
+        assert h.value.code == 413
+        time.sleep(0.3)
+        assert refusals("grpc", "concurrent_rpcs") == 1
+        assert refusals("grpc", "message_too_large") == 1  # the 70 MB message; not the call that timed out
+        assert refusals("http", "body_too_large") == 1
+        assert infer(httpclient.InferenceServerClient(f"127.0.0.1:{http}")).shape == (1, 10)
+
+
+def _never():
+    """A request stream that never yields (and never ends) within the call's deadline."""
+    time.sleep(30)
+    yield b""

@@ -28,7 +28,7 @@ STOP_MS, RUN_MS = 3.0, 2.0
 @pytest.fixture(scope="module")
 def own_triton(tmp_path_factory, weights_path):
     """A Triton of this module's own (the co-tenant must not slow a shared one for other tests)."""
-    yield from run_triton(tmp_path_factory.mktemp("triton-slowdown"), None)
+    yield from run_triton(tmp_path_factory.mktemp("triton-slowdown"), None, models=("supernet",))
 
 
 def test_slackfit_shifts_to_smaller_subnets_without_a_burst_of_misses(own_triton, tmp_path):

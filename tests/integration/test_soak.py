@@ -5,10 +5,14 @@ import json
 import subprocess
 import sys
 
+import pytest
 
+
+@pytest.mark.slow
 def test_bench_soak_samples_every_process_and_counts_every_request(tmp_path, weights_path):
-    r = subprocess.run([sys.executable, "-m", "superserve.scheduler.cli", "bench-soak", "--duration", "4", "--rps", "40",
-                        "--sample-s", "1", "--slo-ms", "2000", "--name", "soak-smoke", "--out-dir", str(tmp_path)],
+    r = subprocess.run([sys.executable, "-m", "superserve.scheduler.cli", "bench-soak", "--duration", "4",
+                        "--rps", "40", "--sample-s", "1", "--slo-ms", "2000", "--name", "soak-smoke",
+                        "--out-dir", str(tmp_path)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     res = json.loads((tmp_path / "soak-smoke.json").read_text())

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import threading
-import urllib.request
 
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from superserve.client.prometheus_text import labels, name_of, scrape
 from superserve.supernet.subnets import SubnetConfig
 
 RNG = np.random.default_rng(0)
@@ -137,14 +137,13 @@ def test_actuation_metric_counts_per_subnet(triton, supernet):
     name = meta["pareto"][1]
 
     def count():
-        text = urllib.request.urlopen(f"http://{triton.cfg.host}:{triton.cfg.metrics_port}/metrics").read().decode()
-        for line in text.splitlines():
-            if line.startswith("supernet_subnet_requests_total") and f'subnet="{name}"' in line:
-                return float(line.rsplit(" ", 1)[1])
-        return 0.0
+        samples = scrape(f"{triton.cfg.host}:{triton.cfg.metrics_port}")
+        return next((v for k, v in samples.items()
+                     if name_of(k) == "supernet_subnet_requests_total" and labels(k).get("subnet") == name), 0.0)
 
     before = count()
     client = httpclient.InferenceServerClient(triton.cfg.http_url)
     for _ in range(3):
-        client.infer("supernet", [http_input(RNG.random((1, 1, 28, 28), dtype=np.float32))], parameters={"subnet": name})
+        x = RNG.random((1, 1, 28, 28), dtype=np.float32)
+        client.infer("supernet", [http_input(x)], parameters={"subnet": name})
     assert count() - before == 3

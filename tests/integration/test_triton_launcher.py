@@ -7,11 +7,13 @@ import subprocess
 import sys
 import time
 
+import pytest
 import tritonclient.http as httpclient
 
 from tests.conftest import free_ports
 
 
+@pytest.mark.slow
 def test_cli_serves_our_repository_and_stops_on_sigterm(tmp_path, weights_path):
     http, grpc, metrics = free_ports(3)
     log = tmp_path / "triton.log"

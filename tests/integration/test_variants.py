@@ -51,6 +51,7 @@ async def model_states(worker):
     return {m["name"]: m.get("state", "") for m in index["models"]}
 
 
+@pytest.mark.slow
 def test_worker_loads_on_demand_and_unloads_least_recently_used(variant_triton, supernet):
     triton, _, variants = variant_triton
     model, meta = supernet

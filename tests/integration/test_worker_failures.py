@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -16,18 +15,13 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from superserve.client.loadgen import Target, run_open_loop
+from superserve.client.prometheus_text import scrape
 from superserve.scheduler.summary import summarize
 from superserve.client.traces import poisson
 from superserve.scheduler import paths
 from superserve.scheduler.server import serve_subprocess
 from superserve.scheduler.triton_launcher import TritonConfig, TritonProcess
 from tests.conftest import free_ports
-
-
-def scrape(http_url: str) -> dict[str, float]:
-    text = urllib.request.urlopen(f"http://{http_url}/metrics", timeout=5).read().decode()
-    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-            if line and not line.startswith("#")}
 
 
 def wait_for(cond, timeout_s: float, what: str, poll_s: float = 0.1):
@@ -71,6 +65,7 @@ def outcomes(m: dict) -> dict[str, float]:
     return {k.split('"')[1]: v for k, v in m.items() if k.startswith("sched_requests_total{")}
 
 
+@pytest.mark.slow
 def test_killed_worker_is_retried_around_marked_down_and_readmitted(tmp_path):
     a, b = TritonProcess(triton_config(tmp_path, "a")), TritonProcess(triton_config(tmp_path, "b"))
     restarted = None

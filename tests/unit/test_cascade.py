@@ -130,7 +130,6 @@ def test_gear_lookup_scales_the_rate_by_how_much_slower_the_profile_runs_than_pl
     p = CascadePolicy(plan, window_ms=1000)
     for t in range(0, 1000, 20):  # 50 req/s: gear 0 as planned
         p.on_arrival(float(t))
-    q = tuple(Pending(i, 900, 1100 + i) for i in range(4))
     p.advance(1000.0, PROFILE)
     assert p.gear is PLAN.gears[0] and p.slowdown(PROFILE) == 1.0
     slow = PROFILE.scaled(2.5)  # the engine saw forwards 2.5x slower than profiled: 50 req/s acts like 125

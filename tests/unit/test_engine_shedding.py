@@ -87,3 +87,35 @@ def test_peak_fraction_out_of_range_is_refused_at_config():
     for bad in (0.0, -1.0, 1.5):
         with pytest.raises(ValueError, match="shed_peak_fraction"):
             EngineConfig(shed_peak_fraction=bad)
+
+
+def test_with_a_measured_drain_rate_the_flood_is_refused_at_that_rate():
+    """The engine uses its DrainRate once it has seen enough backlogged batches: the queue is cut at what the
+    measured rate drains before the deadline, far below the peak bound (``--shed-drain measured``; the default,
+    ``peak``, keeps the old bound)."""
+    def flood_measured(drain: str, rate: float, n: int = 2000):
+        cfg = EngineConfig(adapt_latency=False, shed_drain=drain)
+        engine = Engine(cfg, profile(), make_policy("slackfit"), [StandIn("w", "hang")], clock=StillClock())
+        for i in range(20):  # batch completions 40 ms apart with requests waiting: `rate` rows/ms
+            engine.drain_rate.observe(i * 40.0, int(rate * 40), waiting=True)  # full batches (>= 32 rows)
+        x = np.zeros((1, 1, 28, 28), np.float32)
+
+        async def go():
+            tasks = [asyncio.create_task(engine.infer(x, RequestParams(slo_ms=100.0))) for _ in range(n)]
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            refused = sum(1 for t in tasks if t.done() and isinstance(t.exception(), Overloaded))
+            queued = len(engine.queue)
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await engine.close()
+            return queued, refused
+
+        return asyncio.run(go())
+
+    queued, refused = flood_measured("measured", 1.0)
+    bound = (100.0 - EngineConfig().margin_ms) * 1.0  # rows 1.0 rows/ms drains before deadline minus margin
+    assert bound - 10 <= queued <= bound and refused == 1999 - queued
+    peak_queued, _ = flood_measured("peak", 1.0)
+    assert peak_queued > 3 * queued  # the old bound ignores what was measured

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from superserve.scheduler.latency_model import LatencyModel, LatencyModelConfig, ScaledProfiles
-from tests.unit.test_worker_retry import profile
+from tests.conftest import TOY_PROFILE, committed_profile
 
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
 
@@ -48,10 +48,12 @@ def test_a_speed_up_is_trusted_only_once_the_slow_batches_leave_the_window():
     assert m.factor(8) < 1.25  # all slow batches gone: back to the fast plan
 
 
+@pytest.mark.slow  # 10,000 observations through the online model (~5-10 s)
 def test_quantile_matches_a_known_distribution():
     sigma = 0.3
     for q, z in ((0.99, 2.3263), (0.95, 1.6449)):
-        exact = LatencyModel(BATCHES, LatencyModelConfig(quantile=q, window=5000, short=2, short_rank=1))  # long window alone
+        # the long window alone
+        exact = LatencyModel(BATCHES, LatencyModelConfig(quantile=q, window=5000, short=2, short_rank=1))
         feed(exact, steady(5000, sigma=sigma, seed=5))
         assert exact.factor(8) == pytest.approx(float(np.exp(z * sigma)), rel=0.05), q
         assert exact.median == pytest.approx(1.0, rel=0.03)
@@ -73,7 +75,7 @@ def test_factors_are_rounded_up_and_scaled_profiles_are_shared():
     m = LatencyModel(BATCHES, LatencyModelConfig(quantile=0.99, window=50, min_samples=10, step=0.05))
     feed(m, [1.21] * 50)
     assert m.factors()[8] == 1.25  # rounded up, never down
-    prof = profile()
+    prof = committed_profile()
     views = ScaledProfiles(prof)
     a, b = views.get(m.factors()), views.get(dict(m.factors()))
     assert a is b
@@ -94,13 +96,12 @@ def test_the_simulator_plans_with_the_same_model_through_a_slowdown():
     from superserve.scheduler.policies import SlackFit
     from superserve.scheduler.sim import SimConfig, SimRequest, simulate
     from superserve.scheduler.summary import summarize
-    from tests.unit.test_policies import PROFILE
 
     arrivals = np.cumsum(np.random.default_rng(7).exponential(1000 / 150, 1500))  # 150 req/s, 10 s
     reqs = [SimRequest(float(t), 60.0) for t in arrivals]
     machine = dict(slowdown=lambda now: 1.0 if now < 3000 else 2.5, jitter_sigma=0.15, seed=1)
-    blind = summarize(simulate(SlackFit(), PROFILE, reqs, cfg=SimConfig(**machine)))
-    model = summarize(simulate(SlackFit(), PROFILE, reqs,
+    blind = summarize(simulate(SlackFit(), TOY_PROFILE, reqs, cfg=SimConfig(**machine)))
+    model = summarize(simulate(SlackFit(), TOY_PROFILE, reqs,
                                cfg=SimConfig(latency=LatencyModelConfig(quantile=0.99), **machine)))
     assert blind["slo_attainment"] < 0.9, blind
     assert model["slo_attainment"] >= 0.98, model

@@ -44,7 +44,8 @@ def test_a_flood_from_one_call_site_is_collapsed_and_summarised(logged):
     clock.t = 10.0
     bad_request(log, 20_000)
     last = stream.getvalue().splitlines()[-1]
-    assert last.startswith("WARNING bad request 20000:") and last.endswith("[19997 more like this suppressed in the last 10 s]")
+    assert last.startswith("WARNING bad request 20000:")
+    assert last.endswith("[19997 more like this suppressed in the last 10 s]")
     assert f.pending() == []
 
 

@@ -53,3 +53,46 @@ def test_queue_counts_rows_ahead_by_deadline():
     assert (q.rows, q.rows_ahead(30), q.rows_ahead(100)) == (2, 1, 2)
     q.push(Pending(9, 0, 20, rows=4))
     assert q.rows == 6 and q.rows_ahead(100) == 6
+
+
+def test_drain_rate_counts_only_intervals_with_requests_waiting():
+    from superserve.scheduler.shedding import DrainRate
+
+    d = DrainRate(window=4, min_batches=2)
+    d.observe(0.0, 10, waiting=True)
+    assert d.rows_per_ms() is None  # nothing measured yet
+    d.observe(10.0, 20, waiting=True)  # 20 rows in 10 ms while the queue stayed non-empty
+    d.observe(1000.0, 5, waiting=False)  # an idle second: the arrival rate, not the capacity
+    d.observe(1010.0, 50, waiting=True)  # follows a completion with nothing waiting: not counted either
+    assert d.rows_per_ms() is None
+    d.observe(1015.0, 30, waiting=True)
+    assert d.rows_per_ms() == pytest.approx((20 + 30) / (10 + 5))
+    for i in range(4):  # the window keeps the last 4 intervals
+        d.observe(1020.0 + 10 * i, 5, waiting=True)
+    assert d.rows_per_ms() == pytest.approx(4 * 5 / (5 + 10 + 10 + 10))
+
+
+def test_drain_rate_ignores_small_batches_so_a_short_queue_cannot_pull_it_down():
+    """Shedding keeps the queue short, so batches are small and slow per row: counting them made the rate fall,
+    which shed more, which shortened the queue again (a collapse measured at 3x overload)."""
+    from superserve.scheduler.shedding import DrainRate
+
+    d = DrainRate(min_batches=2, min_rows=32)
+    for i in range(5):
+        d.observe(10.0 * i, 64, waiting=True)  # saturated: 64 rows every 10 ms
+    assert d.rows_per_ms() == pytest.approx(6.4)
+    for i in range(50):
+        d.observe(50.0 + 5.0 * i, 2, waiting=True)  # a short queue: batches of 2 every 5 ms
+    assert d.rows_per_ms() == pytest.approx(6.4)
+
+
+def test_measured_drain_rate_refuses_what_the_peak_bound_admits(profile):
+    """At 3x overload the workers cleared ~0.75 rows/ms against a profile peak of ~5 rows/ms: a backlog of 200
+    rows passes the peak bound yet cannot be answered within 90 ms at the measured rate."""
+    peak, own = peak_rows_per_ms(profile), profile.subnets[0].at(1)
+    backlog = Backlog(200, (0.0,))
+    assert shed_reason(0.0, 90.0, backlog, own, peak) is None
+    reason = shed_reason(0.0, 90.0, backlog, own, peak, measured=0.75)
+    assert reason is not None and "measured 0.75 rows/ms" in reason
+    assert earliest_finish_ms(0.0, backlog, own, peak, measured=0.75) == pytest.approx(200 / 0.75 + own)
+    assert shed_reason(0.0, 90.0, Backlog(50, (0.0,)), own, peak, measured=0.75) is None  # 67 ms + own: in time

@@ -60,19 +60,30 @@ def extract(model: ElasticCNN, cfg: SubnetConfig) -> StaticSubnet:
     return StaticSubnet(blocks, head).eval()
 
 
-def save_static(model: ElasticCNN, cfg: SubnetConfig, path, accuracy: float, supernet_sha256: str) -> None:
-    """Write one subnet as its own model file: only its sliced weights and statistics."""
-    static = extract(model, cfg)
-    layout = [(b.conv.in_channels, b.conv.out_channels, b.conv.stride[0], b.residual) for b in static.blocks]
-    torch.save({"subnet": cfg.name, "accuracy": accuracy, "supernet_sha256": supernet_sha256, "layout": layout,
-                "num_classes": model.num_classes, "state_dict": static.state_dict()}, path)
+def save_static(model, cfg, path, accuracy: float, supernet_sha256: str) -> None:
+    """Write one subnet of any family as its own model file: only its sliced weights and statistics,
+    with the family and architecture needed to rebuild its standalone network (``load_static``)."""
+    static = model.extract(cfg)
+    torch.save({"format": 2, "family": model.family, "arch": model.arch(), "subnet": cfg.name,
+                "accuracy": accuracy, "supernet_sha256": supernet_sha256, "input": model.input_spec.to_json(),
+                "output": model.output_spec.to_json(), "state_dict": static.state_dict()}, path)
 
 
-def load_static(path, device="cpu") -> tuple[StaticSubnet, dict]:
-    """Inverse of save_static; returns the eval-mode network and its metadata."""
+def load_static(path, device="cpu") -> tuple[nn.Module, dict]:
+    """Inverse of save_static; returns the eval-mode network and its metadata. Also reads the
+    elastic-cnn's first export format (a block layout instead of family and architecture)."""
     blob = torch.load(path, map_location=device, weights_only=True)
-    blocks = [StaticBlock(nn.Conv2d(i, o, 3, stride=s, padding=1, bias=False), nn.BatchNorm2d(o), r)
-              for i, o, s, r in blob["layout"]]
-    static = StaticSubnet(blocks, nn.Linear(blob["layout"][-1][1], blob["num_classes"]))
-    static.load_state_dict(blob.pop("state_dict"))
+    state = blob.pop("state_dict")
+    if "layout" in blob:  # format 1: elastic-cnn only
+        blocks = [StaticBlock(nn.Conv2d(i, o, 3, stride=s, padding=1, bias=False), nn.BatchNorm2d(o), r)
+                  for i, o, s, r in blob["layout"]]
+        static = StaticSubnet(blocks, nn.Linear(blob["layout"][-1][1], blob["num_classes"]))
+        blob.setdefault("family", ElasticCNN.family)
+    else:
+        from .families import build
+        supernet = build(blob["family"], blob["arch"])
+        cfg = supernet.space.parse(blob["subnet"])
+        supernet.set_calibrated([cfg.name])  # a statistics row to extract from; the file's replace it
+        static = supernet.extract(cfg)
+    static.load_state_dict(state)
     return static.to(device).eval(), blob

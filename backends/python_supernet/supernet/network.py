@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .family import Supernet, TensorSpec
 from .operators import LayerSelect, SubnetNorm, WeightSlice
 from .subnets import SearchSpace, SubnetConfig
 
@@ -30,7 +31,13 @@ class ConvBlock(nn.Module):
         return x + y if self.residual else y
 
 
-class ElasticCNN(nn.Module):
+class ElasticCNN(Supernet):
+    """The first family, ``elastic-cnn`` (family.py's contract)."""
+
+    family = "elastic-cnn"
+    uses_subnet_norm = True
+    channels_last = True
+
     def __init__(self, stage_channels: tuple[int, ...] = (32, 64, 128), max_depth: int = 3,
                  num_classes: int = 10, space: SearchSpace | None = None):
         super().__init__()
@@ -49,9 +56,39 @@ class ElasticCNN(nn.Module):
             in_ch = ch
         self.stages = nn.ModuleList(stages)
         self.head = WeightSlice(nn.Linear(stage_channels[-1], num_classes))
-        # Names of the subnets whose SubnetNorm statistics are stored, in row order.
-        self.calibrated: list[str] = []
-        self._row: dict[str, int] = {}
+
+    # -- the plug-in interface (family.py) ----------------------------------------------------
+    def arch(self) -> dict:
+        return {"stage_channels": list(self.stage_channels), "max_depth": len(self.stages[0].blocks),
+                "num_classes": self.num_classes, "depth_choices": list(self.space.depth_choices),
+                "width_choices": list(self.space.width_choices)}
+
+    @classmethod
+    def from_arch(cls, a: dict) -> "ElasticCNN":
+        space = SearchSpace(tuple(a["depth_choices"]), tuple(a["width_choices"]), len(a["stage_channels"]))
+        return cls(tuple(a["stage_channels"]), a["max_depth"], a["num_classes"], space)
+
+    @property
+    def input_spec(self) -> TensorSpec:
+        return TensorSpec("INPUT", "FP32", (1, 28, 28), (0.0, 1.0),
+                          f"(x - {PIXEL_MEAN}) / {PIXEL_STD} (Fashion-MNIST pixel mean and std)")
+
+    @property
+    def output_spec(self) -> TensorSpec:
+        return TensorSpec("LOGITS", "FP32", (self.num_classes,))
+
+    def candidates(self) -> list[SubnetConfig]:
+        """Every depth combination at every uniform width (108 for the default space)."""
+        from .calibrate import candidate_subnets
+        return candidate_subnets(self, n_mixed=0)
+
+    def extract(self, cfg: SubnetConfig) -> nn.Module:
+        from .export import extract
+        return extract(self, cfg)
+
+    def calibrate(self, subnets: list[SubnetConfig], images, batch_size: int = 256) -> None:
+        from .calibrate import calibrate
+        calibrate(self, subnets, images, batch_size=batch_size)
 
     # -- subnets ---------------------------------------------------------------------------
     def channels(self, cfg: SubnetConfig) -> list[int]:
@@ -61,20 +98,10 @@ class ElasticCNN(nn.Module):
     def norms(self) -> list[SubnetNorm]:
         return [m for m in self.modules() if isinstance(m, SubnetNorm)]
 
-    def set_calibrated(self, names: list[str]) -> None:
-        """Resize every SubnetNorm to hold one statistics row per named subnet."""
-        for n in names:
-            self.space.validate(SubnetConfig.parse(n))
-        self.calibrated = list(names)
-        self._row = {n: i for i, n in enumerate(names)}
+    def _resize_norms(self, n: int) -> None:
+        """Resize every SubnetNorm to hold one statistics row per calibrated subnet."""
         for norm in self.norms():
-            norm.set_num_subnets(len(names))
-
-    def row(self, cfg: SubnetConfig) -> int:
-        try:
-            return self._row[cfg.name]
-        except KeyError:
-            raise KeyError(f"subnet {cfg.name!r} has no calibrated statistics in these weights") from None
+            norm.set_num_subnets(n)
 
     # -- forward ---------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, cfg: SubnetConfig | None = None, batch_stats: bool = False) -> torch.Tensor:

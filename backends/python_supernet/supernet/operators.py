@@ -12,7 +12,8 @@ from torch import nn
 
 class WeightSlice(nn.Module):
     """Elastic width: a conv or linear layer that uses its first ``k`` output channels and as many
-    input channels as the incoming tensor has. The slice is a view of the full weight."""
+    input channels as the incoming tensor has (a conv's dim 1, a linear's last dim). The slice is a
+    view of the full weight."""
 
     def __init__(self, layer: nn.Conv2d | nn.Linear):
         super().__init__()
@@ -31,9 +32,10 @@ class WeightSlice(nn.Module):
 
     def forward(self, x: torch.Tensor, out_ch: int | None = None) -> torch.Tensor:
         out_ch = self.max_out if out_ch is None else out_ch
-        w, b = self.sliced(x.shape[1], out_ch)
         if isinstance(self.layer, nn.Linear):
+            w, b = self.sliced(x.shape[-1], out_ch)
             return F.linear(x, w, b)
+        w, b = self.sliced(x.shape[1], out_ch)
         c = self.layer
         return F.conv2d(x, w, b, c.stride, c.padding, c.dilation, c.groups)
 
@@ -83,9 +85,13 @@ class LayerSelect(nn.Module):
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
 
-    def forward(self, x: torch.Tensor, depth: int, width: int, subnet_id: int | None) -> torch.Tensor:
+    def select(self, depth: int) -> list[nn.Module]:
+        """The first ``depth`` blocks (for families whose blocks take per-block controls)."""
         if not 1 <= depth <= len(self.blocks):
             raise ValueError(f"depth {depth} outside 1..{len(self.blocks)}")
-        for block in self.blocks[:depth]:
+        return list(self.blocks[:depth])
+
+    def forward(self, x: torch.Tensor, depth: int, width: int, subnet_id: int | None) -> torch.Tensor:
+        for block in self.select(depth):
             x = block(x, width, subnet_id)
         return x

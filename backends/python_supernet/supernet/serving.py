@@ -1,5 +1,6 @@
-"""Serving-side logic with no Triton import: resolve subnet names, run grouped batched
-forwards, build the per-row INFO. ``model.py`` adapts this to Triton; tests call it directly."""
+"""Serving-side logic with no Triton import, for any supernet family: resolve subnet names, check
+inputs against the family's input spec, run grouped batched forwards, build the per-row INFO.
+``model.py`` adapts this to Triton; tests call it directly."""
 from __future__ import annotations
 
 import json
@@ -9,14 +10,21 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .checkpoint import load_checkpoint
+from .checkpoint import WeightsMismatch, load_checkpoint
 from .confidence import confidence
 from .export import load_static
-from .subnets import SubnetConfig
+from .family import TensorSpec
 
 
 class BadRequest(ValueError):
     """The request (not the batch) is wrong; reported as INVALID_ARG for that request only."""
+
+
+@dataclass(frozen=True)
+class ExportedSubnet:
+    """The control of a model serving one exported subnet: only its name."""
+
+    name: str
 
 
 @dataclass
@@ -33,19 +41,32 @@ class SupernetRunner:
     deployment that SubNetAct replaces, kept so both can be measured in the same server.
     """
 
-    def __init__(self, weights_path=None, device: str = "cpu", pinned: str | None = None, exported=None):
+    def __init__(self, weights_path=None, device: str = "cpu", pinned: str | None = None, exported=None,
+                 family: str | None = None):
         self.device = torch.device(device)
         if exported:
             static, blob = load_static(exported, device=self.device)
+            if family and blob["family"] != family:
+                raise WeightsMismatch(f"{exported}: an exported subnet of family {blob['family']!r}, but the model "
+                                      f"config names family {family!r}")
+            self.family = blob["family"]
             self.accuracy = {blob["subnet"]: blob["accuracy"]}
             self.pareto, self.sha256 = [blob["subnet"]], blob["supernet_sha256"]
             self.space = None
+            if "input" in blob:
+                self.input_spec = TensorSpec.from_json(blob["input"])
+                self.output_spec = TensorSpec.from_json(blob["output"])
+            else:  # elastic-cnn's first export format
+                from .network import ElasticCNN
+                self.input_spec, self.output_spec = ElasticCNN().input_spec, ElasticCNN().output_spec
             self._forward = lambda x, cfg: static(x)
         else:
-            self.model, self.meta = load_checkpoint(weights_path, device=self.device)
+            self.model, self.meta = load_checkpoint(weights_path, device=self.device, expect_family=family)
+            self.family = self.model.family
             self.accuracy = {r["name"]: r.get("test_accuracy", r["val_accuracy"]) for r in self.meta["subnets"]}
             self.pareto, self.sha256 = list(self.meta["pareto"]), self.meta["sha256"]
             self.space = self.model.space
+            self.input_spec, self.output_spec = self.model.input_spec, self.model.output_spec
             self._forward = self.model
         self.default_subnet = self.pareto[-1]  # the most accurate Pareto subnet
         self.pinned = None
@@ -54,11 +75,11 @@ class SupernetRunner:
 
     def warm_up(self) -> None:
         """One forward per servable Pareto subnet so the first real requests do not pay lazy initialisation."""
-        x = np.zeros((1, 1, 28, 28), dtype=np.float32)
+        x = np.zeros((1, *self.input_spec.dims), dtype=np.float32)
         for name in [self.pinned.name] if self.pinned else self.pareto:
             self.run(self.resolve(name), [x])
 
-    def resolve(self, name: str | None) -> SubnetConfig:
+    def resolve(self, name: str | None):
         """Subnet config for a request's ``subnet`` parameter (None: the default)."""
         if name is None or name == "":
             return self.pinned or self.resolve(self.default_subnet)
@@ -66,10 +87,12 @@ class SupernetRunner:
             raise BadRequest(f"parameter 'subnet' must be a string, got {type(name).__name__}")
         if self.pinned and name != self.pinned.name:
             raise BadRequest(f"parameter 'subnet': this model serves only {self.pinned.name!r}, not {name!r}")
+        if self.space is None:  # one exported subnet: its own name only
+            if name not in self.accuracy:
+                raise BadRequest(f"parameter 'subnet': this model serves only {self.pareto[0]!r}, not {name!r}")
+            return ExportedSubnet(name)
         try:
-            cfg = SubnetConfig.parse(name)
-            if self.space:
-                self.space.validate(cfg)
+            cfg = self.space.parse(name)
         except ValueError as e:
             raise BadRequest(f"parameter 'subnet': {e}") from None
         if cfg.name not in self.accuracy:
@@ -77,7 +100,7 @@ class SupernetRunner:
                              f"(served: the {len(self.accuracy)} calibrated subnets, e.g. {self.pareto[0]!r})")
         return cfg
 
-    def run(self, cfg: SubnetConfig, inputs: list[np.ndarray]) -> GroupResult:
+    def run(self, cfg, inputs: list[np.ndarray]) -> GroupResult:
         """One batched forward over the concatenated inputs of every request in the group."""
         x = torch.from_numpy(np.concatenate(inputs) if len(inputs) > 1 else inputs[0]).to(self.device)
         t = time.perf_counter()
@@ -88,7 +111,7 @@ class SupernetRunner:
         infer_ms = (time.perf_counter() - t) * 1000
         return GroupResult(logits.float().cpu().numpy(), infer_ms)
 
-    def info_rows(self, cfg: SubnetConfig, logits: np.ndarray, infer_ms: float, batch_size: int) -> np.ndarray:
+    def info_rows(self, cfg, logits: np.ndarray, infer_ms: float, batch_size: int) -> np.ndarray:
         """INFO output, one JSON string per row (docs/design.md). queue_ms is unknown inside Triton
         (null); the scheduler fills it in."""
         conf, margin = confidence(logits)
@@ -99,14 +122,21 @@ class SupernetRunner:
         return np.array(rows, dtype=np.object_).reshape(-1, 1)
 
 
-def check_input(arr: np.ndarray | None) -> np.ndarray:
-    """Value checks Triton's own shape/dtype validation does not do."""
+    def check_input(self, arr: np.ndarray | None) -> np.ndarray:
+        return check_input(arr, self.input_spec)
+
+
+_NUMPY = {"FP32": np.float32}
+
+
+def check_input(arr: np.ndarray | None, spec: TensorSpec) -> np.ndarray:
+    """Value checks Triton's own shape/dtype validation does not do, against the family's input spec."""
     if arr is None:
-        raise BadRequest("input 'INPUT' is missing")
-    if arr.dtype != np.float32 or arr.ndim != 4 or arr.shape[1:] != (1, 28, 28):
-        raise BadRequest(f"input 'INPUT' must be FP32 [B, 1, 28, 28], got {arr.dtype} {list(arr.shape)}")
+        raise BadRequest(f"input '{spec.name}' is missing")
+    if arr.dtype != _NUMPY[spec.dtype] or arr.ndim != 1 + len(spec.dims) or arr.shape[1:] != spec.dims:
+        raise BadRequest(f"input '{spec.name}' must be {spec.describe()}, got {arr.dtype} {list(arr.shape)}")
     if not np.isfinite(arr).all():
-        raise BadRequest("input 'INPUT' holds NaN or infinite values")
+        raise BadRequest(f"input '{spec.name}' holds NaN or infinite values")
     return arr
 
 

@@ -47,6 +47,10 @@ class SearchSpace:
     width_choices: tuple[int, ...] = (25, 50, 75, 100)
     num_stages: int = 3
 
+    def parse(self, name: str) -> SubnetConfig:
+        """The validated control tuple of a subnet name (ValueError naming it otherwise)."""
+        return self.validate(SubnetConfig.parse(name))
+
     def validate(self, cfg: SubnetConfig) -> SubnetConfig:
         if len(cfg.depths) != self.num_stages:
             raise ValueError(f"subnet {cfg.name!r} has {len(cfg.depths)} stages; this supernet has {self.num_stages}")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .network import ElasticCNN
+from .family import Supernet
 from .progress import Progress
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,8 @@ class TrainConfig:
     """On the largest subnet's loss against the labels (the others learn from its soft output)."""
     n_random: int = 1
     """Random subnets per sandwich step, besides the largest and the smallest."""
+    optimizer: str = "sgd"
+    """``sgd`` (Nesterov momentum 0.9; the CNN) or ``adamw`` (transformers train poorly with SGD)."""
     seed: int = 0
     limit: int | None = None
     """Train on the first ``limit`` images only (smoke tests)."""
@@ -47,6 +49,8 @@ class TrainConfig:
             raise ValueError(f"need a positive number of epochs, got {self.epochs_largest}+{self.epochs_sandwich}")
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 (batch norm), got {self.batch_size}")
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"optimizer must be sgd or adamw, not {self.optimizer!r}")
 
 
 def seed_everything(seed: int) -> None:
@@ -60,18 +64,26 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     n = x.shape[0]
     flip = torch.rand(n, generator=gen) < 0.5
     x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    h, w = x.shape[-2:]
     padded = F.pad(x, (2, 2, 2, 2))
     dx, dy = torch.randint(0, 5, (2,), generator=gen).tolist()
-    return padded[:, :, dy:dy + 28, dx:dx + 28]
+    return padded[:, :, dy:dy + h, dx:dx + w]
 
 
-def _param_groups(model: ElasticCNN, weight_decay: float):
+def _param_groups(model: Supernet, weight_decay: float):
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def train(model: ElasticCNN, images: np.ndarray, labels: np.ndarray, cfg: TrainConfig,
+def _optimizer(model: Supernet, cfg: TrainConfig) -> torch.optim.Optimizer:
+    groups = _param_groups(model, cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
+
+
+def train(model: Supernet, images: np.ndarray, labels: np.ndarray, cfg: TrainConfig,
           device: torch.device) -> list[dict]:
     """Train in place; returns one summary dict per epoch (losses, seconds)."""
     seed_everything(cfg.seed)
@@ -83,10 +95,11 @@ def train(model: ElasticCNN, images: np.ndarray, labels: np.ndarray, cfg: TrainC
     steps_per_epoch = len(x_all) // cfg.batch_size
     epochs = cfg.epochs_largest + cfg.epochs_sandwich
     total_steps, warmup = steps_per_epoch * epochs, max(1, steps_per_epoch // 4)
-    opt = torch.optim.SGD(_param_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=0.9, nesterov=True)
+    opt = _optimizer(model, cfg)
     space, history, step = model.space, [], 0
-    # channels_last is ~10% faster for these convolutions on CPU; weights are saved contiguous.
-    model.to(device, memory_format=torch.channels_last).train()
+    # channels_last is ~10% faster for the CNN's convolutions on CPU; weights are saved contiguous.
+    fmt = torch.channels_last if model.channels_last else torch.contiguous_format
+    model.to(device, memory_format=fmt).train()
     for epoch in range(epochs):
         sandwich = epoch >= cfg.epochs_largest
         phase = "sandwich" if sandwich else "largest"
@@ -98,7 +111,7 @@ def train(model: ElasticCNN, images: np.ndarray, labels: np.ndarray, cfg: TrainC
             for g in opt.param_groups:
                 g["lr"] = lr
             idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            x = augment(x_all[idx], gen).to(device, memory_format=torch.channels_last)
+            x = augment(x_all[idx], gen).to(device, memory_format=fmt)
             y = y_all[idx].to(device)
             opt.zero_grad(set_to_none=True)
             logits = model(x, space.largest)
@@ -121,7 +134,7 @@ def train(model: ElasticCNN, images: np.ndarray, labels: np.ndarray, cfg: TrainC
     return history
 
 
-def loss_on(model: ElasticCNN, images: np.ndarray, labels: np.ndarray, cfg_subnet, device) -> float:
+def loss_on(model: Supernet, images: np.ndarray, labels: np.ndarray, cfg_subnet, device) -> float:
     """Mean cross-entropy of one subnet with batch statistics (used by the smoke test)."""
     with torch.no_grad():
         x, y = torch.from_numpy(images).to(device), torch.from_numpy(labels).to(device)

@@ -38,7 +38,8 @@ class ValidationRecord:
         try:
             return self.subnets.index(subnet)
         except ValueError:
-            raise KeyError(f"subnet {subnet!r} has no validation record (recorded: {', '.join(self.subnets)})") from None
+            raise KeyError(f"subnet {subnet!r} has no validation record "
+                           f"(recorded: {', '.join(self.subnets)})") from None
 
     def correct(self, subnet: str) -> np.ndarray:
         return self.predictions[self.index(subnet)] == self.labels
@@ -84,7 +85,6 @@ def record(weights_path: str | Path, data_dir=None, subnets: list[str] | None = 
     from .checkpoint import load_checkpoint
     from .data import load_split
     from .progress import Progress
-    from .subnets import SubnetConfig
 
     model, meta = load_checkpoint(weights_path, device=device)
     names = list(subnets or meta["pareto"])
@@ -92,7 +92,7 @@ def record(weights_path: str | Path, data_dir=None, subnets: list[str] | None = 
     preds, conf, margin = [], [], []
     bar = Progress(len(names), f"record {split}")
     for name in names:
-        logits = predict(model, SubnetConfig.parse(name), images, device=device).numpy()
+        logits = predict(model, model.space.parse(name), images, device=device).numpy()
         c, m = confidence(logits)
         preds.append(logits.argmax(1).astype(np.int16))
         conf.append(c.astype(np.float32))

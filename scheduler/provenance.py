@@ -1,10 +1,12 @@
-"""A short, stable name for the machine, used to key profiles and label results."""
+"""Where a profile, plan or result came from: the machine's short, stable hardware name (which keys profiles and
+labels results), the git commit of the code that ran, and the command line that ran it."""
 from __future__ import annotations
 
 import os
 import platform
 import re
 import subprocess
+from pathlib import Path
 
 
 def cpu_model() -> str:
@@ -37,7 +39,7 @@ def hardware_name(device: str = "cpu") -> str:
     return re.sub(r"[^a-z0-9]+", "-", raw).strip("-")
 
 
-def git_commit(root) -> str:
+def git_commit(root: str | Path) -> str:
     try:
         out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
