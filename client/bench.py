@@ -31,12 +31,13 @@ from pathlib import Path
 import numpy as np
 
 from superserve.client import batchlog, frontier, noise, report, results, traces, triton_fixed
-from superserve.client.loadgen import Target, assign_slos, records_json, run_open_loop, slo_classes, summarize
+from superserve.client.loadgen import Target, assign_slos, records_json, run_open_loop, slo_classes
 from superserve.scheduler import paths
 from superserve.scheduler.provenance import command_line
 from superserve.scheduler.ports import free_ports
 from superserve.scheduler.profile import Profile
 from superserve.scheduler.server import find_profile, serve_subprocess
+from superserve.scheduler.summary import describe, summarize
 from superserve.scheduler.triton_launcher import TritonConfig, TritonProcess
 from superserve.supernet.data import load_split
 
@@ -362,11 +363,7 @@ def run(cfg: BenchConfig, command: str, pool: FixedPool | None = None) -> Path:
         result["policies"][policy] = summary
         result["series"][policy] = report.series(recs, trace.duration_s)
         all_records[policy] = recs
-        print(f"{policy:28} attainment {summary['slo_attainment']:.3f}  served acc "
-              f"{summary['mean_served_accuracy'] or 0:.4f}  real acc {summary['real_accuracy']:.4f}  "
-              f"late {summary['late']}  below floor {summary['inaccurate']}  dropped {summary['dropped']}  "
-              f"rejected {summary['rejected']}  errors {summary['errors']}  "
-              f"p50 {summary['p50_ms']} p99 {summary['p99_ms']} ms  ({time.monotonic() - t0:.0f} s)", flush=True)
+        print(f"{policy:28} {describe(summary)}  ({time.monotonic() - t0:.0f} s)", flush=True)
         if batches:
             print(f"{'':28} batches {batches['n']}  observed/planned p50 {batches['observed_over_planned']['p50']} "
                   f"p99 {batches['observed_over_planned']['p99']}  over plan {batches['over_plan_share']}  "

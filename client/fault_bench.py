@@ -36,7 +36,8 @@ import numpy as np
 
 from superserve.client import prometheus_text, results, traces
 from superserve.client.bench import _warm, measure_capacity
-from superserve.client.loadgen import Target, run_open_loop, summarize
+from superserve.client.loadgen import Target, run_open_loop
+from superserve.scheduler.summary import summarize
 from superserve.client.report import arrival_series, series
 from superserve.scheduler import paths
 from superserve.scheduler.provenance import command_line

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
@@ -147,25 +146,6 @@ async def run_open_loop(target: Target, arrivals_s: np.ndarray, slos_ms: np.ndar
     finally:
         await client.close()
     return records
-
-
-def summarize(records: Sequence[Record]) -> dict:
-    """docs/design.md's per-policy numbers: attainment and real accuracy over requests *sent*; served
-    accuracy over the in-time answers; latency percentiles over all answers (in time or late)."""
-    n = len(records)
-    by = Counter(r.outcome for r in records)
-    ok = [r for r in records if r.outcome == "ok"]
-    answered = [r.latency_ms for r in records if r.outcome in ("ok", "late")]
-    pct = (lambda q: round(float(np.percentile(answered, q)), 3)) if answered else (lambda q: None)
-    return {"requests": n, "slo_attainment": round(len(ok) / n, 4) if n else None,
-            "mean_served_accuracy": round(float(np.mean([r.accuracy for r in ok])), 4) if ok else None,
-            "real_accuracy": round(sum(bool(r.correct) for r in ok) / n, 4) if n else None,
-            "late": by["late"], "inaccurate": by["inaccurate"], "dropped": by["dropped"],
-            "rejected": by["rejected"], "errors": by["error"],
-            "escalated": sum(r.escalations > 0 for r in records),
-            "p50_ms": pct(50), "p99_ms": pct(99),
-            "send_lag_p99_ms": round(float(np.percentile([r.lag_ms for r in records], 99)), 3) if n else None,
-            "subnets": dict(Counter(r.subnet for r in records if r.outcome in ("ok", "late")).most_common())}
 
 
 def records_json(records: Sequence[Record]) -> list[dict]:

@@ -5,24 +5,19 @@ a policy or gear plan behaves before running ``superserve bench`` on the real st
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 
 from superserve.client import results, traces
 from superserve.scheduler import paths
-from superserve.scheduler.gears import GearPlan
-from superserve.scheduler.policies import make_policy
+from superserve.scheduler.policies.factories import PolicyOptions, factory_for
 from superserve.scheduler.profile import Profile
 from superserve.scheduler.server import find_profile
-from superserve.scheduler.sim import SimConfig, SimRequest, simulate, summarize
+from superserve.scheduler.sim import SimConfig, SimRequest, simulate
+from superserve.scheduler.summary import describe, summarize
 from superserve.supernet.validation import ValidationRecord, default_path
 
 SIMULATABLE = ("slackfit", "fixed", "clipper", "cascade")
-
-
-def default_plan_path(profile: Profile) -> Path:
-    return paths.repo_root() / "plans" / f"{profile.hardware}.json"
 
 
 def main(args) -> int:
@@ -40,16 +35,13 @@ def main(args) -> int:
         kind, _, arg = name.partition(":")
         if kind not in SIMULATABLE:
             raise SystemExit(f"policy {kind!r} cannot be simulated; choose from {SIMULATABLE}")
-        plan = GearPlan.load(args.plan or default_plan_path(profile)) if kind == "cascade" else None
-        policy = make_policy(kind, subnet=arg or args.subnet, plan=plan)
+        policy = factory_for(PolicyOptions(kind, subnet=arg or args.subnet, plan=args.plan)).policy(profile)
         t = time.perf_counter()
         s = summarize(simulate(policy, profile, reqs, record,
-                               SimConfig(workers=args.workers, margin_ms=args.margin_ms)), profile)
+                               SimConfig(workers=args.workers, margin_ms=args.margin_ms)))
         s["wall_s"] = round(time.perf_counter() - t, 2)
         result["policies"][name] = s
-        print(f"{name:22} attainment {s['slo_attainment']:.3f}  served acc {s['mean_served_accuracy'] or 0:.4f}  "
-              f"real acc {s['real_accuracy'] or 0:.4f}  escalated {s['escalated']}  dropped {s['dropped']}  "
-              f"p99 {s['p99_ms']} ms")
+        print(f"{name:28} {describe(s)}")
     if args.out:
         results.write(result, args.out)
     return 0

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 
 from .autoscale import AutoscaleConfig
 from .fleet import Fleet, FleetConfig
-from .pool_membership import PoolMembership
 from .scaling_loop import ScalingLoop
 
 log = logging.getLogger(__name__)
@@ -109,7 +108,7 @@ class ClusterWorkers:
 
     def attach(self, engine) -> None:
         self.fleet.stats = engine.stats
-        self.fleet.attach(PoolMembership(engine))
+        self.fleet.attach(engine.pool)
         self.fleet.publish()
         if self.cfg.autoscale is not None:
             self.scaling = ScalingLoop(self.cfg.autoscale, self.fleet, engine)

@@ -104,7 +104,7 @@ class DataPlane:
         self._suppressed = 0
 
     def ready(self) -> bool:
-        return any(w.healthy for w in self.engine.workers)
+        return self.engine.ready()
 
     def check_model(self, name: str, version: str | None) -> None:
         self.model.check(name, version)

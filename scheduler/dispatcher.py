@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import struct
+from typing import Protocol, Sequence
 
 import grpc
 import numpy as np
@@ -92,16 +93,50 @@ def split_result(url: str, r, rows: int) -> tuple[np.ndarray, list[dict]]:
     return logits, [json.loads(v[0]) for v in r.as_numpy("INFO")]
 
 
-class TritonWorker:
-    """A Triton server reached over gRPC; tracks batches in flight."""
+class Worker(Protocol):
+    """What the scheduler needs of a worker: a transport, nothing more. Whether it is in rotation and how
+    many batches it has in flight is the pool's business (worker_pool.py, roster.py)."""
+
+    url: str
+    """Names the worker in logs and metrics (unique in a pool)."""
+    last_call_loaded: bool
+    """The last batch call had to load a model first (its latency says nothing about forward speed)."""
+    load_events: Sequence
+    """Model loads so far, each with ``seconds`` (variants.LoadEvent); empty for the supernet."""
+
+    @property
+    def loaded(self) -> frozenset[str] | None:
+        """Subnets it runs without loading a model first; None: any subnet (one supernet serves them all)."""
+
+    async def ready(self) -> bool:
+        """Is the model ready (readiness probe)?"""
+
+    async def infer(self, images: np.ndarray, subnet: str, timeout_s: float) -> tuple[np.ndarray, list]:
+        """One batched call: LOGITS [B, 10] and INFO per row (JSON bytes or dicts), or raise a ServeError."""
+
+    async def close(self) -> None:
+        """Release the connection."""
+
+
+class SupernetWorker:
+    """Defaults of a worker serving the one supernet: any subnet, never a load."""
+
+    last_call_loaded: bool = False
+    load_events: Sequence = ()
+
+    @property
+    def loaded(self) -> frozenset[str] | None:
+        return None
+
+
+class TritonWorker(SupernetWorker):
+    """A Triton server serving the supernet, reached over gRPC."""
 
     def __init__(self, url: str, model: str = "supernet"):
         self.url, self.model = url, model
         self.client = worker_client(url)
         self._channel = grpc.aio.insecure_channel(url, options=_channel_args())
         self._infer = service_pb2_grpc.GRPCInferenceServiceStub(self._channel).ModelInfer
-        self.inflight = 0
-        self.healthy = True
 
     async def ready(self) -> bool:
         try:

@@ -1,10 +1,14 @@
-"""Typed errors, mapped once to (HTTP status, gRPC status) at the front ends (STYLE.md section 5)."""
+"""Typed errors, mapped once to (HTTP status, gRPC status) at the front ends (docs/design.md, Errors).
+Inner code raises them; api_http.py and api_grpc.py read ``http_status`` and ``grpc_code`` and nothing
+else (tests/unit/test_error_codes.py sends each one through both front ends)."""
 from __future__ import annotations
 
 
 class ServeError(Exception):
     http_status = 500
     grpc_code = "INTERNAL"
+    counted = False
+    """Set once the request it refuses has been counted in the statistics (so it is counted once)."""
 
 
 class InvalidInput(ServeError):
@@ -24,12 +28,10 @@ class DeadlineInfeasible(ServeError):
 
 
 class Cancelled(ServeError):
+    """A worker's call ended by its own cancellation (Triton's CANCELLED): not the worker's fault."""
     http_status, grpc_code = 499, "CANCELLED"
 
 
 class WorkerFailed(ServeError):
     http_status, grpc_code = 500, "INTERNAL"
 
-
-ERROR_TABLE = {cls.__name__: (cls.http_status, cls.grpc_code)
-               for cls in (InvalidInput, ModelNotFound, Overloaded, DeadlineInfeasible, Cancelled, WorkerFailed)}

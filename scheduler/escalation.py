@@ -12,24 +12,24 @@ from __future__ import annotations
 from dataclasses import replace
 
 from .edf_queue import Pending
+from .policies.base import Policy
 from .profile import Profile
 
 MEASURES = {"max_softmax": "confidence", "margin": "margin"}
 """Confidence measure -> the INFO field that carries it."""
 
 
-def threshold_for(p: Pending, subnet: str, policy, default: float | None) -> float | None:
+def threshold_for(p: Pending, subnet: str, policy: Policy, default: float | None) -> float | None:
     """The confidence ``p`` must reach after running on ``subnet``: the request's own
     ``min_confidence``, else the policy's (a cascade plan's stage threshold), else the server's default."""
     if p.min_confidence is not None:
         return p.min_confidence
-    by_policy = getattr(policy, "escalation_threshold", None)
-    t = by_policy(subnet) if by_policy else None
+    t = policy.escalation_threshold(subnet)
     return t if t is not None else default
 
 
 def escalate(p: Pending, ran_accuracy: float, confidence: float, threshold: float | None, now_ms: float,
-             policy, profile: Profile) -> Pending | None:
+             policy: Policy, profile: Profile) -> Pending | None:
     """The request re-queued for the next stage, or None to answer with what it has.
 
     It escalates when its ``confidence`` (the lowest over its rows) is below ``threshold``, it does

@@ -4,7 +4,7 @@ A backend makes the workers: local processes (local_workers.py, ``serve --worker
 (ray_workers.py, ``serve --ray``). It answers three calls: ``start()`` a worker, ``address(handle)`` (where it
 serves now, or None while it is down or restarting) and ``stop(handle)``. The fleet polls every worker's
 address; the only calls it makes into the scheduler's pool are ``add_worker(worker)`` and
-``remove_worker(url)`` (pool_membership.py until the pool has them itself).
+``remove_worker(url)`` (worker_pool.WorkerPool).
 
 - **Admission**: a new worker, or one that came back under a new address or incarnation (Ray restarted the
   actor, or a local process was started again), joins the pool after a readiness probe and one warm-up

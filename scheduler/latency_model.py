@@ -21,10 +21,11 @@ keeps its last ``short`` ratios and plans at least at their quantile, but never 
 largest: four slow batches raise the plan to the new level at once; one or two (a spike, a stall of the
 whole machine) do not.
 The model learns only from batches that run: if it ever judges every request infeasible, the engine
-makes it ``forget`` (see Engine._drop), so a passing slowdown cannot stop the service for good.
+makes it ``forget`` (see lifecycle.Lifecycle._stale_model), so a passing slowdown cannot stop the service
+for good.
 
-State in the engine (and the simulator), not in the policy: the engine hands policies the profile
-scaled by ``factors()`` (quantised, so policies see a bounded set of distinct profiles)."""
+State in the request life cycle (lifecycle.py, for the engine and the simulator), not in the policy: it hands
+policies the profile scaled by ``factors()`` (quantised, so policies see a bounded set of distinct profiles)."""
 from __future__ import annotations
 
 import math

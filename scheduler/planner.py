@@ -27,7 +27,8 @@ from superserve.supernet.progress import Progress
 
 from .gears import Gear, GearPlan, Stage
 from .profile import Profile
-from .sim import DROPPED_MS, SimConfig, SimRequest, simulate, summarize
+from .sim import DROPPED_MS, SimConfig, SimRequest, simulate
+from .summary import summarize
 
 if TYPE_CHECKING:
     from superserve.supernet.validation import ValidationRecord
@@ -153,7 +154,7 @@ def simulate_gear(c: Cascade, max_batch: int, rate_rps: float, profile: Profile,
     lat = np.array([min(o.latency_ms, DROPPED_MS) for o in outs])
     planned = {s.subnet for s in c.stages}
     off = sum(o.done_ms is not None and not set(o.subnets) <= planned for o in outs)
-    s = summarize(outs, profile)
+    s = summarize(outs)
     q = float(np.percentile(lat, cfg.quantile))
     return dict(s, quantile_ms=round(q, 3) if q < DROPPED_MS else None, fallback_share=round(off / n, 4))
 

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
-import numpy as np
 from aiohttp import web
 from google.protobuf import json_format
 
@@ -21,18 +20,14 @@ from .api_grpc import GrpcFrontend, add_to_server
 from .api_http import HttpFrontend
 from .auth import Auth, AuthConfig, TlsConfig
 from .dataplane import ModelSurface
-from .dispatcher import TritonWorker
-from .triton_http import TritonHttpWorker
 from .drain import Drain
-from .gears import GearPlan
 from .engine import Engine, EngineConfig
 from .health import HealthConfig
 from .limits import (ConnectionLimits, GrpcLimits, LimitedTCPSite, grpc_server_kwargs, http_refusal_middleware,
                      http_runner_kwargs)
-from .policies import make_policy
+from .policies.factories import PolicyOptions, factory_for
 from .profile import Profile, ProfileError
 from .triton_launcher import TritonConfig, TritonProcess, control_headers
-from .variants import VariantWorker, build_variant_repository, default_variant_root
 
 log = logging.getLogger(__name__)
 MODEL = "supernet"
@@ -208,21 +203,15 @@ class Sidecar:
                                stat=cfg.latency_stat)
         if cfg.subnet and profile.get(cfg.subnet) is None:
             raise ProfileError(f"--subnet {cfg.subnet!r} is not in the profile")
-        infaas = cfg.policy == "infaas"
-        variants = {}
-        if infaas:  # INFaaS: one Triton model per subnet, loaded on demand (explicit model control)
-            root = Path(cfg.variant_repository) if cfg.variant_repository else default_variant_root()
-            variants = await asyncio.to_thread(build_variant_repository, root)
-            triton_cfg = replace(cfg.triton, model_repository=str(root), explicit=True, models=())
-        else:  # only the supernet: the repository's baseline models are for benchmarks
-            triton_cfg = cfg.triton if cfg.triton.models else replace(cfg.triton, models=(MODEL,))
+        factory = factory_for(PolicyOptions(cfg.policy, cfg.subnet, cfg.plan, cfg.load_ms, cfg.memory_budget,
+                                            cfg.variant_repository))
+        await factory.prepare()
+        triton_cfg = factory.triton_config(cfg.triton)
         urls = expand_workers(cfg.workers) if cfg.resolve_workers else list(cfg.workers)
         if cfg.resolve_workers:
             log.info("workers %s resolve to %s", list(cfg.workers), urls)
         http = list(cfg.worker_http) if cfg.worker_http else [None] * len(urls)
-        smallest = profile.subnets[0].name
-        warmup = lambda w: w.infer(np.zeros((1, 1, 28, 28), np.float32), smallest,  # noqa: E731
-                                   cfg.health.warmup_timeout_s)
+        warmup = factory.warmup(profile, cfg.health.warmup_timeout_s)
         if cfg.cluster is not None:  # workers the sidecar starts, watches and scales (cluster.py)
             from .cluster import ClusterWorkers
 
@@ -236,44 +225,23 @@ class Sidecar:
         if self.cluster is None:
             keys = ([t.control_headers("grpc") for t in self.tritons] if self.tritons
                     else [control_headers(cfg.triton.control_key, "grpc") if cfg.triton.control_key else None] * len(urls))
-            if infaas and any(http):
-                raise ValueError("policy infaas calls its variant models over gRPC only (no --worker-transport http)")
-            workers = [VariantWorker(u, variants, cfg.memory_budget, control_headers=k) if infaas
-                       else TritonHttpWorker(u, h, MODEL) if h else TritonWorker(u, MODEL)
-                       for u, k, h in zip(urls, keys, http)]
+            workers = [factory.worker(u, k, h) for u, k, h in zip(urls, keys, http)]
         for w in workers:
             if not await w.ready():
-                raise RuntimeError(f"Triton worker {w.url} is not ready" + ("" if infaas else f" with model {MODEL!r}"))
-        load_ms = cfg.load_ms
-        if infaas:
-            largest = profile.subnets[-1].name
-            for w in workers:
-                await w.warm([largest])
-            measured = [s for w in workers for s in w.load_seconds]
-            load_ms = max(measured) * 1000 if measured else load_ms
-            log.info("infaas: variant load takes %.0f ms here; memory budget %d variants", load_ms, cfg.memory_budget)
-        plan = None
-        if cfg.policy == "cascade":
-            plan_path = Path(cfg.plan) if cfg.plan else paths.repo_root() / "plans" / f"{profile.hardware}.json"
-            plan = GearPlan.load(plan_path)
-            if plan.supernet and plan.supernet != profile.supernet:
-                raise ProfileError(f"gear plan {plan_path} was made for weights {plan.supernet[:12]}, not "
-                                   f"{profile.supernet[:12]}; re-run 'superserve plan'")
-        policy = make_policy(cfg.policy, subnet=cfg.subnet, load_ms=load_ms, plan=plan)
-        if hasattr(policy, "check"):
-            policy.check(profile)
-        surface_model = variants[profile.subnets[-1].name] if infaas else MODEL
+                raise RuntimeError(factory.not_ready(w.url))
+        await factory.warm(workers, profile)
+        policy = factory.policy(profile)
+        surface_model = factory.surface_model(profile)
         meta_pb = await workers[0].client.get_model_metadata(surface_model)
         config_pb = await workers[0].client.get_model_config(surface_model)
-        if infaas:  # clients see the one model name, whichever variant serves
-            meta_pb.name = MODEL
-            config_pb.config.name = MODEL
+        meta_pb.name = MODEL  # clients see the one model name, whichever Triton model serves
+        config_pb.config.name = MODEL
         meta = json_format.MessageToDict(meta_pb, preserving_proto_field_name=True)
         surface = ModelSurface(MODEL, _int_lists(meta),
                                _int_lists(json_format.MessageToDict(config_pb.config, preserving_proto_field_name=True)),
                                max_rows=profile.max_batch)
         self.engine = Engine(cfg.engine, profile, policy, workers, health=cfg.health)
-        self.engine.pool.start(None if infaas else warmup)
+        self.engine.pool.start(warmup)
         if self.cluster is not None:
             self.cluster.attach(self.engine)
         app = HttpFrontend(self.engine, surface).app

@@ -1,14 +1,16 @@
-"""Discrete-event simulator: the live scheduler's policies and escalation rule on a virtual clock,
+"""Discrete-event simulator: the live scheduler's request life cycle (lifecycle.py) on a virtual clock,
 with batch latencies taken from the profile and answers (prediction, confidence) replayed from a
 validation record. The gear planner uses it to find each cascade's p95 latency at a given rate;
 ``superserve simulate`` replays a trace with any policy, no Triton needed.
 
-Same code paths as the engine: ``policy.decide`` on an EDF snapshot at now + margin, drops for
-infeasible requests, ``escalation.escalate`` after every batch, previous answers as fallbacks.
-With ``SimConfig.latency`` the policy plans, as the engine does, with the latency model's view
-(latency_model.py) fed with every simulated batch; ``slowdown`` and ``jitter_sigma`` then make the
-simulated machine differ from the profile (a co-tenant, variance), seeded. What it leaves out: the
-network and Python's own overheads (which the live engine's reply margin absorbs).
+Same code as the engine, not a copy of it: admission (with shedding), the policy's decisions and drops,
+the deadline sweep, pipelining, escalation and fallbacks, Clipper's feedback, the latency model all run
+in ``Lifecycle``; this module keeps only the event heap (arrivals, batch ends, the two timers) and the
+simulated workers, each running its batches one after another. With ``SimConfig.latency`` the policy
+plans, as the engine does, with the latency model's view fed with every simulated batch; ``slowdown``
+and ``jitter_sigma`` then make the simulated machine differ from the profile (a co-tenant, variance),
+seeded. What it leaves out: the network and Python's own overheads (which the live engine's reply
+margin absorbs), and worker failures.
 """
 from __future__ import annotations
 
@@ -19,15 +21,16 @@ from typing import Callable
 
 import numpy as np
 
-from .edf_queue import EDFQueue, Pending
-from .escalation import escalate, threshold_for
-from .latency_model import LatencyModel, LatencyModelConfig, ScaledProfiles
-from .policies.base import WorkerView
+from .errors import ServeError
+from .health import HealthConfig
+from .latency_model import LatencyModelConfig
+from .lifecycle import Dispatch, Lifecycle, LifecycleConfig, Resolution, Step
+from .policies.base import Policy
 from .profile import Profile
-
+from .roster import Roster
 
 DROPPED_MS = 1e12
-"""Latency a dropped request counts as in percentiles (reported as None)."""
+"""Latency an unanswered request counts as where a quantile over every request is taken (the planner)."""
 
 
 @dataclass(frozen=True)
@@ -42,22 +45,36 @@ class SimRequest:
 
 @dataclass
 class SimOutcome:
+    """One request's fate, with the fields ``summary.summarize`` reads (as loadgen.Record has them)."""
     arrival_ms: float
     deadline_ms: float
     subnets: list[str] = field(default_factory=list)
+    """Every subnet that ran it, in order."""
     done_ms: float | None = None
-    """None: dropped (no subnet could serve it in time)."""
+    """None: refused or dropped (``error`` says which)."""
+    subnet: str | None = None
+    """The subnet whose answer it got (an escalated request's fallback is an earlier stage)."""
+    accuracy: float | None = None
+    """That subnet's profiled accuracy."""
     correct: bool | None = None
+    error: str | None = None
+    """The ServeError class that refused or dropped it."""
+    lag_ms = None
+    """No send lag on a virtual clock."""
 
     @property
     def outcome(self) -> str:
         if self.done_ms is None:
-            return "dropped"
+            return {"Overloaded": "rejected", "DeadlineInfeasible": "dropped", None: "dropped"}.get(self.error, "error")
         return "ok" if self.done_ms <= self.deadline_ms else "late"
 
     @property
     def latency_ms(self) -> float:
         return math.inf if self.done_ms is None else self.done_ms - self.arrival_ms
+
+    @property
+    def escalations(self) -> int:
+        return max(0, len(self.subnets) - 1)
 
 
 @dataclass(frozen=True)
@@ -70,10 +87,17 @@ class SimConfig:
     latency: LatencyModelConfig | None = None
     """Plan with the latency model's view, as the engine does (None: with the profile as it is)."""
     slowdown: Callable[[float], float] | None = None
-    """The simulated machine: batch latency is the profile's times ``slowdown(now_ms)`` ..."""
+    """The simulated machine: batch latency is the profile's times ``slowdown(start_ms)`` ..."""
     jitter_sigma: float = 0.0
     """... times a lognormal(0, sigma) draw per batch (seeded by ``seed``)."""
     seed: int = 0
+    pipeline: bool = True
+    pipeline_lead_ms: float = 3.0
+    pipeline_min_rows: int = 8
+    admission_shedding: bool = True
+    shed_drain: str = "peak"
+    shed_peak_fraction: float = 1.0
+    """As EngineConfig's (the engine's defaults)."""
 
     def __post_init__(self):
         if self.workers < 1:
@@ -81,113 +105,105 @@ class SimConfig:
         if self.jitter_sigma < 0:
             raise ValueError(f"jitter_sigma must be >= 0, got {self.jitter_sigma}")
 
+    def lifecycle(self) -> LifecycleConfig:
+        return LifecycleConfig(
+            margin_ms=self.margin_ms, queue_capacity=self.queue_capacity, latency=self.latency,
+            pipeline=self.pipeline, pipeline_lead_ms=self.pipeline_lead_ms, pipeline_min_rows=self.pipeline_min_rows,
+            default_min_confidence=self.default_min_confidence, admission_shedding=self.admission_shedding,
+            shed_drain=self.shed_drain, shed_peak_fraction=self.shed_peak_fraction, health=HealthConfig())
 
-@dataclass
-class _Job:
-    index: int
-    pending: Pending
-    fallback: tuple[str, float] | None = None
-    """(subnet, time) of the answer an escalated request already has."""
+
+@dataclass(frozen=True)
+class SimBatch:
+    """A batch as the simulator sent it (for tests and traces)."""
+    at_ms: float
+    worker: int
+    subnet: str
+    requests: tuple[int, ...]
+    """Indices into the simulated requests."""
 
 
-def simulate(policy, profile: Profile, requests: list[SimRequest], record=None,
-             cfg: SimConfig = SimConfig()) -> list[SimOutcome]:
+_DONE, _SWEEP, _PIPE = 0, 1, 2
+
+
+def simulate(policy: Policy, profile: Profile, requests: list[SimRequest], record=None,
+             cfg: SimConfig = SimConfig(), batches: list | None = None) -> list[SimOutcome]:
     """Outcomes in the order of ``requests``. ``record`` (supernet.validation.ValidationRecord)
-    supplies confidences and correctness; without it no answer escalates and correctness is None."""
-    measure = getattr(policy, "confidence_measure", "max_softmax")
+    supplies confidences and correctness; without it no answer escalates and correctness is None.
+    ``batches``, if given, receives a SimBatch per batch sent, in order."""
     order = sorted(range(len(requests)), key=lambda i: requests[i].arrival_ms)
     out = [SimOutcome(r.arrival_ms, r.arrival_ms + r.slo_ms) for r in requests]
-    queue, jobs, free = EDFQueue(cfg.queue_capacity), {}, list(range(cfg.workers))
-    done_events: list = []  # (time, seq, worker, subnet, [jobs], latency_ms, rows)
-    seq, nxt = 0, 0
-    model = LatencyModel(profile.batch_sizes, cfg.latency) if cfg.latency else None
-    views, rng = ScaledProfiles(profile), np.random.default_rng(cfg.seed)
-    view = profile  # what the policy plans with
+    roster = Roster()
+    for k in range(cfg.workers):
+        roster.add(k, f"sim-{k}")
+    lc = Lifecycle(cfg.lifecycle(), profile, policy, roster)
+    rng = np.random.default_rng(cfg.seed)
+    busy_until = [-math.inf] * cfg.workers
+    events: list = []  # (time, seq, kind, payload): batch ends and the two timers
+    seq, tokens = 0, {_SWEEP: 0, _PIPE: 0}
 
-    def batch_ms(subnet: str, rows: int, now: float) -> float:
-        ms = profile.get(subnet).at(rows) * (cfg.slowdown(now) if cfg.slowdown else 1.0)
+    def push(t: float, kind: int, payload) -> None:
+        nonlocal seq
+        seq += 1
+        heapq.heappush(events, (t, seq, kind, payload))
+
+    def batch_ms(subnet: str, rows: int, start: float) -> float:
+        ms = profile.get(subnet).at(rows) * (cfg.slowdown(start) if cfg.slowdown else 1.0)
         return ms * float(rng.lognormal(0.0, cfg.jitter_sigma)) if cfg.jitter_sigma else ms
 
-    def finish(job: _Job, subnet: str, t: float) -> None:
-        o = out[job.index]
-        o.done_ms = t
-        if record is not None:
-            o.correct = bool(record.correct(subnet)[requests[job.index].sample])
+    def confidence(value, measure: str) -> float:
+        subnet, i = value
+        return 1.0 if record is None else float(record.confidence(subnet, measure)[requests[i].sample])
 
-    def pump(now: float) -> None:
-        nonlocal seq
-        while len(queue) and free:
-            decision = policy.decide(queue.snapshot(), now + cfg.margin_ms, view, WorkerView(free[0], 0))
-            for p in queue.remove(decision.drop):
-                job = jobs.pop(p.id)
-                if job.fallback is not None:
-                    finish(job, job.fallback[0], now)
-            if decision.batch is None:
-                break
-            taken = [jobs.pop(p.id) for p in queue.remove(decision.batch.requests)]
-            rows = sum(j.pending.rows for j in taken)
-            seq += 1
-            ms = batch_ms(decision.batch.subnet, rows, now)
-            heapq.heappush(done_events, (now + ms, seq, free.pop(0), decision.batch.subnet, taken, ms, rows))
+    def resolve(resolved: list[Resolution]) -> None:
+        for r in resolved:
+            o = out[r.job.payload]
+            o.subnets = list(r.job.subnets)
+            if r.error is not None:
+                o.error = type(r.error).__name__
+                continue
+            o.done_ms, o.subnet = r.done_ms, r.answer.subnet
+            o.accuracy = profile.get(o.subnet).accuracy
+            if record is not None:
+                o.correct = bool(record.correct(o.subnet)[requests[r.job.payload].sample])
 
-    def complete(now: float, worker: int, subnet: str, taken: list[_Job], ms: float, rows: int) -> None:
-        nonlocal view
-        free.append(worker)
-        free.sort()
-        ran = profile.get(subnet)
-        if model is not None:
-            model.observe(rows, ms, ran.at(rows))
-            view = views.get(model.factors())
-        for job in taken:
-            out[job.index].subnets.append(subnet)
-            req = requests[job.index]
-            conf = 1.0 if record is None else float(record.confidence(subnet, measure)[req.sample])
-            threshold = threshold_for(job.pending, subnet, policy, cfg.default_min_confidence)
-            step = escalate(job.pending, ran.accuracy, conf, threshold, now + cfg.margin_ms, policy, view)
-            if step is not None and len(queue) < queue.capacity:
-                job.pending, job.fallback = step, (subnet, now)
-                jobs[step.id] = job
-                queue.push(step)
-            else:
-                finish(job, subnet, now)
+    def apply(step: Step, now: float) -> None:
+        resolve(step.resolved)
+        for d in step.dispatches:  # each worker runs its batches one after another
+            k = d.worker.key
+            start = max(now, busy_until[k])
+            busy_until[k] = start + batch_ms(d.batch.subnet, d.rows, start)
+            push(busy_until[k], _DONE, d)
+            if batches is not None:
+                batches.append(SimBatch(now, k, d.batch.subnet, tuple(j.payload for j in d.jobs)))
+        for kind, changed, at in ((_SWEEP, step.sweep_changed, step.sweep_at),
+                                  (_PIPE, step.pipeline_changed, step.pipeline_at)):
+            if changed:  # the one timer of this kind is replaced: an armed event becomes stale
+                tokens[kind] += 1
+                if at is not None:
+                    push(at, kind, tokens[kind])
 
-    while nxt < len(order) or done_events:
+    nxt = 0
+    while nxt < len(order) or events:
         t_arr = requests[order[nxt]].arrival_ms if nxt < len(order) else math.inf
-        if done_events and done_events[0][0] <= t_arr:
-            now, _, worker, subnet, taken, ms, rows = heapq.heappop(done_events)
-            complete(now, worker, subnet, taken, ms, rows)
-        else:
-            i, now = order[nxt], t_arr
-            nxt += 1
-            r = requests[i]
-            p = Pending(i, now, now + r.slo_ms, r.min_accuracy, None, 1, r.min_confidence)
-            if hasattr(policy, "on_arrival"):
-                policy.on_arrival(now, 1)
-            fastest = policy.fastest_ms(p, view)
-            if fastest is None or r.slo_ms - cfg.margin_ms < fastest or len(queue) >= queue.capacity:
-                continue  # refused at admission: counted as dropped
-            jobs[i] = _Job(i, p)
-            queue.push(p)
-        pump(now)
+        if events and events[0][0] <= t_arr:
+            now, _, kind, payload = heapq.heappop(events)
+            if kind == _DONE:
+                d: Dispatch = payload
+                lc.release(d, now)
+                resolve(lc.complete(d, now, [(d.batch.subnet, j.payload) for j in d.jobs], confidence))
+                apply(lc.pump(now), now)
+            elif payload == tokens[kind]:  # a timer still armed
+                tokens[kind] += 1
+                apply(lc.on_sweep(now) if kind == _SWEEP else lc.on_pipeline(now), now)
+            continue
+        i, now = order[nxt], t_arr
+        nxt += 1
+        r = requests[i]
+        try:
+            lc.admit(now, r.slo_ms, r.min_accuracy, None, 1, r.min_confidence, payload=i, request_id=i)
+        except ServeError as e:
+            out[i].error = type(e).__name__
+            continue
+        apply(lc.pump(now), now)
     return out
-
-
-def summarize(outcomes: list[SimOutcome], profile: Profile) -> dict:
-    """SLO attainment, served and real accuracy, latency percentiles (drops count as infinite)."""
-    n = len(outcomes)
-    ok = [o for o in outcomes if o.outcome == "ok"]
-    lat = np.array([min(o.latency_ms, DROPPED_MS) for o in outcomes]) if n else np.array([0.0])
-    acc = {s.name: s.accuracy for s in profile.subnets}
-    known = [o for o in outcomes if o.correct is not None]
-
-    def pct(q):
-        v = float(np.percentile(lat, q))
-        return round(v, 3) if v < DROPPED_MS else None
-
-    return {"requests": n, "slo_attainment": round(len(ok) / n, 4) if n else None,
-            "mean_served_accuracy": round(float(np.mean([acc[o.subnets[-1]] for o in ok])), 4) if ok else None,
-            "real_accuracy": round(sum(bool(o.correct) and o.outcome == "ok" for o in known) / len(known), 4)
-            if known else None,
-            "dropped": sum(o.outcome == "dropped" for o in outcomes), "late": sum(o.outcome == "late" for o in outcomes),
-            "escalated": sum(len(o.subnets) > 1 for o in outcomes),
-            "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99)}

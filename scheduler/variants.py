@@ -175,8 +175,8 @@ class LoadEvent:
 class VariantWorker:
     """A Triton server (explicit model control) serving each subnet as its own variant model.
 
-    A drop-in for ``dispatcher.TritonWorker`` (``url``, ``client``, ``inflight``, ``healthy``,
-    ``ready``, ``infer``, ``close``), plus ``loaded``: the subnets whose models are loaded now,
+    A ``dispatcher.Worker`` like ``dispatcher.TritonWorker`` (``url``, ``client``, ``ready``, ``infer``,
+    ``close``), whose ``loaded`` is: the subnets whose models are loaded now,
     at most ``memory_budget`` of them; the least recently used is unloaded to make room."""
 
     def __init__(self, url: str, variants: dict[str, str], memory_budget: int = 4,
@@ -194,8 +194,6 @@ class VariantWorker:
         self.client = worker_client(url)
         self.control_headers = dict(control_headers) if control_headers else None
         """gRPC metadata unlocking Triton's model-repository API (``TritonProcess.control_headers``)."""
-        self.inflight = 0
-        self.healthy = True
         self.last_call_loaded = False
         """The last ``infer`` to finish loaded its variant first (its latency is mostly the load)."""
         self.load_events: list[LoadEvent] = []

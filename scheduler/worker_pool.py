@@ -1,9 +1,10 @@
-"""The Triton workers behind the scheduler: who is in rotation, the readiness probe loop, and batch
-calls watched for failure and hangs. The rules live in health.py (pure); this module applies them
-with asyncio and publishes them in ``Stats`` (``sched_worker_*``, metrics.py).
+"""The workers behind the scheduler: who is in rotation, the readiness probe loop, batch calls watched for
+failure and hangs, and workers joining or leaving at run time. The rules live in health.py (pure); this
+module applies them with asyncio and publishes them in ``Stats`` (``sched_worker_*``, metrics.py).
 
-Each worker object keeps its ``healthy`` flag (mirrored from its ``WorkerHealth``), which is what the
-engine's worker choice and the front ends' readiness answers read."""
+The pool owns the scheduler's state of each worker (roster.WorkerState: in rotation, batches in flight,
+last pick), which the request life cycle reads; the worker objects themselves (dispatcher.Worker) are
+transports and carry none of it."""
 from __future__ import annotations
 
 import asyncio
@@ -12,58 +13,101 @@ import logging
 from typing import Awaitable, Callable
 
 from .clock import Clock
+from .dispatcher import Worker
 from .errors import Cancelled, DeadlineInfeasible, InvalidInput, WorkerFailed
+from .health import Event, HealthConfig, WorkerHealth
+from .metrics import Stats
+from .roster import Roster, WorkerState
 
 NOT_THE_WORKERS_FAULT = (InvalidInput, DeadlineInfeasible, Cancelled)
 """Errors of a call that say nothing about the worker's health: a bad request, or the call's own
 deadline or cancellation (set by the scheduler for the request). One such request must never take a
 worker out of rotation for everyone else (issue 12)."""
-from .health import Event, HealthConfig, WorkerHealth
-from .metrics import Stats
 
 log = logging.getLogger(__name__)
 
 
 class WorkerPool:
-    """Health of every worker, a probe task per worker, and ``call`` for batch calls."""
+    """Every worker with its state and health, a probe task per worker, and ``call`` for batch calls."""
 
-    def __init__(self, workers: list, cfg: HealthConfig, clock: Clock, stats: Stats,
-                 on_change: Callable[[], None] = lambda: None, sleep=asyncio.sleep):
-        self.workers, self.cfg, self.clock, self.stats = workers, cfg, clock, stats
+    def __init__(self, workers: list[Worker], cfg: HealthConfig, clock: Clock, stats: Stats,
+                 on_change: Callable[[], None] = lambda: None, sleep=asyncio.sleep, roster: Roster | None = None):
+        self.cfg, self.clock, self.stats = cfg, clock, stats
+        self.roster = roster if roster is not None else Roster()
         self.on_change = on_change
-        """Called when a worker leaves or rejoins the rotation (the engine re-plans its queue)."""
+        """Called when a worker leaves or rejoins the rotation, or the pool (the engine re-plans its queue)."""
         self._sleep = sleep
-        self.health = {id(w): WorkerHealth(cfg) for w in workers}
-        self._picked = {id(w): 0 for w in workers}
-        self._picks = 0
-        self._probes: list[asyncio.Task] = []
+        self._workers: dict[int, Worker] = {}
+        self.health: dict[int, WorkerHealth] = {}
+        self._probes: dict[int, asyncio.Task] = {}
+        self._started = False
         self._warmup = None
         for w in workers:
-            self._publish(w)
+            self._add(w)
 
-    # -- rotation ------------------------------------------------------------------------------
-    def pick(self, max_inflight: int, ready: Callable[[object], bool] | None = None):
-        """A healthy worker with room for another batch: fewest batches in flight, then the one
-        picked longest ago (so every worker keeps serving, and a re-admitted one gets work).
-        ``ready(worker)``, if given, must also hold (the engine's pipelining: a second batch only
-        shortly before the first is expected to end)."""
-        free = [w for w in self.workers if w.healthy and w.inflight < max_inflight and (ready is None or ready(w))]
-        if not free:
-            return None
-        w = min(free, key=lambda w: (w.inflight, self._picked[id(w)]))
-        self._picks += 1
-        self._picked[id(w)] = self._picks
+    # -- membership ----------------------------------------------------------------------------
+    @property
+    def workers(self) -> list[Worker]:
+        return list(self._workers.values())
+
+    def worker(self, state: WorkerState) -> Worker:
+        """The transport of a worker the roster picked."""
+        return self._workers[state.key]
+
+    def state(self, w: Worker) -> WorkerState:
+        return self.roster.get(id(w))
+
+    def _add(self, w: Worker) -> WorkerState:
+        if any(x.url == w.url for x in self._workers.values()):
+            raise ValueError(f"worker {w.url} is already in the pool")
+        s = self.roster.add(id(w), w.url, loaded=lambda: w.loaded)
+        self._workers[id(w)] = w
+        self.health[id(w)] = WorkerHealth(self.cfg)
+        self._publish(s)
+        return s
+
+    def add_worker(self, w: Worker) -> WorkerState:
+        """Put a (ready) worker into rotation now; its probes start with the pool's."""
+        s = self._add(w)
+        if self._started:
+            self._start_probe(w)
+        log.warning("worker %s joined the pool", w.url)
+        self.on_change()
+        return s
+
+    async def remove_worker(self, url: str) -> Worker:
+        """Take the worker at ``url`` out of the pool for good and close it. Its batches in flight end as
+        usual (answered, or failed and retried elsewhere); queued requests are re-planned on the others,
+        or refused with 503 if none is left."""
+        w = next((x for x in self._workers.values() if x.url == url), None)
+        if w is None:
+            raise KeyError(f"no worker {url} in the pool")
+        probe = self._probes.pop(id(w), None)
+        if probe is not None:
+            probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await probe
+        del self._workers[id(w)], self.health[id(w)]
+        self.roster.remove(id(w))
+        self.stats.worker_healthy.pop(w.url, None)
+        self.stats.worker_inflight.pop(w.url, None)
+        log.warning("worker %s left the pool", w.url)
+        self.on_change()
+        await w.close()
         return w
 
+    # -- rotation ------------------------------------------------------------------------------
     def any_healthy(self) -> bool:
-        return any(w.healthy for w in self.workers)
+        return self.roster.any_healthy()
 
-    def _publish(self, w) -> None:
-        w.healthy = self.health[id(w)].healthy
-        self.stats.worker_healthy[w.url] = int(w.healthy)
+    def _publish(self, s: WorkerState) -> None:
+        s.healthy = self.health[s.key].healthy
+        self.stats.worker_healthy[s.url] = int(s.healthy)
 
-    def _apply(self, w, event: Event | None) -> None:
-        self._publish(w)
+    def _apply(self, w: Worker, event: Event | None) -> None:
+        if id(w) not in self._workers:
+            return  # removed meanwhile
+        self._publish(self.state(w))
         h = self.health[id(w)]
         if event is Event.DOWN:
             log.warning("worker %s out of rotation (%s); probing it again in %.1f s", w.url, h.reason,
@@ -74,10 +118,11 @@ class WorkerPool:
             log.warning("worker %s back in rotation", w.url)
             self.on_change()
 
-    def mark_failed(self, w, reason: str) -> None:
+    def mark_failed(self, w: Worker, reason: str) -> None:
         """A call to ``w`` failed (``reason``: error or hang): out of rotation now."""
         self.stats.worker_failures[(w.url, reason)] += 1
-        self._apply(w, self.health[id(w)].call_failed(self.clock.now_ms(), reason))
+        if id(w) in self.health:
+            self._apply(w, self.health[id(w)].call_failed(self.clock.now_ms(), reason))
 
     # -- batch calls ---------------------------------------------------------------------------
     async def call(self, w, infer: Awaitable, expected_ms: float):
@@ -107,18 +152,21 @@ class WorkerPool:
             self.mark_failed(w, "error")
             raise
         self.stats.worker_batches[(w.url, "ok")] += 1
-        self.health[id(w)].call_ok()
+        if id(w) in self.health:
+            self.health[id(w)].call_ok()
         return result
 
     # -- probes --------------------------------------------------------------------------------
-    def start(self, warmup: Callable[[object], Awaitable] | None = None) -> None:
+    def start(self, warmup: Callable[[Worker], Awaitable] | None = None) -> None:
         """Start one probe task per worker. ``warmup(worker)``, if given, is a small inference sent
         to a worker that answers ready before it is taken back into rotation."""
-        self._warmup = warmup
-        now = self.clock.now_ms()
-        for w in self.workers:
-            self.health[id(w)].next_probe_ms = now + self.cfg.probe_interval_s * 1000
-            self._probes.append(asyncio.get_running_loop().create_task(self._probe_loop(w)))
+        self._warmup, self._started = warmup, True
+        for w in self._workers.values():
+            self._start_probe(w)
+
+    def _start_probe(self, w: Worker) -> None:
+        self.health[id(w)].next_probe_ms = self.clock.now_ms() + self.cfg.probe_interval_s * 1000
+        self._probes[id(w)] = asyncio.get_running_loop().create_task(self._probe_loop(w))
 
     async def _probe_loop(self, w) -> None:
         h = self.health[id(w)]
@@ -149,9 +197,9 @@ class WorkerPool:
         return True, ""
 
     async def close(self) -> None:
-        for t in self._probes:
+        for t in self._probes.values():
             t.cancel()
-        for t in self._probes:
+        for t in self._probes.values():
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         self._probes.clear()

@@ -3,7 +3,7 @@ decision out; no clock, no I/O, no mutation. The live scheduler and the simulato
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Sequence
 
 from ..edf_queue import Pending
 from ..profile import Profile, ProfileError
@@ -41,23 +41,48 @@ class WorkerView:
         return now_ms if self.free_at_ms is None else max(now_ms, self.free_at_ms)
 
 
-class Policy(Protocol):
-    name: str
+class Policy:
+    """The interface every policy implements, with the defaults of the optional hooks.
+
+    Drivers (the live engine and the simulator, through lifecycle.py) call, in this order:
+    ``on_arrival`` when a request arrives, ``advance`` right before every ``decide``, ``decide`` for
+    the next batch of a worker, ``observe`` when a batch completes. ``decide`` and ``fastest_ms`` are
+    pure functions of their arguments and the policy's state; only ``on_arrival``, ``advance`` and
+    ``observe`` change that state."""
+
+    name: str = "policy"
+    pipelines: bool = False
+    """Plans from the worker's expected free time (WorkerView.free_at_ms): a second batch may be sent early."""
+    early_drop: bool = True
+    """Queued requests are dropped the moment they become infeasible (False: served late, as Clipper does)."""
+    confidence_measure: str = "max_softmax"
+    """Which confidence an escalation threshold is compared with (escalation.MEASURES)."""
 
     def fastest_ms(self, req: Pending, profile: Profile) -> float | None:
         """Latency of the fastest point that may serve ``req`` alone; None if no subnet may."""
+        return min((s.at(req.rows) for s in profile.subnets if req.admits(s.name, s.accuracy)), default=None)
 
     def decide(self, queue: Sequence[Pending], now_ms: float, profile: Profile, worker: WorkerView) -> Decision:
         """What to run next on ``worker`` (queue is in deadline order)."""
+        raise NotImplementedError
 
+    def check(self, profile: Profile) -> None:
+        """Start-up check against the profile the scheduler plans with (raise ProfileError)."""
 
-class FeedbackPolicy(Policy, Protocol):
-    """A policy with state learnt from outcomes (e.g. Clipper's AIMD batch size). The engine calls
-    ``observe`` when a batch completes; ``decide`` stays a pure function of that state and its inputs."""
+    def on_arrival(self, now_ms: float, rows: int) -> None:
+        """A request of ``rows`` rows arrived (before admission decides on it)."""
+
+    def advance(self, now_ms: float, profile: Profile) -> None:
+        """The step before each ``decide``: state that follows time (e.g. the cascade's gear) moves here,
+        so ``decide`` itself stays pure."""
 
     def observe(self, batch: Batch, latency_ms: float, slo_ms: float) -> None:
-        """``latency_ms``: the batch's processing time (dispatch to answer); ``slo_ms``: the tightest
-        latency target among its requests."""
+        """A batch completed. ``latency_ms``: its processing time (dispatch to answer); ``slo_ms``: the
+        tightest latency target among its requests (e.g. Clipper's AIMD batch cap learns from it)."""
+
+    def escalation_threshold(self, subnet: str) -> float | None:
+        """The confidence an answer from ``subnet`` must reach (None: this policy does not escalate)."""
+        return None
 
 
 def drop_infeasible_head(policy: Policy, queue: Sequence[Pending], now_ms: float, profile: Profile):

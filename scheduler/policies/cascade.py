@@ -17,11 +17,11 @@ from typing import Sequence
 from ..edf_queue import Pending
 from ..gears import Gear, GearPlan, GearSwitcher, RateWindow
 from ..profile import Profile, ProfileError, SubnetProfile
-from .base import Batch, Decision, WorkerView, drop_infeasible_head, fill
+from .base import Batch, Decision, Policy, WorkerView, drop_infeasible_head, fill
 
 
 @dataclass
-class CascadePolicy:
+class CascadePolicy(Policy):
     plan: GearPlan
     window_ms: float = 1000.0
     """Arrival-rate window."""
@@ -58,9 +58,6 @@ class CascadePolicy:
         """The current gear's threshold for answers from ``subnet`` (None: not an escalating stage)."""
         return next((s.threshold for s in self.gear.stages if s.subnet == subnet), None)
 
-    def fastest_ms(self, req: Pending, profile: Profile) -> float | None:
-        return min((s.at(req.rows) for s in profile.subnets if req.admits(s.name, s.accuracy)), default=None)
-
     def _stages(self, profile: Profile) -> tuple[SubnetProfile, ...]:
         """The current gear's stages as profile entries (memoised: decide runs per batch)."""
         key = (id(profile), self.switcher.current)
@@ -83,8 +80,13 @@ class CascadePolicy:
                 return s
         return next((s for s in profile.subnets if req.admits(s.name, s.accuracy)), None)
 
+    def advance(self, now_ms: float, profile: Profile) -> None:
+        """Switch gear by the arrival rate measured up to ``now_ms`` (scaled by how much slower ``profile``
+        runs than the plan's reference); the driver calls this before every ``decide``."""
+        self.switcher.update(self.rates.rate(now_ms) * self.slowdown(profile), now_ms)
+
     def decide(self, queue: Sequence[Pending], now_ms: float, profile: Profile, worker: WorkerView) -> Decision:
-        gear = self.switcher.update(self.rates.rate(now_ms) * self.slowdown(profile), now_ms)
+        gear = self.gear
         dropped, start = drop_infeasible_head(self, queue, now_ms, profile)
         if start >= len(queue):
             return Decision(None, dropped)
@@ -98,7 +100,9 @@ class CascadePolicy:
                 and sub.at(b) <= slack]
         rows = max(fits, default=head.rows)
 
-        def rides(p: Pending) -> bool:  # bound for this subnet, or for a more accurate one that admits it
+        def rides(p: Pending) -> bool:  # the head; others bound for this subnet or a more accurate one
+            if p.id == head.id:  # even if its best fit is more accurate than its planned stage
+                return True
             t = self.target(p, profile)
             return t is not None and t.accuracy >= sub.accuracy
 

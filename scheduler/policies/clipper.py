@@ -14,7 +14,7 @@ from typing import Sequence
 
 from ..edf_queue import Pending
 from ..profile import Profile
-from .base import Batch, Decision, WorkerView, fill, one_subnet, one_subnet_fastest_ms
+from .base import Batch, Decision, Policy, WorkerView, fill, one_subnet, one_subnet_fastest_ms
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class AIMD:
 
 
 @dataclass
-class Clipper:
+class Clipper(Policy):
     subnet: str
     aimd: AIMD = field(default_factory=AIMD)
     cap: float = 1.0

@@ -7,11 +7,11 @@ from typing import Sequence
 
 from ..edf_queue import Pending
 from ..profile import Profile
-from .base import Batch, Decision, WorkerView, feasible_from, fill, one_subnet, one_subnet_fastest_ms
+from .base import Batch, Decision, Policy, WorkerView, feasible_from, fill, one_subnet, one_subnet_fastest_ms
 
 
 @dataclass
-class Fixed:
+class Fixed(Policy):
     subnet: str
     name: str = "fixed"
     pipelines: bool = True

@@ -26,7 +26,7 @@ from typing import Sequence
 
 from ..edf_queue import Pending
 from ..profile import Profile, SubnetProfile
-from .base import Batch, Decision, WorkerView, drop_infeasible_head, fill
+from .base import Batch, Decision, Policy, WorkerView, drop_infeasible_head, fill
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def _batch(queue: Sequence[Pending], start: int, s: SubnetProfile, budget_ms: fl
 
 
 @dataclass(frozen=True)
-class InfaasPolicy:
+class InfaasPolicy(Policy):
     load_ms: float = 5000.0
     """Expected time to load a variant that is not loaded on the worker, ms (the bench measures
     about 4.5 s per variant on 2 CPU cores)."""

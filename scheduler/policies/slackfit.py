@@ -16,7 +16,7 @@ from typing import Sequence
 
 from ..edf_queue import Pending
 from ..profile import Profile
-from .base import Batch, Decision, WorkerView, feasible_from, fill
+from .base import Batch, Decision, Policy, WorkerView, feasible_from, fill
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def build_table(profile: Profile, n_buckets: int) -> _Table:
 
 
 @dataclass
-class SlackFit:
+class SlackFit(Policy):
     n_buckets: int = 16
     name: str = "slackfit"
     pipelines: bool = True
@@ -65,9 +65,6 @@ class SlackFit:
                 self._tables.clear()
             self._tables[key] = (profile, build_table(profile, self.n_buckets))  # holding it keeps id unique
         return self._tables[key][1]
-
-    def fastest_ms(self, req: Pending, profile: Profile) -> float | None:
-        return min((s.at(req.rows) for s in profile.subnets if req.admits(s.name, s.accuracy)), default=None)
 
     def decide(self, queue: Sequence[Pending], now_ms: float, profile: Profile, worker: WorkerView) -> Decision:
         dropped, start = feasible_from(self, queue, now_ms, profile, worker)

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
+from superserve.client.loadgen import Target, run_open_loop
 from superserve.client.prometheus_text import scrape
-from superserve.client.loadgen import Target, run_open_loop, summarize
+from superserve.scheduler.summary import summarize
 from superserve.client.traces import poisson
 from superserve.scheduler import paths
 from superserve.scheduler.server import serve_subprocess

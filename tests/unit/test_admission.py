@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from superserve.scheduler.admission import check_input, parse_params
-from superserve.scheduler.errors import ERROR_TABLE, InvalidInput
+from superserve.scheduler.errors import InvalidInput
 
 
 def test_defaults_and_numeric_forms():
@@ -45,9 +45,3 @@ def test_input_checks():
         with pytest.raises(InvalidInput, match=msg):
             check_input(name, dt, shape, arr, 64)
 
-
-def test_error_table_maps_each_error_once():
-    assert ERROR_TABLE == {
-        "InvalidInput": (400, "INVALID_ARGUMENT"), "ModelNotFound": (404, "NOT_FOUND"),
-        "Overloaded": (503, "UNAVAILABLE"), "DeadlineInfeasible": (504, "DEADLINE_EXCEEDED"),
-        "Cancelled": (499, "CANCELLED"), "WorkerFailed": (500, "INTERNAL")}

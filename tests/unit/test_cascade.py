@@ -9,7 +9,8 @@ from superserve.scheduler.escalation import escalate, threshold_for
 from superserve.scheduler.gears import Gear, GearPlan, Stage
 from superserve.scheduler.policies import CascadePolicy, SlackFit, WorkerView, make_policy
 from superserve.scheduler.profile import Profile, ProfileError
-from superserve.scheduler.sim import SimConfig, SimRequest, simulate, summarize
+from superserve.scheduler.sim import SimConfig, SimRequest, simulate
+from superserve.scheduler.summary import summarize
 from superserve.supernet.validation import ValidationRecord
 
 SIZES = (1, 2, 4, 8, 16, 32)
@@ -47,7 +48,11 @@ def test_gear_follows_the_arrival_rate():
     p = CascadePolicy(PLAN, window_ms=1000)
     for t in range(0, 1000, 5):  # 200 req/s
         p.on_arrival(float(t))
-    d = p.decide(tuple(Pending(i, 900, 1100 + i) for i in range(40)), 1000.0, PROFILE, W)
+    q = tuple(Pending(i, 900, 1100 + i) for i in range(40))
+    assert p.decide(q, 1000.0, PROFILE, W) == p.decide(q, 1000.0, PROFILE, W)  # decide alone changes nothing
+    assert p.gear is PLAN.gears[0]
+    p.advance(1000.0, PROFILE)  # the driver's step before decide: the gear follows the rate
+    d = p.decide(q, 1000.0, PROFILE, W)
     assert p.gear is PLAN.gears[1] and len(d.batch.requests) == 32
     assert p.escalation_threshold("small") == 0.5 and p.escalation_threshold("mid") is None
 
@@ -94,7 +99,7 @@ def test_simulator_escalates_unsure_answers_and_replays_correctness():
     rec = _record()
     reqs = [SimRequest(t * 50.0, 100.0, sample=t) for t in range(200)]  # 20 req/s: never queued
     out = simulate(CascadePolicy(PLAN), PROFILE, reqs, rec)
-    s = summarize(out, PROFILE)
+    s = summarize(out)
     assert s["slo_attainment"] == 1.0 and s["real_accuracy"] == 1.0
     assert s["escalated"] == 40  # exactly the images small is unsure of (i % 5 == 0)
     assert all(o.subnets == (["small", "big"] if i % 5 == 0 else ["small"]) for i, o in enumerate(out))
@@ -115,8 +120,8 @@ def test_simulator_answers_with_the_previous_stage_when_escalation_cannot_run_in
 def test_simulator_is_deterministic_and_drops_what_cannot_be_served():
     rec = _record()
     reqs = [SimRequest(0.0, 5.0, sample=t) for t in range(100)]  # 100 at once, 5 ms SLO
-    a = summarize(simulate(CascadePolicy(PLAN), PROFILE, reqs, rec), PROFILE)
-    b = summarize(simulate(CascadePolicy(PLAN), PROFILE, reqs, rec), PROFILE)
+    a = summarize(simulate(CascadePolicy(PLAN), PROFILE, reqs, rec))
+    b = summarize(simulate(CascadePolicy(PLAN), PROFILE, reqs, rec))
     assert a == b and a["dropped"] > 0 and a["requests"] == 100
 
 
@@ -125,9 +130,8 @@ def test_gear_lookup_scales_the_rate_by_how_much_slower_the_profile_runs_than_pl
     p = CascadePolicy(plan, window_ms=1000)
     for t in range(0, 1000, 20):  # 50 req/s: gear 0 as planned
         p.on_arrival(float(t))
-    q = tuple(Pending(i, 900, 1100 + i) for i in range(4))
-    p.decide(q, 1000.0, PROFILE, W)
+    p.advance(1000.0, PROFILE)
     assert p.gear is PLAN.gears[0] and p.slowdown(PROFILE) == 1.0
     slow = PROFILE.scaled(2.5)  # the engine saw forwards 2.5x slower than profiled: 50 req/s acts like 125
-    p.decide(q, 1000.0, slow, W)
+    p.advance(1000.0, slow)
     assert p.slowdown(slow) == pytest.approx(2.5) and p.gear is PLAN.gears[1]

@@ -7,6 +7,7 @@ import asyncio
 import numpy as np
 
 from superserve.scheduler.admission import RequestParams
+from superserve.scheduler.dispatcher import SupernetWorker
 from superserve.scheduler.engine import Engine, EngineConfig
 from superserve.scheduler.errors import WorkerFailed
 from superserve.scheduler.gears import Gear, GearPlan, Stage
@@ -15,11 +16,11 @@ from superserve.scheduler.policies import CascadePolicy
 from tests.unit.test_worker_retry import profile
 
 
-class Unsure:
+class Unsure(SupernetWorker):
     """Answers every row with confidence 0.1; from call ``fail_from`` on, fails like a dead worker."""
 
     def __init__(self, fail_from: int = 10**9):
-        self.url, self.inflight, self.healthy, self.calls, self.fail_from = "w", 0, True, 0, fail_from
+        self.url, self.calls, self.fail_from = "w", 0, fail_from
         self.subnets = []
 
     async def ready(self):

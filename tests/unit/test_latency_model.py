@@ -94,13 +94,15 @@ def test_the_simulator_plans_with_the_same_model_through_a_slowdown():
     """A machine that runs 2.5x slower from t = 3 s, with batch-to-batch variance: planning with the
     profile misses; planning with the model keeps attainment."""
     from superserve.scheduler.policies import SlackFit
-    from superserve.scheduler.sim import SimConfig, SimRequest, simulate, summarize
+    from superserve.scheduler.sim import SimConfig, SimRequest, simulate
+    from superserve.scheduler.summary import summarize
+
     arrivals = np.cumsum(np.random.default_rng(7).exponential(1000 / 150, 1500))  # 150 req/s, 10 s
     reqs = [SimRequest(float(t), 60.0) for t in arrivals]
     machine = dict(slowdown=lambda now: 1.0 if now < 3000 else 2.5, jitter_sigma=0.15, seed=1)
-    blind = summarize(simulate(SlackFit(), TOY_PROFILE, reqs, cfg=SimConfig(**machine)), TOY_PROFILE)
+    blind = summarize(simulate(SlackFit(), TOY_PROFILE, reqs, cfg=SimConfig(**machine)))
     model = summarize(simulate(SlackFit(), TOY_PROFILE, reqs,
-                               cfg=SimConfig(latency=LatencyModelConfig(quantile=0.99), **machine)), TOY_PROFILE)
+                               cfg=SimConfig(latency=LatencyModelConfig(quantile=0.99), **machine)))
     assert blind["slo_attainment"] < 0.9, blind
     assert model["slo_attainment"] >= 0.98, model
 

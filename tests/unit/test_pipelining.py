@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
+import pytest
 
 from superserve.scheduler.admission import RequestParams
+from superserve.scheduler.dispatcher import SupernetWorker
 from superserve.scheduler.edf_queue import Pending
 from superserve.scheduler.engine import Engine, EngineConfig
 from superserve.scheduler.policies import Fixed, SlackFit, WorkerView
@@ -41,11 +43,11 @@ FLAT = Profile.from_dict({"hardware": "t", "supernet": "x", "batch_sizes": [1, 2
                                        "latency_ms": {str(b): {"mean": 200.0, "p99": 200.0} for b in (1, 2, 4, 8)}}]})
 
 
-class Sleeper:
+class Sleeper(SupernetWorker):
     """Takes 200 ms per batch (as FLAT says) and records how many calls overlap."""
 
     def __init__(self):
-        self.url, self.inflight, self.healthy = "w", 0, True
+        self.url = "w"
         self.active = self.max_active = 0
 
     async def ready(self):
@@ -121,10 +123,11 @@ def test_a_model_that_judges_everything_infeasible_while_idle_is_forgotten():
 
     worker = Sleeper()
     engine = Engine(EngineConfig(margin_ms=0, latency_quantile=0.99), FLAT, SlackFit(), [worker])
+    lc = engine.lifecycle
     for _ in range(50):  # once, the machine ran 20x slower than profiled
-        engine._track_latency(worker, "only", 1, 4000.0)
+        lc._track_latency("only", 1, 4000.0)
     assert engine.policy.fastest_ms(Pending(0, 0, 1000), engine.profile) > 1000
-    engine._last_done[id(worker)] = -10_000.0  # and no batch has run since
+    engine.pool.state(worker).last_done_ms = -10_000.0  # and no batch has run since
 
     async def go():
         try:
@@ -132,14 +135,12 @@ def test_a_model_that_judges_everything_infeasible_while_idle_is_forgotten():
         finally:
             await engine.close()
     answer = asyncio.run(go())  # served on the profile's plan, not refused forever
-    assert answer.infos[0]["subnet"] == "only" and engine.model.observations == 1
-    engine2 = Engine(EngineConfig(margin_ms=0), FLAT, SlackFit(), [Sleeper()])
-    w2 = engine2.workers[0]
+    assert answer.infos[0]["subnet"] == "only" and lc.model.observations == 1
+    w2 = Sleeper()
+    engine2 = Engine(EngineConfig(margin_ms=0), FLAT, SlackFit(), [w2])
+    lc2 = engine2.lifecycle
     for _ in range(50):
-        engine2._track_latency(w2, "only", 1, 4000.0)
-    engine2._last_done[id(w2)] = engine2.clock.now_ms()  # a batch just ran: the model is not stale
-    try:
-        engine2._admit(Pending(1, engine2.clock.now_ms(), engine2.clock.now_ms() + 1000), RequestParams(slo_ms=1000))
-        raise AssertionError("expected DeadlineInfeasible")
-    except DeadlineInfeasible:
-        pass
+        lc2._track_latency("only", 1, 4000.0)
+    engine2.pool.state(w2).last_done_ms = engine2.clock.now_ms()  # a batch just ran: the model is not stale
+    with pytest.raises(DeadlineInfeasible):
+        lc2.admit(engine2.clock.now_ms(), 1000.0)

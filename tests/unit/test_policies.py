@@ -100,11 +100,31 @@ def test_fixed_takes_the_largest_batch_meeting_the_earliest_deadline():
     assert d.batch is None and d.drop == (0, 1)
 
 
-def test_policies_do_not_mutate_their_input():
-    q = queue(10, slo=6)
-    before = tuple(q)
-    SlackFit().decide(q, 0.0, PROFILE, W)
-    assert q == before
+@pytest.mark.parametrize("name", ["slackfit", "fixed", "clipper", "infaas", "cascade"])
+def test_decide_is_pure_state_moves_only_in_the_driver_steps(name):
+    """A decision depends on its inputs and on the state the driver's steps (on_arrival, advance, observe)
+    set, never on earlier decisions; the queue handed in (here a list) is left as it was."""
+    from superserve.scheduler.gears import Gear, GearPlan, Stage
+
+    plan = GearPlan((Gear(0, 100, (Stage("small", 0.9), Stage("big", None)), 8),
+                     Gear(100, 1e9, (Stage("small", 0.5), Stage("mid", None)), 32)))
+
+    def fresh():
+        p = make_policy(name, subnet="mid", plan=plan)
+        for t in range(0, 1000, 5):  # 200 req/s until t = 1 s
+            p.on_arrival(float(t), 1)
+        return p
+
+    early, late = list(queue(40, now=2900, slo=200)), list(queue(40, now=4998, slo=6))
+    kept = list(early)
+    a, b = fresh(), fresh()
+    for p in (a, b):  # both policies take the same driver steps; only ``a`` decides in between
+        p.advance(1000.0, PROFILE)
+    first = a.decide(early, 3000.0, PROFILE, W)  # between the steps: must not move the gear
+    assert early == kept and a.decide(early, 3000.0, PROFILE, W) == first
+    for p in (a, b):
+        p.advance(5000.0, PROFILE)
+    assert a.decide(late, 5000.0, PROFILE, W) == b.decide(late, 5000.0, PROFILE, W)
 
 
 def test_registry_and_profile_errors():

@@ -1,4 +1,4 @@
-"""add_worker/remove_worker on today's engine and pool (scheduler/pool_membership.py), with stand-in workers: a
+"""add_worker/remove_worker on the engine's worker pool (the fleet's only calls into it), with stand-in workers: a
 worker added at run time gets batches; a worker removed under load gets no new batch, its calls in flight end
 and every request is answered once; and the fleet's cluster options are checked at the command line."""
 from __future__ import annotations
@@ -10,21 +10,20 @@ import pytest
 
 from superserve.scheduler import paths
 from superserve.scheduler.admission import RequestParams
+from superserve.scheduler.dispatcher import SupernetWorker
 from superserve.scheduler.engine import Engine, EngineConfig
 from superserve.scheduler.health import HealthConfig
 from superserve.scheduler.metrics import Stats, render
 from superserve.scheduler.policies import make_policy
-from superserve.scheduler.pool_membership import PoolMembership
 from superserve.scheduler.profile import Profile
 
 
-class Slow:
+class Slow(SupernetWorker):
     """Answers like a TritonWorker after ``delay_s``, or, while ``gate`` is set to an unset event, only once it is
     set; ``close`` waits for its calls in flight (the drain)."""
 
     def __init__(self, url: str, delay_s: float = 0.03):
         self.url, self.delay_s = url, delay_s
-        self.inflight, self.healthy = 0, True
         self.calls = self.finished = 0
         self.gate: asyncio.Event | None = None
         self.closed_with_calls = None
@@ -58,7 +57,7 @@ def test_added_worker_serves_and_removed_worker_drains_with_every_request_answer
         engine = Engine(EngineConfig(adapt_latency=False, pipeline=False), profile(), make_policy("slackfit"), [a],
                         health=HealthConfig(probe_interval_s=0.05, max_backoff_s=0.1))
         engine.pool.start()
-        m = PoolMembership(engine)
+        m = engine.pool
         x = np.zeros((1, 1, 28, 28), np.float32)
 
         async def one():
@@ -83,14 +82,14 @@ def test_added_worker_serves_and_removed_worker_drains_with_every_request_answer
             removal = asyncio.ensure_future(m.remove_worker("b"))
             await asyncio.sleep(0.1)
             assert not removal.done(), "remove_worker returned while the worker still had a batch in flight"
-            assert [w.url for w in engine.workers] == ["a"], "out of rotation at once"
+            assert [w.url for w in engine.pool.workers] == ["a"], "out of rotation at once"
             b.gate.set()
             removed = await asyncio.wait_for(removal, 30)
             assert removed is b and b.closed_with_calls >= 1, "removed with a batch in flight"
             assert b.finished == b.calls, "remove_worker returned only after its calls in flight ended"
             second = await asyncio.wait_for(asyncio.gather(*tasks), 60)
             assert b.calls == calls_at_removal, "no batch went to the removed worker"
-            assert "b" not in engine.stats.worker_healthy and [w.url for w in engine.workers] == ["a"]
+            assert "b" not in engine.stats.worker_healthy and [w.url for w in engine.pool.workers] == ["a"]
             with pytest.raises(KeyError):
                 await m.remove_worker("b")
             return first + second, engine.stats

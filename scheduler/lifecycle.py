@@ -1,0 +1,522 @@
+"""One request life cycle, driven by both the live engine (engine.py) and the simulator (sim.py).
+
+Every rule a request meets between arrival and answer lives here, once: admission (the profile check,
+the feasibility drop, no worker, queue capacity, admission shedding), the EDF queue, the policy's
+decisions and their drops, the deadline sweep, pipelining (booking a second batch on a busy worker),
+the latency model the policy plans with, escalation to the next cascade stage with the previous answer
+kept as fallback, retries after a worker failure, and the statistics.
+
+It is plain and synchronous: no asyncio, no sockets, no clock. ``now`` (ms) is an argument of every
+call. A driver calls ``admit`` when a request arrives, ``pump`` when a worker may be free (and the
+timers it returns: ``on_sweep``, ``on_pipeline``), ``release`` then ``complete`` or ``fail`` when a
+batch ends. Each call returns what the driver must do: ``Dispatch``es to send, ``Resolution``s (an
+answer or an error) to deliver, and when to wake up next. The engine turns these into futures, tasks
+and timers; the simulator into events on its heap."""
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .edf_queue import EDFQueue, Pending
+from .errors import DeadlineInfeasible, InvalidInput, Overloaded, ServeError, WorkerFailed
+from .escalation import escalate, threshold_for
+from .health import HealthConfig, Retry, retry_decision
+from .latency_model import LatencyModel, LatencyModelConfig, ScaledProfiles
+from .latency_tracker import LatencyTracker
+from .metrics import Stats
+from .policies.base import Batch, Policy, WorkerView, drop_infeasible_head
+from .profile import Profile
+from .reply_margin import ReplyMargin
+from .roster import Roster, Slot, WorkerState
+from .shedding import Backlog, DrainRate, peak_rows_per_ms, shed_reason
+
+log = logging.getLogger(__name__)
+
+WAKE_AFTER_MS = 0.05
+"""Timers fire this long after the moment they wait for (so the condition holds when they do)."""
+
+
+@dataclass(frozen=True)
+class LifecycleConfig:
+    margin_ms: float = 10.0
+    """Policies plan as if it were this much later (the answer's way back, see EngineConfig.margin_ms)."""
+    queue_capacity: int = 4096
+    max_inflight_per_worker: int = 1
+    latency: LatencyModelConfig | None = field(default_factory=LatencyModelConfig)
+    """Plan with the profile scaled by observed/profiled batch latency; None: with the profile as it is."""
+    latency_kind: str = "quantile"
+    """``quantile`` (latency_model.py) or ``ewma`` (latency_tracker.py)."""
+    pipeline: bool = True
+    pipeline_lead_ms: float = 3.0
+    pipeline_min_rows: int = 8
+    default_min_confidence: float | None = None
+    admission_shedding: bool = True
+    shed_drain: str = "peak"
+    """``peak`` or ``measured`` (EngineConfig.shed_drain)."""
+    shed_peak_fraction: float = 1.0
+    health: HealthConfig = field(default_factory=HealthConfig)
+    """Its retry rule (max_attempts) decides what a failed batch's requests do."""
+
+
+@dataclass
+class StageAnswer:
+    """A stage's answer to one request: the subnet that ran it, its time in the queue, and the driver's
+    own value (the engine's Answer, the simulator's replayed record)."""
+    subnet: str
+    queue_ms: float
+    value: Any
+
+
+@dataclass(eq=False)
+class Job:
+    """A request between admission and its answer."""
+    pending: Pending
+    payload: Any = None
+    """The driver's: the image (engine), the validation sample (simulator)."""
+    subnets: list[str] = field(default_factory=list)
+    """Subnets that have run it so far (cascade stages)."""
+    fallback: StageAnswer | None = None
+    """An escalated request's previous answer: returned if the next stage cannot run in time."""
+    attempts: int = 0
+    """Dispatches of the current stage (a failed worker's batch may be retried, health.py)."""
+    cancelled: bool = False
+    """The client went away: never escalated or retried, answered into the void."""
+    resolved: bool = False
+
+
+@dataclass(eq=False)
+class Resolution:
+    """The one answer of a job: ``answer`` or ``error``, decided at ``done_ms``."""
+    job: Job
+    done_ms: float
+    answer: StageAnswer | None = None
+    error: ServeError | None = None
+
+
+@dataclass(eq=False)
+class Dispatch:
+    """A batch decided at ``at_ms`` for a worker."""
+    worker: WorkerState
+    batch: Batch
+    jobs: list[Job]
+    at_ms: float
+    slot: Slot
+    expected_ms: float
+    """The median expectation from now (for the hang rule), the batch ahead included."""
+    sent_ms: float | None = None
+    """When the driver actually sent it (the engine's task may start a little after the decision); None: at once."""
+    started_ms: float | None = None
+    """When it started running (set by ``release``: the end of the batch before it, or when it was sent)."""
+
+    @property
+    def sent(self) -> float:
+        return self.at_ms if self.sent_ms is None else self.sent_ms
+
+    def queue_ms(self, j: Job) -> float:
+        """How long ``j`` waited for this batch (from arrival to being sent; reported in INFO's queue_ms)."""
+        return round(self.sent - j.pending.arrival_ms, 3)
+
+    @property
+    def rows(self) -> int:
+        return sum(j.pending.rows for j in self.jobs)
+
+
+@dataclass
+class Step:
+    """What a call asks of the driver."""
+    dispatches: list[Dispatch] = field(default_factory=list)
+    resolved: list[Resolution] = field(default_factory=list)
+    sweep_changed: bool = False
+    sweep_at: float | None = None
+    """If changed: when the one deadline-sweep timer fires now (None: no timer)."""
+    pipeline_changed: bool = False
+    pipeline_at: float | None = None
+    """If changed: when the one pipelining timer fires now (None: no timer)."""
+
+
+def error_outcome(e: ServeError) -> str:
+    """The outcome (metrics.OUTCOMES) a request refused with ``e`` counts as."""
+    return {"InvalidInput": "invalid", "ModelNotFound": "invalid", "DeadlineInfeasible": "dropped",
+            "Overloaded": "overloaded"}.get(type(e).__name__, "error")
+
+
+class Lifecycle:
+    def __init__(self, cfg: LifecycleConfig, profile: Profile, policy: Policy, roster: Roster | None = None,
+                 stats: Stats | None = None):
+        self.cfg, self.policy = cfg, policy
+        self.roster = roster if roster is not None else Roster()
+        self.stats = stats if stats is not None else Stats()
+        # ``profile`` is what policies plan with: ``base_profile`` scaled by the latency model.
+        self.base_profile = self.profile = profile
+        self.adapt = cfg.latency is not None
+        self.model = LatencyModel(profile.batch_sizes, cfg.latency or LatencyModelConfig())
+        self.tracker = LatencyTracker()
+        self._scaled = ScaledProfiles(profile)
+        self.reply = ReplyMargin(cfg.margin_ms)
+        """The margin policies plan with (cfg.margin_ms, or measured online: the engine feeds it)."""
+        self.pipelining = cfg.pipeline and policy.pipelines
+        self.queue = EDFQueue(cfg.queue_capacity)
+        self.drain_rate = DrainRate(min_rows=max(1, profile.max_batch // 2))
+        """Rows/ms the queue drains at while requests wait (admission shedding, shedding.py)."""
+        self.jobs: dict[int, Job] = {}
+        self._ids = itertools.count(1)
+        self._sweep_armed, self._sweep_key = False, None
+        self._peak: tuple = (None, 0.0)
+
+    @property
+    def margin_ms(self) -> float:
+        return self.reply.margin_ms
+
+    # -- admission -------------------------------------------------------------------------------
+    def admit(self, now: float, slo_ms: float, min_accuracy: float = 0.0, subnet: str | None = None, rows: int = 1,
+              min_confidence: float | None = None, payload: Any = None, request_id: int | None = None) -> Job:
+        """Queue a new request, or raise (and count) the ServeError that refuses it."""
+        p = Pending(next(self._ids) if request_id is None else request_id, now, now + slo_ms, min_accuracy, subnet,
+                    rows, min_confidence)
+        self.policy.on_arrival(now, p.rows)
+        try:
+            self._check(p)
+        except ServeError as e:
+            self.count_error(e)
+            raise
+        job = Job(p, payload)
+        self.jobs[p.id] = job
+        self.queue.push(p)
+        self.stats.queue_depth = len(self.queue)
+        return job
+
+    def _check(self, p: Pending) -> None:
+        if p.subnet is not None and self.profile.get(p.subnet) is None:
+            raise InvalidInput(f"parameter 'subnet': {p.subnet!r} is not a profiled subnet; choose from "
+                               f"{[s.name for s in self.profile.subnets]}")
+        fastest = self.policy.fastest_ms(p, self.profile)
+        too_late = fastest is not None and p.deadline_ms - p.arrival_ms - self.margin_ms < fastest
+        if too_late and self._stale_model(p.arrival_ms):
+            fastest = self.policy.fastest_ms(p, self.profile)
+        if fastest is None:
+            best = self.profile.subnets[-1].accuracy
+            raise InvalidInput(f"parameter 'min_accuracy' {p.min_accuracy} cannot be met"
+                               + (f" by subnet {p.subnet!r}" if p.subnet else f" (most accurate subnet: {best})")
+                               + f" under policy {self.policy.name}")
+        margin = self.margin_ms
+        if p.deadline_ms - p.arrival_ms - margin < fastest:
+            raise DeadlineInfeasible(f"slo_ms {p.deadline_ms - p.arrival_ms:g} is below the fastest admissible "
+                                     f"point ({fastest:.2f} ms for {p.rows} row(s)"
+                                     + (f" + {margin:g} ms margin" if margin else "")
+                                     + "); dropped at once")
+        if not self.roster.any_healthy():
+            raise Overloaded("no Triton worker is alive")
+        if len(self.queue) >= self.queue.capacity:
+            raise Overloaded(f"queue full ({self.queue.capacity} requests waiting)")
+        if self.cfg.admission_shedding:  # O(log n): the rows queued ahead, drained at peak throughput
+            now = p.arrival_ms  # each healthy worker starts on the backlog when its batches in flight end
+            free = tuple(self._free_at(s, now) or now for s in self.roster if s.healthy)
+            backlog = Backlog(self.queue.rows_ahead(p.deadline_ms), free)
+            measured = self.drain_rate.rows_per_ms() if self.cfg.shed_drain == "measured" else None
+            reason = shed_reason(now, p.deadline_ms - margin, backlog, fastest, self._peak_rows_per_ms(), measured)
+            if reason is not None:
+                self.stats.shed += 1
+                log.warning("request %d shed at admission: %s", p.id, reason)
+                raise Overloaded(reason)
+
+    def _peak_rows_per_ms(self) -> float:
+        """The profile's peak rows/ms, recomputed only when the policy plans with another profile object."""
+        if self._peak[0] is not self.profile:
+            self._peak = (self.profile, peak_rows_per_ms(self.profile) * self.cfg.shed_peak_fraction)
+        return self._peak[1]
+
+    def _stale_model(self, now: float) -> bool:
+        """The latency model judges a request infeasible while nothing runs and nothing has for a
+        second: it can only learn from batches, so it would never see the machine recover. Forget it
+        (plan with the profile until new batches are seen). True if it was forgotten."""
+        if self.cfg.latency_kind != "quantile" or not self.model.observations or not self.adapt:
+            return False
+        last_done = max((s.last_done_ms for s in self.roster), default=-1e18)
+        if any(s.slots for s in self.roster) or now - last_done < 1000.0:
+            return False
+        log.warning("latency model forgotten: it judged requests infeasible while no batch ran for a second")
+        self.model.forget()
+        self.model.observations = 0
+        self.profile = self.base_profile
+        self.stats.latency_factor = 1.0
+        return True
+
+    def count_error(self, e: ServeError) -> None:
+        """Count a refusal once, whoever raised it (front ends call this through Engine.record_rejection)."""
+        e.counted = True
+        self.stats.requests[error_outcome(e)] += 1
+        if isinstance(e, DeadlineInfeasible):
+            self.stats.deadline_misses += 1
+
+    def cancel(self, job: Job) -> None:
+        """The client went away: forget the job if it is still queued; never escalate or retry it."""
+        job.cancelled = True
+        if self.queue.remove([job.pending.id]):
+            self.jobs.pop(job.pending.id, None)
+            self.stats.queue_depth = len(self.queue)
+
+    # -- decisions -------------------------------------------------------------------------------
+    def pump(self, now: float) -> Step:
+        """Decide batches for the workers that may take one now; the policy's drops are resolved."""
+        step, decided, margin = Step(), False, self.margin_ms
+        while len(self.queue):
+            w = self._free_worker(now)
+            if w is None:
+                break
+            plan_now = now + margin
+            t = time.perf_counter()  # for the decision-time metric only
+            free_at = self._free_at(w, now)
+            view = WorkerView(w.key, w.inflight, w.loaded(), None if free_at is None else free_at + margin)
+            self.policy.advance(plan_now, self.profile)
+            decision = self.policy.decide(self.queue.snapshot(), plan_now, self.profile, view)
+            self.stats.decision_seconds.observe(time.perf_counter() - t)
+            step.resolved += self._drop(decision.drop, plan_now)
+            if decision.batch is None:
+                decided = free_at is not None  # nothing to pipeline now; decide again when the worker frees
+                break
+            jobs = [self.jobs.pop(p.id) for p in self.queue.remove(decision.batch.requests)]
+            if not jobs:  # a policy bug; sending nothing would hold the worker for nothing
+                log.error("policy %s decided a batch of no queued request: %s", self.policy.name, decision.batch)
+                break
+            slot = self._start_slot(w, decision.batch, jobs, now)
+            # The hang rule scales the median expectation (from now: a pipelined batch waits for the one ahead),
+            # not the planning quantile, which may be several times longer.
+            expected = max(slot.median_ms, slot.median_end_ms - now)
+            w.inflight += 1
+            self.stats.worker_inflight[w.url] = w.inflight
+            d = Dispatch(w, decision.batch, jobs, now, slot, expected)
+            self.stats.batch_size.observe(d.rows)
+            for j in jobs:
+                j.attempts += 1
+            step.dispatches.append(d)
+        self.stats.queue_depth = len(self.queue)
+        self._arm_sweep(now, step)
+        if not decided:
+            step.pipeline_changed, step.pipeline_at = True, self._pipeline_at(now)
+        return step
+
+    def on_sweep(self, now: float) -> Step:
+        """The sweep timer fired: drop the queue's head requests that just became infeasible."""
+        self._sweep_armed = False
+        plan_now = now + self.margin_ms
+        dropped, _ = drop_infeasible_head(self.policy, self.queue.snapshot(), plan_now, self.profile)
+        resolved = self._drop(dropped, plan_now)
+        step = self.pump(now)
+        step.resolved = resolved + step.resolved
+        return step
+
+    def on_pipeline(self, now: float) -> Step:
+        """The pipelining timer fired: a busy worker may take its next batch."""
+        return self.pump(now)
+
+    def _free_worker(self, now: float) -> WorkerState | None:
+        if not self.pipelining:
+            return self.roster.pick(self.cfg.max_inflight_per_worker)
+        backlog = len(self.queue) >= self.cfg.pipeline_min_rows
+        return self.roster.pick(max(2, self.cfg.max_inflight_per_worker),
+                                lambda s: not s.slots or (backlog and self._pipe_at(s) <= now))
+
+    def _pipe_at(self, s: WorkerState) -> float:
+        """When the next batch may be sent to ``s``: ``pipeline_lead_ms`` before the median end of its
+        last batch in flight."""
+        return s.slots[-1].median_end_ms - self.cfg.pipeline_lead_ms
+
+    def _free_at(self, s: WorkerState, now: float) -> float | None:
+        """Expected end of ``s``'s batches in flight (planned, at the model's quantile), or None."""
+        return max(now, s.slots[-1].end_ms) if s.slots else None
+
+    def _pipeline_at(self, now: float) -> float | None:
+        """While every worker is busy, when the first may take a pipelined batch (None: no timer)."""
+        if not self.pipelining or len(self.queue) < self.cfg.pipeline_min_rows:
+            return None
+        times = [self._pipe_at(s) for s in self.roster
+                 if s.healthy and len(s.slots) == 1 and s.inflight < max(2, self.cfg.max_inflight_per_worker)]
+        return now + max(0.0, min(times) - now) + WAKE_AFTER_MS if times else None
+
+    def _arm_sweep(self, now: float, step: Step) -> None:
+        """While every worker is busy, drop queued requests the moment they become infeasible rather than
+        when a worker frees: one timer, for the head, re-armed only when the head or the profile changes."""
+        head = self.queue.head()
+        key = None if head is None else (head.id, head.deadline_ms, id(self.profile))
+        if self._sweep_armed and key == self._sweep_key:
+            return  # same head, same profile: the armed timer is still right (no timer churn per request)
+        self._sweep_key, self._sweep_armed = key, False
+        step.sweep_changed, step.sweep_at = True, None
+        if head is None or not self.policy.early_drop:
+            return
+        fastest = self.policy.fastest_ms(head, self.profile) or 0.0
+        step.sweep_at = now + max(0.0, head.deadline_ms - fastest - (now + self.margin_ms)) + WAKE_AFTER_MS
+        self._sweep_armed = True
+
+    def _start_slot(self, w: WorkerState, batch: Batch, jobs: list[Job], now: float) -> Slot:
+        """Book ``batch`` on ``w``: it starts when the batches before it end, and takes the planning
+        view's latency at its real number of rows (the policy's point may be a larger batch)."""
+        rows = sum(j.pending.rows for j in jobs)
+        planned = self.profile.get(batch.subnet).at(rows)
+        start = max(now, w.slots[-1].end_ms) if w.slots else now
+        start_median = max(now, w.slots[-1].median_end_ms) if w.slots else now
+        median = self._median_ms(batch.subnet, rows)
+        slot = Slot(planned, median, start + planned, start_median + median)
+        w.slots.append(slot)
+        return slot
+
+    def _median_ms(self, subnet: str, rows: int) -> float:
+        base = self.base_profile.get(subnet).at(rows)
+        if self.cfg.latency_kind == "ewma" or not self.adapt:
+            return base * (self.tracker.factor if self.adapt else 1.0)
+        return base * self.model.median_factor(rows)
+
+    def _drop(self, ids, plan_now: float) -> list[Resolution]:
+        out, real_now = [], plan_now - self.margin_ms
+        for p in self.queue.remove(ids):
+            job = self.jobs.pop(p.id)
+            if job.fallback is not None:  # an escalation that cannot run in time
+                out.append(self._fallback(job, real_now))
+                continue
+            err = DeadlineInfeasible(f"deadline cannot be met: {p.deadline_ms - real_now:.2f} ms of slack left, less "
+                                     f"than the fastest admissible subnet needs; dropped after "
+                                     f"{real_now - p.arrival_ms:.1f} ms in the queue")
+            out.append(self._refuse(job, err, real_now))
+        return out
+
+    # -- a batch ends --------------------------------------------------------------------------
+    def release(self, d: Dispatch, now: float) -> None:
+        """``d`` answered or failed at ``now``: the worker has room again, and the next batch booked on it
+        (one instance runs them in order) started now."""
+        w = d.worker
+        w.inflight -= 1
+        self.stats.worker_inflight[w.url] = w.inflight
+        d.started_ms = max(d.sent, w.last_done_ms)
+        w.last_done_ms = now
+        if w.slots:
+            w.slots.popleft()
+        if w.slots:
+            w.slots[0].started(now)
+
+    def complete(self, d: Dispatch, now: float, values: list, confidence: Callable[[Any, str], float],
+                 load_seconds: float | None = None) -> list[Resolution]:
+        """``d`` answered at ``now`` with ``values[i]`` for ``d.jobs[i]``; ``confidence(value, measure)`` is
+        that answer's lowest confidence over its rows. Each request is answered, or re-queued for the next
+        cascade stage (escalation.py) with this answer kept as its fallback. ``load_seconds``: the call first
+        loaded a model (INFaaS variants), which says nothing about forward speed."""
+        out: list[Resolution] = []
+        try:
+            self.drain_rate.observe(now, d.rows, len(self.queue) > 0)
+            if load_seconds is not None:
+                self.stats.model_loads += 1
+                self.stats.model_load_seconds_sum += load_seconds
+            else:  # a pipelined batch starts when the one before it ends: its service time is measured from there
+                started = d.started_ms if d.started_ms is not None else d.sent
+                self._track_latency(d.batch.subnet, d.rows, now - started)
+            tightest_slo = min(j.pending.deadline_ms - j.pending.arrival_ms for j in d.jobs)
+            self.policy.observe(d.batch, now - d.sent, tightest_slo)
+            self._answer_or_escalate(d, now, values, confidence, out)
+        except Exception as e:  # a bug here must still answer every request, once
+            log.exception("answering a batch of %d on %s failed", len(d.jobs), d.batch.subnet)
+            err = WorkerFailed(f"scheduler error while answering: {e}")
+            for j in d.jobs:
+                if not j.resolved:
+                    if self.queue.remove([j.pending.id]):
+                        self.jobs.pop(j.pending.id, None)
+                    out.append(self._refuse(j, err, now))
+        return out
+
+    def _answer_or_escalate(self, d: Dispatch, now: float, values: list, confidence, out: list) -> None:
+        subnet = d.batch.subnet
+        ran = self.base_profile.get(subnet)
+        plan_now, measure = now + self.margin_ms, self.policy.confidence_measure
+        for j, value in zip(d.jobs, values):
+            j.subnets.append(subnet)
+            answer = StageAnswer(subnet, d.queue_ms(j), value)
+            threshold = threshold_for(j.pending, subnet, self.policy, self.cfg.default_min_confidence)
+            conf = confidence(value, measure) if threshold is not None else 1.0
+            nxt = escalate(j.pending, ran.accuracy, conf, threshold, plan_now, self.policy, self.profile)
+            if nxt is not None and len(self.queue) < self.queue.capacity and not j.cancelled:
+                j.pending, j.fallback, j.attempts = nxt, answer, 0
+                self.jobs[nxt.id] = j
+                self.queue.push(nxt)
+                self.stats.escalations += 1
+                continue
+            out.append(self._finish(j, answer, now))
+
+    def fail(self, d: Dispatch, err: ServeError, now: float) -> list[Resolution]:
+        """``d`` failed with ``err``: put back in the queue the requests another worker may still serve in
+        time (health.retry_decision), answer the others with ``err``, or Overloaded if no worker is left."""
+        out, plan_now, any_healthy, requeued = [], now + self.margin_ms, self.roster.any_healthy(), 0
+        for j in d.jobs:
+            action = Retry.FAIL
+            if not isinstance(err, InvalidInput) and not j.cancelled:
+                action = retry_decision(self.cfg.health, j.attempts, j.pending.deadline_ms, plan_now,
+                                        self.policy.fastest_ms(j.pending, self.profile), any_healthy)
+            if action is Retry.REQUEUE and len(self.queue) < self.queue.capacity:
+                self.jobs[j.pending.id] = j
+                self.queue.push(j.pending)
+                requeued += 1
+                continue
+            if j.fallback is not None:
+                out.append(self._fallback(j, now))
+                continue
+            e = Overloaded(f"no Triton worker is alive ({err})") if action is Retry.OVERLOADED else err
+            out.append(self._refuse(j, e, now))
+        if requeued:
+            self.stats.batch_retries += 1
+            self.stats.request_retries += requeued
+            log.warning("retrying %d of %d requests on another worker (%s)", requeued, len(d.jobs), err)
+        return out
+
+    def workers_changed(self, now: float) -> Step:
+        """A worker left or rejoined the rotation (or the pool). With none left, queued requests get 503 now
+        rather than 504 at their deadline; otherwise the queue is re-planned on the workers there are."""
+        resolved = []
+        if not self.roster.any_healthy() and len(self.queue):
+            err = Overloaded("no Triton worker is alive")
+            for p in self.queue.remove([p.id for p in self.queue.snapshot()]):
+                job = self.jobs.pop(p.id)
+                resolved.append(self._fallback(job, now) if job.fallback is not None else self._refuse(job, err, now))
+            self.stats.queue_depth = 0
+        step = self.pump(now)
+        step.resolved = resolved + step.resolved
+        return step
+
+    # -- answers -----------------------------------------------------------------------------
+    def _fallback(self, j: Job, now: float) -> Resolution:
+        """An escalated request that cannot go on (no time, no worker) gets its previous stage's answer."""
+        self.stats.escalation_fallbacks += 1
+        return self._finish(j, j.fallback, now)
+
+    def _finish(self, j: Job, answer: StageAnswer, done: float) -> Resolution:
+        """Answer ``j`` with ``answer`` (its last stage's result), counted once."""
+        p, subnet = j.pending, answer.subnet
+        late = done > p.deadline_ms
+        self.stats.requests["late" if late else "ok"] += 1
+        if late:
+            self.stats.deadline_misses += 1
+        else:
+            self.stats.served_accuracy_sum += self.base_profile.get(subnet).accuracy
+        self.stats.subnet_selected[subnet] += 1
+        self.stats.queue_wait_seconds.observe(answer.queue_ms / 1000)
+        self.stats.request_latency_seconds.observe((done - p.arrival_ms) / 1000)
+        j.resolved = True
+        return Resolution(j, done, answer=answer)
+
+    def _refuse(self, j: Job, err: ServeError, now: float) -> Resolution:
+        self.count_error(err)
+        j.resolved = True
+        return Resolution(j, now, error=err)
+
+    def _track_latency(self, subnet: str, rows: int, observed_ms: float) -> None:
+        if not self.adapt:
+            return
+        profiled = self.base_profile.get(subnet).at(rows)
+        if self.cfg.latency_kind == "ewma":
+            self.tracker.observe(observed_ms, profiled)
+            f = self.tracker.quantised
+            self.profile = self._scaled.get({b: f for b in self.base_profile.batch_sizes})
+            self.stats.latency_factor = f
+            return
+        self.model.observe(rows, observed_ms, profiled)
+        self.profile = self._scaled.get(self.model.factors())
+        self.stats.latency_factor = self.model.factor(self.base_profile.max_batch)
