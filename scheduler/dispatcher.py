@@ -76,6 +76,12 @@ def split_raw(url: str, r: service_pb2.ModelInferResponse, rows: int) -> tuple[n
     """LOGITS and the INFO JSON bytes of each row from raw_output_contents, split as bytes (the engine
     splices its own INFO fields in, info.py); a short answer is the worker's failure."""
     raw = {o.name: r.raw_output_contents[i] for i, o in enumerate(r.outputs) if i < len(r.raw_output_contents)}
+    return split_outputs(url, raw, rows)
+
+
+def split_outputs(url: str, raw: dict[str, bytes], rows: int) -> tuple[np.ndarray, list[bytes]]:
+    """LOGITS and per-row INFO bytes from the raw bytes of each output (gRPC's raw_output_contents or HTTP's
+    binary tensors, triton_http.py); a short answer is the worker's failure."""
     if "LOGITS" not in raw or "INFO" not in raw or len(raw["LOGITS"]) % (4 * rows):
         raise WorkerFailed(f"worker {url} answered without LOGITS/INFO for {rows} rows")
     logits = np.frombuffer(raw["LOGITS"], "<f4").reshape(rows, -1)

@@ -18,7 +18,7 @@ import json
 
 import numpy as np
 
-from .dispatcher import TritonWorker, bytes_elements
+from .dispatcher import TritonWorker, split_outputs
 from .errors import DeadlineInfeasible, InvalidInput, WorkerFailed
 
 _MAX_HEAD = 64 << 10  # status line and headers; Triton's are about 130 bytes
@@ -182,10 +182,4 @@ def split_http(url: str, headers: dict[bytes, bytes], body: bytes, rows: int) ->
             at += size
     except (ValueError, KeyError, TypeError) as e:
         raise WorkerFailed(f"worker {url}: unreadable answer ({type(e).__name__}: {e})") from None
-    if "LOGITS" not in raw or "INFO" not in raw or len(raw["LOGITS"]) % (4 * rows):
-        raise WorkerFailed(f"worker {url} answered without LOGITS/INFO for {rows} rows")
-    logits = np.frombuffer(raw["LOGITS"], "<f4").reshape(rows, -1)
-    infos = bytes_elements(raw["INFO"])
-    if len(infos) != rows:
-        raise WorkerFailed(f"worker {url} returned {len(infos)} INFO rows for {rows}")
-    return logits, infos
+    return split_outputs(url, raw, rows)

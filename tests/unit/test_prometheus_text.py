@@ -13,8 +13,8 @@ def test_the_schedulers_exposition_reads_back_as_written():
     s = Stats()
     s.requests.update(ok=12, late=3, dropped=1)
     s.queue_depth = 7
-    s.worker_healthy = {"127.0.0.1:8001": 1, "127.0.0.1:9001": 0}
-    s.worker_batches.update({("127.0.0.1:8001", "ok"): 5})
+    s.worker_healthy = {"10.0.0.1:9000": 1, "10.0.0.2:9000": 0}
+    s.worker_batches.update({("10.0.0.1:9000", "ok"): 5})
     s.batch_size.observe(8)
     s.batch_size.observe(3)
     samples = pt.parse(render(s))
@@ -29,9 +29,9 @@ def test_the_schedulers_exposition_reads_back_as_written():
         "overloaded": 0.0,
         "error": 0.0,
     }
-    assert pt.by_label(samples, "sched_worker_healthy", "worker") == {"127.0.0.1:8001": 1.0, "127.0.0.1:9001": 0.0}
-    key = 'sched_worker_batches_total{worker="127.0.0.1:8001",outcome="ok"}'
-    assert pt.labels(key) == {"worker": "127.0.0.1:8001", "outcome": "ok"} and pt.name_of(key) == pt.name_of(
+    assert pt.by_label(samples, "sched_worker_healthy", "worker") == {"10.0.0.1:9000": 1.0, "10.0.0.2:9000": 0.0}
+    key = 'sched_worker_batches_total{worker="10.0.0.1:9000",outcome="ok"}'
+    assert pt.labels(key) == {"worker": "10.0.0.1:9000", "outcome": "ok"} and pt.name_of(key) == pt.name_of(
         "sched_worker_batches_total"
     )
     assert not any(k.startswith("#") for k in samples)
