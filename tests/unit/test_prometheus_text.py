@@ -73,5 +73,5 @@ def test_a_line_that_is_not_a_sample_is_an_error_quoting_it(line, what):
 
 
 def test_addresses_become_metrics_urls():
-    assert pt.metrics_url("127.0.0.1:8010") == "http://127.0.0.1:8010/metrics"
+    assert pt.metrics_url("10.0.0.1:9000") == "http://10.0.0.1:9000/metrics"
     assert pt.metrics_url("https://h:1/metrics") == "https://h:1/metrics"
