@@ -82,17 +82,18 @@ class WorkerPool:
         w = next((x for x in self._workers.values() if x.url == url), None)
         if w is None:
             raise KeyError(f"no worker {url} in the pool")
-        probe = self._probes.pop(id(w), None)
-        if probe is not None:
-            probe.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await probe
-        del self._workers[id(w)], self.health[id(w)]
+        # Out of rotation first, synchronously: nothing below may delay it.
+        del self._workers[id(w)]
         self.roster.remove(id(w))
         self.stats.worker_healthy.pop(w.url, None)
         self.stats.worker_inflight.pop(w.url, None)
         log.warning("worker %s left the pool", w.url)
         self.on_change()
+        probe = self._probes.pop(id(w), None)
+        if probe is not None:  # its loop also ends by itself once the worker is gone: Python 3.11's wait_for
+            probe.cancel()     # may swallow a cancel that lands as the probe's own call returns
+            await asyncio.wait({probe}, timeout=5)
+        self.health.pop(id(w), None)
         await w.close()
         return w
 
@@ -170,12 +171,14 @@ class WorkerPool:
 
     async def _probe_loop(self, w) -> None:
         h = self.health[id(w)]
-        while True:
+        while id(w) in self._workers:
             delay_ms = h.next_probe_ms - self.clock.now_ms()
             if delay_ms > 0:
                 await self._sleep(delay_ms / 1000)
                 continue  # a failed call may have moved the next probe meanwhile
             ok, why = await self.probe(w, warm=not h.healthy)
+            if id(w) not in self._workers:  # removed while the probe ran
+                return
             if not ok:
                 self.stats.worker_failures[(w.url, "probe")] += 1
             self._apply(w, h.probe_result(ok, self.clock.now_ms(), why))
