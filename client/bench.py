@@ -7,7 +7,8 @@ through the whole stack (load generator + Triton, same cores) unless ``--capacit
 Writes ``results/<name>.json`` (docs/design.md format plus per-second series) and PNG plots beside it.
 
 Policies: ``slackfit`` (ours) · ``slackfit-classic`` (SlackFit as before issue 13: mean latency
-scaled by a running mean, one batch in flight per worker) · ``clipper[:subnet]`` (AIMD batch on one subnet, default largest)
+scaled by a running mean, one batch in flight per worker) · ``slackfit-affine[:q]`` / ``slackfit-quantile[:q]``
+(SlackFit with that latency model, latency_view.py, planned at quantile q) · ``clipper[:subnet]`` (AIMD batch on one subnet, default largest)
 · ``infaas`` (cheapest variant per request; separate models loaded on demand) · ``fixed:<subnet>``
 (our scheduler, one subnet) · ``triton-fixed:<subnet>`` (Triton's dynamic batcher, no sidecar).
 ``<subnet>`` is ``smallest``, ``middle``, ``largest`` or a profiled subnet name; ``triton-fixed:pareto``
@@ -44,9 +45,13 @@ from superserve.supernet.data import load_split
 DEFAULT_POLICIES = ("slackfit", "cascade", "slackfit+escalate", "clipper", "infaas", "triton-fixed:smallest",
                     "triton-fixed:middle", "triton-fixed:largest")
 QUICK_POLICIES = ("slackfit", "clipper", "triton-fixed:largest")
-KINDS = ("slackfit", "slackfit-classic", "cascade", "slackfit+escalate", "clipper", "infaas", "fixed", "triton-fixed")
 CLASSIC_ARGS = ("--latency-model", "ewma", "--no-pipeline")
 """slackfit-classic: SlackFit with the latency handling from before issue 13."""
+SLACKFIT_VARIANTS = {"slackfit-classic": CLASSIC_ARGS, "slackfit-affine": ("--latency-model", "affine"),
+                     "slackfit-quantile": ("--latency-model", "quantile")}
+"""SlackFit with another latency model, for A/B runs side by side; ``<variant>:<q>`` also sets
+``--latency-quantile q``."""
+KINDS = ("slackfit", *SLACKFIT_VARIANTS, "cascade", "slackfit+escalate", "clipper", "infaas", "fixed", "triton-fixed")
 ESCALATE_DEFAULT = "0.8"
 """slackfit+escalate: SlackFit picks the first subnet, answers below this max-softmax go up while slack allows."""
 
@@ -102,7 +107,8 @@ class BenchConfig:
             slo_classes(self.min_accuracy, allow_zero=True)
         for p in self.policies:
             if p.split(":")[0] not in KINDS:
-                raise ValueError(f"unknown policy {p!r}; choose from slackfit, slackfit-classic, cascade[:plan.json], "
+                raise ValueError(f"unknown policy {p!r}; choose from slackfit, slackfit-classic, slackfit-affine[:q], "
+                                 "slackfit-quantile[:q], cascade[:plan.json], "
                                  "slackfit+escalate[:min_confidence], clipper[:subnet], infaas, fixed:<subnet>, "
                                  "triton-fixed:<subnet>")
 
@@ -182,14 +188,14 @@ def policy_server(policy: str, profile: Profile, slo_ms: float, workdir: Path, s
     http, grpc, th, tg, tm = free_ports(5)
     args = ["--http-port", str(http), "--grpc-port", str(grpc), "--triton-http-port", str(th),
             "--triton-grpc-port", str(tg), "--triton-metrics-port", str(tm),
-            "--policy", "slackfit" if kind in ("slackfit+escalate", "slackfit-classic") else kind,
+            "--policy", "slackfit" if kind == "slackfit+escalate" or kind in SLACKFIT_VARIANTS else kind,
             "--default-slo-ms", str(slo_ms), "--triton-log-file", str(workdir / "triton.log")]
     if python is None:  # another checkout's serve may not know --batch-log
         args += ["--batch-log", str(workdir / "batches.jsonl")]
     if profile_path:
         args += ["--profile", str(profile_path)]
-    if kind == "slackfit-classic":
-        args += list(CLASSIC_ARGS)
+    if kind in SLACKFIT_VARIANTS:
+        args += list(SLACKFIT_VARIANTS[kind]) + (["--latency-quantile", arg] if arg else [])
     if kind in ("clipper", "fixed"):
         args += ["--subnet", triton_fixed.pick(profile, arg or "largest")]
     if kind == "cascade" and arg:

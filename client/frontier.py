@@ -25,7 +25,8 @@ import numpy as np
 
 TARGET = 0.99
 FIXED_PREFIX = "triton-fixed:"
-ADAPTIVE_KINDS = ("slackfit", "slackfit-classic", "cascade", "slackfit+escalate", "infaas", "clipper")
+ADAPTIVE_KINDS = ("slackfit", "slackfit-classic", "slackfit-affine", "slackfit-quantile", "cascade",
+                  "slackfit+escalate", "infaas", "clipper")
 """Policies that choose per batch (a point on the frontier plot, a ratio each); ``fixed:`` is our
 scheduler on one subnet, neither adaptive nor Triton's batcher, so it is left out of both."""
 

@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from superserve.scheduler import log_limits
+from superserve.scheduler import latency_view, log_limits
 from superserve.scheduler.provenance import command_line
 
 
@@ -439,9 +439,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="plan with max(--margin-ms, the 95th percentile of the reply times measured online)")
     sv.add_argument("--no-adapt-latency", dest="adapt_latency", action="store_false",
                     help="plan with the profile as measured, not scaled by the observed/profiled batch latency")
-    sv.add_argument("--latency-model", choices=("quantile", "ewma"), default="quantile",
-                    help="quantile: plan at --latency-quantile of observed/profiled batch latency, per batch size; "
-                    "ewma: the profile scaled by a running mean of it (the behaviour before issue 13)")
+    sv.add_argument("--latency-model", choices=latency_view.KINDS, default="quantile",
+                    help="affine: observed = scale x profiled + offset, planned with the --latency-quantile of the "
+                    "residual (ms); quantile: plan at --latency-quantile of observed/profiled batch latency, per "
+                    "batch size; ewma: the profile scaled by a running mean of it (the behaviour before issue 13); "
+                    "off: the profile as measured")
     sv.add_argument("--latency-quantile", type=float, default=0.99,
                     help="the quantile policies plan with (about the SLO attainment target)")
     sv.add_argument("--no-pipeline", dest="pipeline", action="store_false",

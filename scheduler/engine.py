@@ -20,6 +20,7 @@ from .dispatcher import Worker
 from .errors import ServeError, WorkerFailed
 from .escalation import MEASURES
 from .health import HealthConfig
+from . import latency_view
 from .latency_model import LatencyModelConfig
 from .lifecycle import Dispatch, Lifecycle, LifecycleConfig, Resolution, Step
 from .metrics import Stats
@@ -51,9 +52,10 @@ class EngineConfig:
     measure_margin: bool = False
     """Plan with max(margin_ms, the 95th percentile of recent reply times measured online), reply_margin.py."""
     latency_model: str = "quantile"
-    """``quantile``: plan at ``latency_quantile`` of the observed/profiled ratio, per batch size
-    (latency_model.py); ``ewma``: the profile scaled by a running mean of that ratio (the behaviour
-    before issue 13, latency_tracker.py)."""
+    """``affine``: observed = scale x profiled + offset, planned with ``latency_quantile`` of the residual
+    in ms (latency_affine.py); ``quantile``: plan at ``latency_quantile`` of the observed/profiled ratio,
+    per batch size (latency_model.py); ``ewma``: the profile scaled by a running mean of that ratio (the
+    behaviour before issue 13, latency_tracker.py); ``off``: the profile as measured (latency_view.py)."""
     latency_quantile: float = 0.99
     """The quantile of the ``quantile`` model (about the SLO attainment target)."""
     pipeline: bool = True
@@ -92,8 +94,8 @@ class EngineConfig:
             raise ValueError(f"shed_peak_fraction must be in (0, 1], got {self.shed_peak_fraction}")
         if self.default_min_confidence is not None and not 0 <= self.default_min_confidence <= 1:
             raise ValueError(f"default_min_confidence must be in [0, 1], got {self.default_min_confidence}")
-        if self.latency_model not in ("quantile", "ewma"):
-            raise ValueError(f"latency_model must be quantile or ewma, got {self.latency_model!r}")
+        if self.latency_model not in latency_view.KINDS:
+            raise ValueError(f"latency_model must be one of {', '.join(latency_view.KINDS)}, got {self.latency_model!r}")
         if not 0.5 <= self.latency_quantile < 1 or self.pipeline_lead_ms < 0 or self.pipeline_min_rows < 1:
             raise ValueError(f"need 0.5 <= latency_quantile < 1, pipeline_lead_ms >= 0 and pipeline_min_rows >= 1, "
                              f"got {self.latency_quantile}, {self.pipeline_lead_ms}, {self.pipeline_min_rows}")
@@ -215,6 +217,7 @@ class Engine:
             on_worker = self._running.setdefault(id(d.worker), set())
             on_worker.add(task)
             task.add_done_callback(on_worker.discard)
+            task.add_done_callback(lambda t, d=d: self._after_abandoned(t, d))
         if step.sweep_changed:
             if self._sweep:
                 self._sweep.cancel()
@@ -251,6 +254,21 @@ class Engine:
         self._apply(self.lifecycle.workers_changed(self.clock.now_ms()))
 
     # -- dispatch ----------------------------------------------------------------------------
+    def _after_abandoned(self, task: asyncio.Task, d: Dispatch) -> None:
+        """A batch cancelled because the batch ahead of it failed on the same worker: retry or refuse its
+        requests. Done here, not in ``_run``: a task cancelled before its first step never runs its body,
+        and its requests would be lost (the tests of a worker failing under pipelining caught one hanging)."""
+        if task not in self._abandoned:
+            return
+        self._abandoned.discard(task)
+        if not task.cancelled():  # it had finished (answered or failed) before the cancel reached it
+            return
+        now = self.clock.now_ms()
+        self.lifecycle.release(d, now)
+        self._deliver(self.lifecycle.fail(d, WorkerFailed(f"worker {d.worker.url}: abandoned "
+                                                          "with the batch ahead of it"), now))
+        self._apply(self.lifecycle.pump(now))
+
     async def _run(self, d: Dispatch) -> None:
         """Send one batch to its worker and hand the outcome to the life cycle."""
         worker, jobs = self.pool.worker(d.worker), d.jobs
@@ -262,15 +280,6 @@ class Engine:
             try:
                 logits, infos = await self.pool.call(worker, worker.infer(images, d.batch.subnet, timeout_s),
                                                      d.expected_ms)
-            except asyncio.CancelledError:
-                me = asyncio.current_task()
-                if me not in self._abandoned:
-                    raise
-                self._abandoned.discard(me)
-                self.lifecycle.release(d, self.clock.now_ms())
-                resolved = self.lifecycle.fail(d, WorkerFailed(f"worker {worker.url}: abandoned with the batch ahead "
-                                                               f"of it"), self.clock.now_ms())
-                return
             except Exception as e:  # every request of the batch is retried or gets an error, none is lost
                 err = e if isinstance(e, ServeError) else WorkerFailed(f"worker {worker.url}: {e}")
                 log.warning("batch of %d on %s failed: %s", len(jobs), d.batch.subnet, err)

@@ -50,6 +50,10 @@ class LatencyModelConfig:
     short: int = 50
     """Recent ratios per batch size whose quantile (at most their ``short_rank``-th largest) floors the plan."""
     short_rank: int = 4
+    recent: int = 9
+    """The affine model (latency_affine.py): the median of observed/fitted over this many latest batches
+    raises its line at once (a step slowdown, seen after about half of them; one to four stalled batches
+    move it not at all)."""
     lo: float = 0.3
     hi: float = 20.0
     """Clamp of one observation's ratio (a quantile ignores a lone outlier; the clamp only bounds how far a
@@ -63,6 +67,8 @@ class LatencyModelConfig:
         if self.window < 10 or not 1 <= self.min_samples <= self.window or not 1 <= self.short_rank < self.short:
             raise ValueError(f"need window >= 10, 1 <= min_samples <= window and 1 <= short_rank < short; got "
                              f"{self.window}, {self.min_samples}, {self.short_rank}, {self.short}")
+        if self.recent < 1:
+            raise ValueError(f"recent must be >= 1, got {self.recent}")
         if not 0 < self.lo <= 1 <= self.hi or self.step <= 0:
             raise ValueError(f"need 0 < lo <= 1 <= hi and step > 0, got lo {self.lo}, hi {self.hi}, step {self.step}")
 

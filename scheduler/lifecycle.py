@@ -24,8 +24,8 @@ from .edf_queue import EDFQueue, Pending
 from .errors import DeadlineInfeasible, InvalidInput, Overloaded, ServeError, WorkerFailed
 from .escalation import escalate, threshold_for
 from .health import HealthConfig, Retry, retry_decision
-from .latency_model import LatencyModel, LatencyModelConfig, ScaledProfiles
-from .latency_tracker import LatencyTracker
+from . import latency_view
+from .latency_model import LatencyModelConfig
 from .metrics import Stats
 from .policies.base import Batch, Policy, WorkerView, drop_infeasible_head
 from .profile import Profile
@@ -48,7 +48,7 @@ class LifecycleConfig:
     latency: LatencyModelConfig | None = field(default_factory=LatencyModelConfig)
     """Plan with the profile scaled by observed/profiled batch latency; None: with the profile as it is."""
     latency_kind: str = "quantile"
-    """``quantile`` (latency_model.py) or ``ewma`` (latency_tracker.py)."""
+    """``affine``, ``quantile``, ``ewma`` or ``off`` (latency_view.py)."""
     pipeline: bool = True
     pipeline_lead_ms: float = 3.0
     pipeline_min_rows: int = 8
@@ -151,10 +151,8 @@ class Lifecycle:
         self.stats = stats if stats is not None else Stats()
         # ``profile`` is what policies plan with: ``base_profile`` scaled by the latency model.
         self.base_profile = self.profile = profile
-        self.adapt = cfg.latency is not None
-        self.model = LatencyModel(profile.batch_sizes, cfg.latency or LatencyModelConfig())
-        self.tracker = LatencyTracker()
-        self._scaled = ScaledProfiles(profile)
+        self.model = latency_view.build(cfg.latency_kind if cfg.latency is not None else "off", profile, cfg.latency)
+        """The latency model: learns from every batch that ran, gives the view policies plan with."""
         self.reply = ReplyMargin(cfg.margin_ms)
         """The margin policies plan with (cfg.margin_ms, or measured online: the engine feeds it)."""
         self.pipelining = cfg.pipeline and policy.pipelines
@@ -192,10 +190,10 @@ class Lifecycle:
         if p.subnet is not None and self.profile.get(p.subnet) is None:
             raise InvalidInput(f"parameter 'subnet': {p.subnet!r} is not a profiled subnet; choose from "
                                f"{[s.name for s in self.profile.subnets]}")
-        fastest = self.policy.fastest_ms(p, self.profile)
+        fastest = self.policy.fastest_ms(p, self.profile.likely)  # drop only what most likely cannot be served
         too_late = fastest is not None and p.deadline_ms - p.arrival_ms - self.margin_ms < fastest
         if too_late and self._stale_model(p.arrival_ms):
-            fastest = self.policy.fastest_ms(p, self.profile)
+            fastest = self.policy.fastest_ms(p, self.profile.likely)
         if fastest is None:
             best = self.profile.subnets[-1].accuracy
             raise InvalidInput(f"parameter 'min_accuracy' {p.min_accuracy} cannot be met"
@@ -212,35 +210,37 @@ class Lifecycle:
         if len(self.queue) >= self.queue.capacity:
             raise Overloaded(f"queue full ({self.queue.capacity} requests waiting)")
         if self.cfg.admission_shedding:  # O(log n): the rows queued ahead, drained at peak throughput
-            now = p.arrival_ms  # each healthy worker starts on the backlog when its batches in flight end
-            free = tuple(self._free_at(s, now) or now for s in self.roster if s.healthy)
+            # at the latency the host most likely delivers, not the planning quantile: refuse only what
+            # most likely cannot be served (the plan's tail, taken per batch, would refuse what can)
+            now, likely = p.arrival_ms, self.profile.likely
+            free = tuple(max(now, s.slots[-1].median_end_ms) if s.slots else now for s in self.roster if s.healthy)
             backlog = Backlog(self.queue.rows_ahead(p.deadline_ms), free)
             measured = self.drain_rate.rows_per_ms() if self.cfg.shed_drain == "measured" else None
-            reason = shed_reason(now, p.deadline_ms - margin, backlog, fastest, self._peak_rows_per_ms(), measured)
+            own = fastest
+            reason = shed_reason(now, p.deadline_ms - margin, backlog, own, self._peak_rows_per_ms(likely), measured)
             if reason is not None:
                 self.stats.shed += 1
                 log.warning("request %d shed at admission: %s", p.id, reason)
                 raise Overloaded(reason)
 
-    def _peak_rows_per_ms(self) -> float:
-        """The profile's peak rows/ms, recomputed only when the policy plans with another profile object."""
-        if self._peak[0] is not self.profile:
-            self._peak = (self.profile, peak_rows_per_ms(self.profile) * self.cfg.shed_peak_fraction)
+    def _peak_rows_per_ms(self, profile: Profile) -> float:
+        """``profile``'s peak rows/ms, recomputed only when the view is another profile object."""
+        if self._peak[0] is not profile:
+            self._peak = (profile, peak_rows_per_ms(profile) * self.cfg.shed_peak_fraction)
         return self._peak[1]
 
     def _stale_model(self, now: float) -> bool:
         """The latency model judges a request infeasible while nothing runs and nothing has for a
         second: it can only learn from batches, so it would never see the machine recover. Forget it
         (plan with the profile until new batches are seen). True if it was forgotten."""
-        if self.cfg.latency_kind != "quantile" or not self.model.observations or not self.adapt:
+        if not self.model.forgets or not self.model.observations:
             return False
         last_done = max((s.last_done_ms for s in self.roster), default=-1e18)
         if any(s.slots for s in self.roster) or now - last_done < 1000.0:
             return False
         log.warning("latency model forgotten: it judged requests infeasible while no batch ran for a second")
         self.model.forget()
-        self.model.observations = 0
-        self.profile = self.base_profile
+        self.profile = self.model.view()
         self.stats.latency_factor = 1.0
         return True
 
@@ -347,7 +347,7 @@ class Lifecycle:
         step.sweep_changed, step.sweep_at = True, None
         if head is None or not self.policy.early_drop:
             return
-        fastest = self.policy.fastest_ms(head, self.profile) or 0.0
+        fastest = self.policy.fastest_ms(head, self.profile.likely) or 0.0
         step.sweep_at = now + max(0.0, head.deadline_ms - fastest - (now + self.margin_ms)) + WAKE_AFTER_MS
         self._sweep_armed = True
 
@@ -364,10 +364,7 @@ class Lifecycle:
         return slot
 
     def _median_ms(self, subnet: str, rows: int) -> float:
-        base = self.base_profile.get(subnet).at(rows)
-        if self.cfg.latency_kind == "ewma" or not self.adapt:
-            return base * (self.tracker.factor if self.adapt else 1.0)
-        return base * self.model.median_factor(rows)
+        return self.model.median_ms(rows, self.base_profile.get(subnet).at(rows))
 
     def _drop(self, ids, plan_now: float) -> list[Resolution]:
         out, real_now = [], plan_now - self.margin_ms
@@ -450,7 +447,7 @@ class Lifecycle:
             action = Retry.FAIL
             if not isinstance(err, InvalidInput) and not j.cancelled:
                 action = retry_decision(self.cfg.health, j.attempts, j.pending.deadline_ms, plan_now,
-                                        self.policy.fastest_ms(j.pending, self.profile), any_healthy)
+                                        self.policy.fastest_ms(j.pending, self.profile.likely), any_healthy)
             if action is Retry.REQUEUE and len(self.queue) < self.queue.capacity:
                 self.jobs[j.pending.id] = j
                 self.queue.push(j.pending)
@@ -508,15 +505,6 @@ class Lifecycle:
         return Resolution(j, now, error=err)
 
     def _track_latency(self, subnet: str, rows: int, observed_ms: float) -> None:
-        if not self.adapt:
-            return
-        profiled = self.base_profile.get(subnet).at(rows)
-        if self.cfg.latency_kind == "ewma":
-            self.tracker.observe(observed_ms, profiled)
-            f = self.tracker.quantised
-            self.profile = self._scaled.get({b: f for b in self.base_profile.batch_sizes})
-            self.stats.latency_factor = f
-            return
-        self.model.observe(rows, observed_ms, profiled)
-        self.profile = self._scaled.get(self.model.factors())
-        self.stats.latency_factor = self.model.factor(self.base_profile.max_batch)
+        self.model.observe(rows, observed_ms, self.base_profile.get(subnet).at(rows))
+        self.profile = self.model.view()
+        self.stats.latency_factor = self.model.factor()

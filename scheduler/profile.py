@@ -6,9 +6,9 @@ through Triton at each profiled batch size, measured by ``superserve profile`` o
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 
 class ProfileError(ValueError):
@@ -37,6 +37,18 @@ class Profile:
     batch_sizes: tuple[int, ...]
     subnets: tuple[SubnetProfile, ...]
     """Sorted by accuracy, least accurate first."""
+    median: "Profile | None" = field(default=None, compare=False, repr=False)
+    """A latency model's planning view (at a high quantile) carries the same profile at the latency a
+    batch most likely takes: policies plan with the view and drop a request only when it most likely
+    cannot be served (``likely``). None: the two are the same."""
+
+    @property
+    def likely(self) -> "Profile":
+        """The profile at the latency a batch most likely takes (itself when no model says otherwise)."""
+        return self.median or self
+
+    def with_median(self, median: "Profile") -> "Profile":
+        return replace(self, median=median)
 
     def __post_init__(self) -> None:
         if not self.subnets:
@@ -53,6 +65,12 @@ class Profile:
     def scaled(self, factor: float) -> "Profile":
         """The same profile with every latency multiplied by ``factor`` (what the hardware delivers now)."""
         subs = tuple(SubnetProfile(s.name, s.accuracy, {b: v * factor for b, v in s.latency_ms.items()})
+                     for s in self.subnets)
+        return Profile(self.hardware, self.supernet, self.batch_sizes, subs)
+
+    def mapped(self, latency: Callable[[float], float]) -> "Profile":
+        """Every latency passed through ``latency`` (the affine latency model's view)."""
+        subs = tuple(SubnetProfile(s.name, s.accuracy, {b: latency(v) for b, v in s.latency_ms.items()})
                      for s in self.subnets)
         return Profile(self.hardware, self.supernet, self.batch_sizes, subs)
 

@@ -86,10 +86,18 @@ class SimConfig:
     queue_capacity: int = 100_000
     latency: LatencyModelConfig | None = None
     """Plan with the latency model's view, as the engine does (None: with the profile as it is)."""
+    latency_kind: str = "quantile"
+    """Which latency model (latency_view.KINDS), as the engine's ``latency_model``."""
     slowdown: Callable[[float], float] | None = None
     """The simulated machine: batch latency is the profile's times ``slowdown(start_ms)`` ..."""
     jitter_sigma: float = 0.0
-    """... times a lognormal(0, sigma) draw per batch (seeded by ``seed``)."""
+    """... times a lognormal(0, sigma) draw per batch (seeded by ``seed``) ..."""
+    call_ms: float = 0.0
+    """... plus this much per call (what the profile does not see: the hop, the reply path) ..."""
+    stall_share: float = 0.0
+    stall_ms: float = 0.0
+    """... plus, in a share ``stall_share`` of batches, a stall of exponential(``stall_ms``) ms (a shared host
+    descheduling the worker): additive, the same for a short batch as for a long one."""
     seed: int = 0
     pipeline: bool = True
     pipeline_lead_ms: float = 3.0
@@ -102,12 +110,14 @@ class SimConfig:
     def __post_init__(self):
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
-        if self.jitter_sigma < 0:
-            raise ValueError(f"jitter_sigma must be >= 0, got {self.jitter_sigma}")
+        if self.jitter_sigma < 0 or self.call_ms < 0 or self.stall_ms < 0 or not 0 <= self.stall_share <= 1:
+            raise ValueError(f"need jitter_sigma, call_ms, stall_ms >= 0 and stall_share in [0, 1]; got "
+                             f"{self.jitter_sigma}, {self.call_ms}, {self.stall_ms}, {self.stall_share}")
 
     def lifecycle(self) -> LifecycleConfig:
         return LifecycleConfig(
             margin_ms=self.margin_ms, queue_capacity=self.queue_capacity, latency=self.latency,
+            latency_kind=self.latency_kind,
             pipeline=self.pipeline, pipeline_lead_ms=self.pipeline_lead_ms, pipeline_min_rows=self.pipeline_min_rows,
             default_min_confidence=self.default_min_confidence, admission_shedding=self.admission_shedding,
             shed_drain=self.shed_drain, shed_peak_fraction=self.shed_peak_fraction, health=HealthConfig())
@@ -149,7 +159,10 @@ def simulate(policy: Policy, profile: Profile, requests: list[SimRequest], recor
 
     def batch_ms(subnet: str, rows: int, start: float) -> float:
         ms = profile.get(subnet).at(rows) * (cfg.slowdown(start) if cfg.slowdown else 1.0)
-        return ms * float(rng.lognormal(0.0, cfg.jitter_sigma)) if cfg.jitter_sigma else ms
+        ms = ms * float(rng.lognormal(0.0, cfg.jitter_sigma)) if cfg.jitter_sigma else ms
+        if cfg.stall_share and rng.random() < cfg.stall_share:
+            ms += float(rng.exponential(cfg.stall_ms))
+        return ms + cfg.call_ms
 
     def confidence(value, measure: str) -> float:
         subnet, i = value

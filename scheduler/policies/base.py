@@ -86,11 +86,12 @@ class Policy:
 
 
 def drop_infeasible_head(policy: Policy, queue: Sequence[Pending], now_ms: float, profile: Profile):
-    """Split off the leading requests whose slack is below their fastest admissible point.
-    Returns (dropped ids, index of the first request that can still be served)."""
-    dropped, i = [], 0
+    """Split off the leading requests whose slack is below their fastest admissible point at the latency
+    a batch most likely takes (``profile.likely``: a planning view at a high quantile would drop what
+    can still be served). Returns (dropped ids, index of the first request that can still be served)."""
+    dropped, i, likely = [], 0, profile.likely
     while i < len(queue):
-        fastest = policy.fastest_ms(queue[i], profile)
+        fastest = policy.fastest_ms(queue[i], likely)
         if fastest is not None and queue[i].deadline_ms - now_ms >= fastest:
             break
         dropped.append(queue[i].id)

@@ -94,6 +94,8 @@ class CascadePolicy(Policy):
         slack = head.deadline_ms - now_ms
         sub = self.target(head, profile)
         if sub is None or sub.at(head.rows) > slack:  # the plan's stage is too slow now: best that fits
+            if not any(head.admits(s.name, s.accuracy) and s.at(head.rows) <= slack for s in profile.subnets):
+                profile = profile.likely  # fits only at the likely latency: best effort
             sub = max((s for s in profile.subnets if head.admits(s.name, s.accuracy) and s.at(head.rows) <= slack),
                       key=lambda s: s.accuracy)
         fits = [b for b in profile.batch_sizes if head.rows <= b <= max(gear.max_batch, head.rows)

@@ -26,9 +26,12 @@ class Fixed(Policy):
         dropped, start = feasible_from(self, queue, now_ms, profile, worker)
         if start >= len(queue):
             return Decision(None, dropped)
-        s = self._sub(profile)
         slack = queue[start].deadline_ms - worker.start_ms(now_ms)
-        fits = [b for b in profile.batch_sizes if s.latency_ms[b] <= slack and b >= queue[start].rows]
+        for view in (profile, profile.likely):  # fits only at the likely latency: best effort
+            s = self._sub(view)
+            fits = [b for b in view.batch_sizes if s.latency_ms[b] <= slack and b >= queue[start].rows]
+            if fits:
+                break
         b = max(fits)
         queued_rows = sum(p.rows for p in queue[start:start + profile.max_batch])
         b = next((x for x in sorted(fits) if x >= min(b, queued_rows)), b)

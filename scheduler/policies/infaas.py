@@ -97,6 +97,8 @@ class InfaasPolicy(Policy):
         if start >= len(queue):
             return Decision(None, dropped)
         opts = self.options(queue, start, queue[start].deadline_ms - now_ms, profile, worker.loaded)
+        if not opts and profile.likely is not profile:  # fits only at the likely latency: best effort
+            opts = self.options(queue, start, queue[start].deadline_ms - now_ms, profile.likely, worker.loaded)
         if not opts:  # cannot happen after drop_infeasible_head; kept as a guard
             return Decision(None, dropped + (queue[start].id,))
         o = opts[0]

@@ -66,14 +66,10 @@ class SlackFit(Policy):
             self._tables[key] = (profile, build_table(profile, self.n_buckets))  # holding it keeps id unique
         return self._tables[key][1]
 
-    def decide(self, queue: Sequence[Pending], now_ms: float, profile: Profile, worker: WorkerView) -> Decision:
-        dropped, start = feasible_from(self, queue, now_ms, profile, worker)
-        if start >= len(queue):
-            return Decision(None, dropped)
-        head = queue[start]
-        slack = head.deadline_ms - worker.start_ms(now_ms)
-        queued_rows = sum(p.rows for p in queue[start:start + profile.max_batch])
-        t = self.table(profile)
+    @staticmethod
+    def _pick(t: _Table, slack: float, head: Pending, queued_rows: int):
+        """(key, point): in the bucket just under ``slack``, the largest batch the queue fills, then the most
+        accurate subnet; None if no point that may serve ``head`` fits."""
         best = None
         for i in range(min(len(t.buckets) - 1, bisect.bisect_left(t.edges, slack)), -1, -1):
             for p in t.buckets[i]:
@@ -82,7 +78,19 @@ class SlackFit(Policy):
                     if best is None or key > best[0]:
                         best = (key, p)
             if best:
-                break
+                return best
+        return best
+
+    def decide(self, queue: Sequence[Pending], now_ms: float, profile: Profile, worker: WorkerView) -> Decision:
+        dropped, start = feasible_from(self, queue, now_ms, profile, worker)
+        if start >= len(queue):
+            return Decision(None, dropped)
+        head = queue[start]
+        slack = head.deadline_ms - worker.start_ms(now_ms)
+        queued_rows = sum(p.rows for p in queue[start:start + profile.max_batch])
+        best = self._pick(self.table(profile), slack, head, queued_rows)
+        if best is None and profile.likely is not profile:  # fits only at the likely latency: best effort
+            best = self._pick(self.table(profile.likely), slack, head, queued_rows)
         if best is None:  # cannot happen after drop_infeasible_head; kept as a guard
             return Decision(None, dropped + (head.id,))
         p = best[1]

@@ -124,7 +124,7 @@ def trace() -> list[SimRequest]:
     out = []
     for i, a in enumerate(arrivals):
         floor = rng.choice([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.9, 0.92, 0.99])
-        slo = float(rng.choice([40.0, 60.0, 100.0, 150.0]))
+        slo = float(rng.choice([15.0, 40.0, 60.0, 100.0, 150.0]))  # 15: below the slow subnets even at the median
         conf = float(rng.random()) if rng.random() < 0.1 else None
         out.append(SimRequest(float(a), slo, i, float(floor), conf))
     return out
