@@ -332,7 +332,8 @@ def run(cfg: BenchConfig, command: str, pool: FixedPool | None = None) -> Path:
     order, pareto_runs = expand_pareto(cfg.policies, profile)
     runs = [(p, None) for p in order]
     if cfg.compare_python:  # A B B A per sidecar policy, so a drift in the machine's other load hits both alike
-        runs = [r for p in order for r in ([(p, None)] if p.startswith("triton-fixed") else
+        runs = [r for p in order for r in ([(p, None)] if p.startswith("triton-fixed") or  # a variant is itself
+                                           p.split(":")[0] in SLACKFIT_VARIANTS else  # the comparison
                                            [(p, None), (p + "@compare", cfg.compare_python),
                                             (p + "@compare#2", cfg.compare_python), (p + "#2", None)])]
     if pareto_runs:
