@@ -143,10 +143,12 @@ def _serve_config(args: argparse.Namespace, auth_cfg, limits_cfg, tls_cfg):
     from superserve.scheduler.engine import EngineConfig
     from superserve.scheduler.health import HealthConfig
     from superserve.scheduler.server import ServeConfig
+    from superserve.scheduler.served_models import parse_models
     from superserve.scheduler.triton_launcher import TritonConfig
 
     cfg = ServeConfig(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port, policy=args.policy,
-                      subnet=args.subnet, workers=tuple(args.worker or ()), local_workers=args.workers or 1,
+                      subnet=args.subnet, models=parse_models(args.models),
+                      workers=tuple(args.worker or ()), local_workers=args.workers or 1,
                       resolve_workers=args.resolve_workers,
                       worker_transport="http" if args.worker_http else args.worker_transport,
                       worker_http=tuple(args.worker_http or ()),
@@ -394,6 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--min-confidence", type=float, help="escalate answers below this confidence to a more "
                     "accurate subnet while slack allows, for requests that set no min_confidence (any policy)")
     sv.add_argument("--subnet", help="the one subnet policies fixed and clipper serve")
+    sv.add_argument("--models", help="supernet models served, comma-separated, each under its own name, one EDF "
+                    "queue (default: supernet); --profile and --subnet then take MODEL=VALUE,...")
     sv.add_argument("--triton-http-port", type=int, default=8000,
                     help="local Triton ports; with --workers N, worker i uses these + 3*i; 0: free ports")
     sv.add_argument("--triton-grpc-port", type=int, default=8001)
