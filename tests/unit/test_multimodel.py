@@ -261,3 +261,50 @@ def test_engine_and_simulator_agree_on_two_models(policy):
     if policy == "cascade":  # escalations in each model, within its own subnets
         for m in PROFILES:
             assert sum(len(o.subnets) > 1 for o, r in zip(outs, reqs) if r.model == m) >= 10
+
+
+# -- input specs from the family: admission and the warm-up ---------------------------------------------------
+def test_admission_takes_the_input_shape_from_the_models_spec():
+    from superserve.scheduler.admission import check_input
+    from superserve.scheduler.served_models import InputSpec
+
+    spec = InputSpec("INPUT", "FP32", (3, 32, 32))
+    x = np.zeros((2, 3, 32, 32), np.float32)
+    assert check_input("INPUT", "FP32", [2, 3, 32, 32], x.ravel(), 8, spec, "ofa").shape == (2, 3, 32, 32)
+    with pytest.raises(InvalidInput, match=r"of model 'ofa' must have shape \[B, 3, 32, 32\] with 1 <= B <= 8, "
+                                           r"got \[1, 1, 28, 28\]"):
+        check_input("INPUT", "FP32", [1, 1, 28, 28], np.zeros(784, np.float32), 8, spec, "ofa")
+
+
+def test_the_warm_up_sends_each_models_own_input_shape():
+    from superserve.scheduler.policies.factories import PolicyOptions, factory_for
+
+    calls = []
+
+    class Recorder:
+        async def infer(self, images, subnet, timeout_s, model=None):
+            calls.append((model, images.shape, subnet))
+            return np.zeros((len(images), 10), np.float32), [b"{}"] * len(images)
+
+    factory = factory_for(PolicyOptions("slackfit", models=("cnn", "ofa")))
+    warm = factory.warmup(CNN, 5.0, {"cnn": (CNN, (1, 28, 28)), "ofa": (VIT, (3, 32, 32))})
+    asyncio.run(warm(Recorder()))
+    assert calls == [("cnn", (1, 1, 28, 28), "a-small"), ("ofa", (1, 3, 32, 32), "b-small")]
+
+
+def test_models_and_profiles_options():
+    from superserve.scheduler.served_models import DEFAULT_MODELS, model_files, parse_models, parse_profiles
+
+    assert parse_models(None) == DEFAULT_MODELS == ("supernet",)
+    assert parse_models("supernet, vit") == ("supernet", "vit")
+    for bad in ("supernet,supernet", "a b", "../x"):
+        with pytest.raises(ValueError, match="--models"):
+            parse_models(bad)
+    assert parse_profiles("p.json", ("vit", "supernet")) == {"vit": "p.json"}
+    assert parse_profiles("vit=a.json,supernet=b.json", ("supernet", "vit")) == {"vit": "a.json", "supernet": "b.json"}
+    with pytest.raises(ValueError, match="MODEL=FILE"):
+        parse_profiles("resnet=a.json", ("supernet", "vit"))
+    vit = model_files("vit")
+    assert (vit.family, vit.input.dims, vit.weights.name) == ("elastic-vit", (1, 28, 28), "vit.pt")
+    with pytest.raises(ValueError, match=r"no model 'resnet' in .*supernets there: \['supernet', 'vit'\]"):
+        model_files("resnet")
