@@ -521,7 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--trace", help="a saved trace (superserve trace ...); default: bursty CV2 8 at --rate")
     sm.add_argument("--rate", type=float, default=300.0, help="requests/s of the generated trace")
     sm.add_argument("--duration", type=float, default=30.0)
-    sm.add_argument("--slo-ms", type=float, default=100.0)
+    sm.add_argument("--slo-ms", default="100", help="ms; with --models also MODEL=MS,... (default 100)")
+    sm.add_argument("--models", help="simulate several served models on one queue (as serve --models), each "
+                    "request for one of them; --profile and --subnet then take MODEL=VALUE,...")
     sm.add_argument("--margin-ms", type=float, default=10.0)
     sm.add_argument("--min-confidence", type=float, help="escalation threshold for every request")
     sm.add_argument("--workers", type=int, default=1)
