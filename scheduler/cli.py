@@ -248,7 +248,10 @@ def _cmd_bench_overhead(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from superserve.client.bench import main as bench
+    if args.models:  # several supernets under one trace (client/mixed_bench.py)
+        from superserve.client.mixed_bench import main as bench
+    else:
+        from superserve.client.bench import main as bench
 
     return bench(args)
 
@@ -580,6 +583,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--cv2", type=float, default=8.0, help="burstiness of the bursty trace (CV² of inter-arrivals)")
     b.add_argument("--duration", type=float, help="trace seconds (default 60, --quick 12)")
     b.add_argument("--slo-ms", default="100", help='latency target, or classes "50:0.5,200:0.5"')
+    b.add_argument("--models", help="the mixed bench: these supernets under one bursty trace, an equal share each "
+                   "(--slo-ms MODEL=MS,...; policies slackfit and triton-fixed:<smallest|middle|largest>)")
     b.add_argument("--min-accuracy", help='accuracy-floor classes sent as min_accuracy, e.g. "0:0.6,0.92:0.4" '
                    "(plain Triton cannot honour them: its answers below a floor count as misses)")
     b.add_argument("--seed", type=int, default=0)

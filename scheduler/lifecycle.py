@@ -16,7 +16,9 @@ and timers; the simulator into events on its heap.
 Several models may be served at once (``ModelSpec``, one ``ServedModel`` each: its profile, policy
 instance, latency model and planning view). They share one EDF queue and the workers; a batch holds one
 model's requests: the model of the earliest deadline is asked first, its policy seeing only that model's
-queued requests and that model's planning view, so policies stay pure functions of (queue, profile, now)."""
+queued requests and that model's planning view, so policies stay pure functions of (queue, profile, now).
+A batch is pipelined (sent to a busy worker) only behind a batch of the same model: Triton runs two models'
+batches side by side, which the planned one-after-another timeline would not describe."""
 from __future__ import annotations
 
 import itertools
@@ -387,6 +389,10 @@ class Lifecycle:
             view = WorkerView(w.key, w.inflight, w.loaded(), None if free_at is None else free_at + margin)
             batch, m = None, self.default
             for m, queued in self._by_deadline(self.queue.snapshot()):
+                if w.slots and self.several and w.slots[-1].model != m.name:
+                    # Triton runs two models' batches side by side, not one after another as planned: a batch
+                    # of another model waits until the worker is free (nothing else is pipelined before it).
+                    break
                 t = time.perf_counter()  # for the decision-time metric only
                 m.policy.advance(plan_now, m.profile)
                 decision = m.policy.decide(queued, plan_now, m.profile, view)
@@ -506,7 +512,7 @@ class Lifecycle:
         start = max(now, w.slots[-1].end_ms) if w.slots else now
         start_median = max(now, w.slots[-1].median_end_ms) if w.slots else now
         median = m.median_ms(batch.subnet, rows)
-        slot = Slot(planned, median, start + planned, start_median + median)
+        slot = Slot(planned, median, start + planned, start_median + median, m.name)
         w.slots.append(slot)
         return slot
 
