@@ -308,3 +308,24 @@ def test_models_and_profiles_options():
     assert (vit.family, vit.input.dims, vit.weights.name) == ("elastic-vit", (1, 28, 28), "vit.pt")
     with pytest.raises(ValueError, match=r"no model 'resnet' in .*supernets there: \['supernet', 'vit'\]"):
         model_files("resnet")
+
+
+def test_a_batch_is_pipelined_only_behind_a_batch_of_the_same_model():
+    cfg = LifecycleConfig(margin_ms=0.0, latency=None, pipeline=True, pipeline_lead_ms=3.0, pipeline_min_rows=1,
+                          admission_shedding=False)
+    roster = Roster()
+    roster.add(0, "w0")
+    lc = Lifecycle(cfg, None, None, roster, models=[ModelSpec("cnn", CNN, make_policy("slackfit")),
+                                                    ModelSpec("vit", VIT, make_policy("slackfit"))])
+    lc.admit(0.0, 200.0, subnet="a-big", model="cnn")
+    (first,) = lc.pump(0.0).dispatches  # runs until 10 ms
+    lc.admit(1.0, 100.0, model="cnn")
+    (second,) = lc.pump(8.0).dispatches  # 3 ms before the end: the CNN's next batch goes behind it
+    assert second.model == "cnn" and roster.get(0).inflight == 2
+    finish(lc, first, 10.0)
+    lc.admit(11.0, 60.0, model="vit")  # the head now is the ViT's
+    lc.admit(11.0, 150.0, model="cnn")
+    assert not lc.pump(second.slot.end_ms - 1.0).dispatches  # not behind the CNN's batch, nor the CNN jumping it
+    finish(lc, second, second.slot.end_ms)
+    (third,) = lc.pump(second.slot.end_ms).dispatches
+    assert third.model == "vit"
