@@ -329,3 +329,24 @@ def test_a_batch_is_pipelined_only_behind_a_batch_of_the_same_model():
     finish(lc, second, second.slot.end_ms)
     (third,) = lc.pump(second.slot.end_ms).dispatches
     assert third.model == "vit"
+
+
+def test_simulate_command_with_two_models(tmp_path, capsys):
+    import argparse
+    import json
+
+    from superserve.client.simulate import main
+
+    out = tmp_path / "sim.json"
+    args = argparse.Namespace(models="supernet,vit", profile=None, policy="slackfit", subnet=None, plan=None,
+                              trace=None, rate=300.0, duration=2.0, slo_ms="supernet=40,vit=80", margin_ms=5.0,
+                              min_confidence=None, workers=1, seed=0, out=str(out))
+    assert main(args) == 0
+    r = json.loads(out.read_text())
+    s = r["policies"]["slackfit"]
+    assert r["models"] == ["supernet", "vit"] and r["slo_ms"] == {"supernet": 40.0, "vit": 80.0}
+    assert s["models"]["supernet"]["requests"] + s["models"]["vit"]["requests"] == s["requests"] > 400
+    assert s["models"]["supernet"]["real_accuracy"] is not None  # the CNN has a validation record
+    assert s["real_accuracy"] is None and s["models"]["vit"]["real_accuracy"] is None  # the ViT has none
+    assert min(s["models"][m]["slo_attainment"] for m in ("supernet", "vit")) > 0.5
+    assert "  vit " in capsys.readouterr().out
