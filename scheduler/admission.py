@@ -9,10 +9,12 @@ from typing import Any, Mapping
 import numpy as np
 
 from .errors import InvalidInput
+from .served_models import InputSpec
 
 KNOWN = ("slo_ms", "min_accuracy", "subnet", "min_confidence")
 RESERVED = ("priority", "timeout")  # Triton's own; accepted and ignored
-INPUT_NAME, INPUT_SHAPE = "INPUT", (1, 28, 28)
+DEFAULT_INPUT = InputSpec()
+"""The built-in CNN's input (FP32 [B, 1, 28, 28]); a served model's own comes from its family's spec."""
 MAX_SLO_MS = 60_000.0
 """Default upper bound of ``slo_ms``: a latency target, not a batch job's time budget. Without a bound
 one request with slo_ms 1e13 overflowed the gRPC timeout of the call to Triton (issue 12)."""
@@ -70,21 +72,23 @@ def parse_params(raw: Mapping[str, Any] | None, default_slo_ms: float, max_slo_m
         min_confidence=_fraction("min_confidence", raw["min_confidence"]) if "min_confidence" in raw else None)
 
 
-def check_input(name: str, datatype: str, shape, array: np.ndarray | None, max_rows: int) -> np.ndarray:
-    """The one input, FP32 [B, 1, 28, 28] with 1 <= B <= max_rows."""
-    if name != INPUT_NAME:
-        raise InvalidInput(f"unexpected input {name!r}; the model takes one input named {INPUT_NAME!r}")
-    if datatype != "FP32":
-        raise InvalidInput(f"input '{INPUT_NAME}' must be FP32, got {datatype}")
+def check_input(name: str, datatype: str, shape, array: np.ndarray | None, max_rows: int,
+                spec: InputSpec = DEFAULT_INPUT, model: str | None = None) -> np.ndarray:
+    """The one input of the model: ``spec``'s name and datatype, shape [B, *spec.dims] with 1 <= B <= max_rows
+    (``spec`` comes from the model's family, served_models.py; ``model`` names it in the errors)."""
+    of = f" of model {model!r}" if model else ""
+    if name != spec.name:
+        raise InvalidInput(f"unexpected input {name!r}; the model{of} takes one input named {spec.name!r}")
+    if datatype != spec.dtype:
+        raise InvalidInput(f"input '{spec.name}'{of} must be {spec.dtype}, got {datatype}")
     shape = tuple(int(s) for s in shape)
-    if len(shape) != 4 or shape[1:] != INPUT_SHAPE or not 1 <= shape[0] <= max_rows:
-        raise InvalidInput(f"input '{INPUT_NAME}' must have shape [B, 1, 28, 28] with 1 <= B <= {max_rows}, "
-                           f"got {list(shape)}")
+    if len(shape) != 1 + len(spec.dims) or shape[1:] != spec.dims or not 1 <= shape[0] <= max_rows:
+        raise InvalidInput(f"input '{spec.name}'{of} must have shape {spec.describe(max_rows)}, got {list(shape)}")
     need = math.prod(shape)
     if array is None or array.size != need:
-        raise InvalidInput(f"input '{INPUT_NAME}' holds {0 if array is None else array.size} values, "
+        raise InvalidInput(f"input '{spec.name}' holds {0 if array is None else array.size} values, "
                            f"shape {list(shape)} needs {need}")
     array = np.ascontiguousarray(array, dtype=np.float32).reshape(shape)
     if not np.isfinite(array).all():
-        raise InvalidInput(f"input '{INPUT_NAME}' holds NaN or infinite values")
+        raise InvalidInput(f"input '{spec.name}' holds NaN or infinite values")
     return array

@@ -13,7 +13,7 @@ import grpc
 import numpy as np
 from tritonclient.grpc import service_pb2
 
-from .dataplane import SERVER_METADATA, DataPlane, InferRequest, InputTensor, ModelSurface
+from .dataplane import SERVER_METADATA, DataPlane, InferRequest, InputTensor, ModelCatalog, ModelSurface
 from .engine import Engine
 from .errors import InvalidInput, ServeError
 
@@ -73,10 +73,12 @@ def encode(resp) -> service_pb2.ModelInferResponse:
 class GrpcFrontend:
     """The servicer: each method a coroutine (request, context)."""
 
-    def __init__(self, engine: Engine, model: ModelSurface, metadata_pb, config_pb):
-        self.engine, self.model = engine, model
-        self.plane = DataPlane(engine, model)
-        self._metadata, self._config = metadata_pb, config_pb
+    def __init__(self, engine: Engine, models: ModelSurface | list[ModelSurface], metadata_pb=None, config_pb=None):
+        """``models``: each with its ``metadata_pb``/``config_pb``; for one model they may be given here."""
+        self.engine = engine
+        if isinstance(models, ModelSurface) and metadata_pb is not None:
+            models.metadata_pb, models.config_pb = metadata_pb, config_pb
+        self.plane = DataPlane(engine, ModelCatalog(models))
 
     async def _abort(self, context, e: ServeError):
         await context.abort(getattr(grpc.StatusCode, e.grpc_code), str(e))
@@ -87,11 +89,12 @@ class GrpcFrontend:
     async def ServerReady(self, request, context):
         return service_pb2.ServerReadyResponse(ready=self.plane.ready())
 
-    async def _check_model(self, request, context) -> None:
+    async def _check_model(self, request, context) -> ModelSurface:
         try:
-            self.plane.check_model(request.name, request.version)
+            return self.plane.check_model(request.name, request.version)
         except ServeError as e:
             await self._abort(context, e)
+            raise  # abort raises; never reached
 
     async def ModelReady(self, request, context):
         await self._check_model(request, context)
@@ -101,12 +104,10 @@ class GrpcFrontend:
         return service_pb2.ServerMetadataResponse(**SERVER_METADATA)
 
     async def ModelMetadata(self, request, context):
-        await self._check_model(request, context)
-        return self._metadata
+        return (await self._check_model(request, context)).metadata_pb
 
     async def ModelConfig(self, request, context):
-        await self._check_model(request, context)
-        return self._config
+        return (await self._check_model(request, context)).config_pb
 
     async def ModelInfer(self, request, context):
         try:

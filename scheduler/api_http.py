@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
-from .dataplane import SERVER_METADATA, DataPlane, InferRequest, InferResponse, InputTensor, ModelSurface
+from .dataplane import SERVER_METADATA, DataPlane, InferRequest, InferResponse, InputTensor, ModelCatalog, ModelSurface
 from .dispatcher import bytes_elements
 from .engine import Engine
 from .errors import InvalidInput, ServeError
@@ -150,9 +150,9 @@ def encode(resp: InferResponse, binary_choice: dict[str, bool], binary_default: 
 
 
 class HttpFrontend:
-    def __init__(self, engine: Engine, model: ModelSurface):
-        self.engine, self.model = engine, model
-        self.plane = DataPlane(engine, model)
+    def __init__(self, engine: Engine, models: ModelSurface | list[ModelSurface]):
+        self.engine = engine
+        self.plane = DataPlane(engine, ModelCatalog(models))
         self.app = web.Application(client_max_size=64 << 20)
         r = self.app.router
         r.add_get("/v2/health/live", self.live)
@@ -177,21 +177,24 @@ class HttpFrontend:
     async def metrics(self, request):
         return web.Response(text=render(self.engine.stats), content_type="text/plain", charset="utf-8")
 
-    def _model_error(self, request) -> web.Response | None:
+    def _model(self, request) -> ModelSurface | web.Response:
+        """The served model the URL names, or the 404 answer."""
         try:
-            self.plane.check_model(request.match_info["model"], request.match_info.get("version"))
+            return self.plane.check_model(request.match_info["model"], request.match_info.get("version"))
         except ServeError as e:
             return _error(e)
-        return None
 
     async def model_metadata(self, request):
-        return self._model_error(request) or web.json_response(self.model.metadata)
+        m = self._model(request)
+        return m if isinstance(m, web.Response) else web.json_response(m.metadata)
 
     async def model_ready(self, request):
-        return self._model_error(request) or web.Response(status=200 if self.plane.ready() else 503)
+        m = self._model(request)
+        return m if isinstance(m, web.Response) else web.Response(status=200 if self.plane.ready() else 503)
 
     async def model_config(self, request):
-        return self._model_error(request) or web.json_response(self.model.config)
+        m = self._model(request)
+        return m if isinstance(m, web.Response) else web.json_response(m.config)
 
     async def _body(self, request) -> bytes:
         try:

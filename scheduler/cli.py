@@ -143,10 +143,12 @@ def _serve_config(args: argparse.Namespace, auth_cfg, limits_cfg, tls_cfg):
     from superserve.scheduler.engine import EngineConfig
     from superserve.scheduler.health import HealthConfig
     from superserve.scheduler.server import ServeConfig
+    from superserve.scheduler.served_models import parse_models
     from superserve.scheduler.triton_launcher import TritonConfig
 
     cfg = ServeConfig(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port, policy=args.policy,
-                      subnet=args.subnet, workers=tuple(args.worker or ()), local_workers=args.workers or 1,
+                      subnet=args.subnet, models=parse_models(args.models),
+                      workers=tuple(args.worker or ()), local_workers=args.workers or 1,
                       resolve_workers=args.resolve_workers,
                       worker_transport="http" if args.worker_http else args.worker_transport,
                       worker_http=tuple(args.worker_http or ()),
@@ -246,7 +248,10 @@ def _cmd_bench_overhead(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from superserve.client.bench import main as bench
+    if args.models:  # several supernets under one trace (client/mixed_bench.py)
+        from superserve.client.mixed_bench import main as bench
+    else:
+        from superserve.client.bench import main as bench
 
     return bench(args)
 
@@ -394,6 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--min-confidence", type=float, help="escalate answers below this confidence to a more "
                     "accurate subnet while slack allows, for requests that set no min_confidence (any policy)")
     sv.add_argument("--subnet", help="the one subnet policies fixed and clipper serve")
+    sv.add_argument("--models", help="supernet models served, comma-separated, each under its own name, one EDF "
+                    "queue (default: supernet); --profile and --subnet then take MODEL=VALUE,...")
     sv.add_argument("--triton-http-port", type=int, default=8000,
                     help="local Triton ports; with --workers N, worker i uses these + 3*i; 0: free ports")
     sv.add_argument("--triton-grpc-port", type=int, default=8001)
@@ -519,7 +526,9 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--trace", help="a saved trace (superserve trace ...); default: bursty CV2 8 at --rate")
     sm.add_argument("--rate", type=float, default=300.0, help="requests/s of the generated trace")
     sm.add_argument("--duration", type=float, default=30.0)
-    sm.add_argument("--slo-ms", type=float, default=100.0)
+    sm.add_argument("--slo-ms", default="100", help="ms; with --models also MODEL=MS,... (default 100)")
+    sm.add_argument("--models", help="simulate several served models on one queue (as serve --models), each "
+                    "request for one of them; --profile and --subnet then take MODEL=VALUE,...")
     sm.add_argument("--margin-ms", type=float, default=10.0)
     sm.add_argument("--min-confidence", type=float, help="escalation threshold for every request")
     sm.add_argument("--workers", type=int, default=1)
@@ -576,6 +585,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--cv2", type=float, default=8.0, help="burstiness of the bursty trace (CV² of inter-arrivals)")
     b.add_argument("--duration", type=float, help="trace seconds (default 60, --quick 12)")
     b.add_argument("--slo-ms", default="100", help='latency target, or classes "50:0.5,200:0.5"')
+    b.add_argument("--models", help="the mixed bench: these supernets under one bursty trace, an equal share each "
+                   "(--slo-ms MODEL=MS,...; policies slackfit and triton-fixed:<smallest|middle|largest>)")
     b.add_argument("--min-accuracy", help='accuracy-floor classes sent as min_accuracy, e.g. "0:0.6,0.92:0.4" '
                    "(plain Triton cannot honour them: its answers below a floor count as misses)")
     b.add_argument("--seed", type=int, default=0)

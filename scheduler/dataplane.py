@@ -13,13 +13,14 @@ import logging
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
-from .admission import check_input, parse_params
+from .admission import DEFAULT_INPUT, check_input, parse_params
 from .engine import Answer, Engine
 from .errors import InvalidInput, ModelNotFound, ServeError
+from .served_models import InputSpec
 from .triton_params import split_reserved
 
 log = logging.getLogger(__name__)
@@ -30,15 +31,29 @@ _U32 = struct.Struct("<I")
 
 
 class ModelSurface:
-    """What the scheduler says about its one model: Triton's own metadata and config, forwarded."""
+    """What the scheduler says about one served model: Triton's own metadata and config, forwarded, and the
+    input it accepts (its family's spec). ``metadata_pb``/``config_pb``: the same as gRPC messages."""
 
-    def __init__(self, name: str, metadata: dict, config: dict, max_rows: int):
+    def __init__(self, name: str, metadata: dict, config: dict, max_rows: int, input: InputSpec = DEFAULT_INPUT,
+                 metadata_pb: Any = None, config_pb: Any = None):
         self.name, self.metadata, self.config, self.max_rows = name, metadata, config, max_rows
+        self.input, self.metadata_pb, self.config_pb = input, metadata_pb, config_pb
 
-    def check(self, name: str, version: str | None = None) -> None:
-        if name != self.name or version not in (None, "", "1"):
+
+class ModelCatalog:
+    """The models a scheduler serves, by name (the first one is the default of the life cycle)."""
+
+    def __init__(self, models: "ModelSurface | Sequence[ModelSurface]"):
+        models = [models] if isinstance(models, ModelSurface) else list(models)
+        self.by_name = {m.name: m for m in models}
+
+    def get(self, name: str, version: str | None = None) -> ModelSurface:
+        """The model ``name`` (version 1 or none), or ModelNotFound naming the models served."""
+        m = self.by_name.get(name)
+        if m is None or version not in (None, "", "1"):
             raise ModelNotFound(f"unknown model {name!r}" + (f" version {version!r}" if version else "")
-                                + f"; this server serves {self.name!r}")
+                                + f"; this server serves {', '.join(repr(n) for n in self.by_name)}")
+        return m
 
 
 @dataclass
@@ -98,37 +113,41 @@ class DataPlane:
     LOG_EVERY_S = 10.0
     """Unexpected exceptions are logged with a traceback at most once per this many seconds."""
 
-    def __init__(self, engine: Engine, model: ModelSurface):
-        self.engine, self.model = engine, model
+    def __init__(self, engine: Engine, models: ModelSurface | Sequence[ModelSurface] | ModelCatalog):
+        self.engine = engine
+        self.models = models if isinstance(models, ModelCatalog) else ModelCatalog(models)
         self._last_log = -1e9
         self._suppressed = 0
 
     def ready(self) -> bool:
         return self.engine.ready()
 
-    def check_model(self, name: str, version: str | None) -> None:
-        self.model.check(name, version)
+    def check_model(self, name: str, version: str | None) -> ModelSurface:
+        return self.models.get(name, version)
 
     async def infer(self, req: InferRequest) -> InferResponse:
         """Answer ``req`` or raise a ServeError (counted once, whoever raised it)."""
+        model = None
         try:
-            self.model.check(req.model, req.version)
+            model = self.models.get(req.model, req.version)
             wanted = check_outputs(req.outputs)
             cfg = self.engine.cfg
             params = parse_params(split_reserved(req.parameters, req.protocol), cfg.default_slo_ms, cfg.max_slo_ms)
             if len(req.inputs) != 1:
                 raise InvalidInput(f"request must have exactly one input, 'INPUT'; got {len(req.inputs)}")
             t = req.inputs[0]
-            image = check_input(t.name, t.datatype, t.shape, t.values, self.model.max_rows)
-            answer = await self.engine.infer(image, params)
-            resp = self._response(req, wanted, answer)
+            several = len(self.models.by_name) > 1
+            image = check_input(t.name, t.datatype, t.shape, t.values, model.max_rows, model.input,
+                                model.name if several else None)
+            answer = await self.engine.infer(image, params, model.name if several else None)
+            resp = self._response(req, wanted, answer, model)
             self.engine.observe_reply(self.engine.clock.now_ms() - answer.done_ms)
             return resp
         except ServeError as e:
-            self.engine.record_rejection(e)
+            self.engine.record_rejection(e, None if model is None else model.name)
             raise
 
-    def _response(self, req: InferRequest, wanted: list[str], answer: Answer) -> InferResponse:
+    def _response(self, req: InferRequest, wanted: list[str], answer: Answer, model: ModelSurface) -> InferResponse:
         rows, classes = answer.logits.shape
         tensors = []
         for name in wanted:
@@ -136,7 +155,7 @@ class DataPlane:
                 tensors.append((name, "FP32", [rows, classes], answer.logits.astype("<f4", copy=False).tobytes()))
             else:
                 tensors.append((name, "BYTES", [rows, 1], bytes_tensor(answer.info_bytes())))
-        return InferResponse(self.model.name, req.id, rows, classes, tensors)
+        return InferResponse(model.name, req.id, rows, classes, tensors)
 
     def unexpected(self, e: BaseException, where: str) -> ServeError:
         """A bug (not a client mistake): count it, log it at most every LOG_EVERY_S, answer 500."""

@@ -118,7 +118,9 @@ class Worker(Protocol):
         """Is the model ready (readiness probe)?"""
 
     async def infer(self, images: np.ndarray, subnet: str, timeout_s: float) -> tuple[np.ndarray, list]:
-        """One batched call: LOGITS [B, 10] and INFO per row (JSON bytes or dicts), or raise a ServeError."""
+        """One batched call: LOGITS [B, classes] and INFO per row (JSON bytes or dicts), or raise a ServeError.
+        A scheduler serving several models (lifecycle.ModelSpec) calls ``infer(..., model=name)``: a worker
+        that serves several Triton models takes that keyword (TritonWorker and its subclasses do)."""
 
     async def close(self) -> None:
         """Release the connection."""
@@ -150,8 +152,10 @@ class TritonWorker(SupernetWorker):
         except InferenceServerException:
             return False
 
-    async def infer(self, images: np.ndarray, subnet: str, timeout_s: float) -> tuple[np.ndarray, list[bytes]]:
-        req = service_pb2.ModelInferRequest(model_name=self.model)
+    async def infer(self, images: np.ndarray, subnet: str, timeout_s: float,
+                    model: str | None = None) -> tuple[np.ndarray, list[bytes]]:
+        """One batched call to Triton model ``model`` (None: the worker's own, ``self.model``)."""
+        req = service_pb2.ModelInferRequest(model_name=model or self.model)
         req.inputs.add(name="INPUT", datatype="FP32", shape=images.shape)
         req.raw_input_contents.append(images.astype("<f4", copy=False).tobytes())
         req.parameters["subnet"].string_param = subnet

@@ -23,6 +23,8 @@ class Pending:
     """Cascade stage: 0 on arrival, k after k escalations."""
     above_accuracy: float = -1.0
     """After an escalation, only subnets more accurate than the last one that ran may serve it."""
+    model: str = ""
+    """The served model it is for (lifecycle.py; "" outside a life cycle: the only one)."""
 
     def admits(self, subnet: str, accuracy: float) -> bool:
         return ((self.subnet is None or self.subnet == subnet) and accuracy >= self.min_accuracy

@@ -22,7 +22,7 @@ from .escalation import MEASURES
 from .health import HealthConfig
 from . import latency_view
 from .latency_model import LatencyModelConfig
-from .lifecycle import Dispatch, Lifecycle, LifecycleConfig, Resolution, Step
+from .lifecycle import Dispatch, Lifecycle, LifecycleConfig, ModelSpec, Resolution, Step
 from .metrics import Stats
 from .policies import Policy
 from .profile import Profile
@@ -139,15 +139,18 @@ class Answer:
 
 
 class Engine:
-    def __init__(self, cfg: EngineConfig, profile: Profile, policy: Policy, workers: list[Worker],
-                 clock: Clock | None = None, stats: Stats | None = None, health: HealthConfig | None = None):
+    def __init__(self, cfg: EngineConfig, profile: Profile | None, policy: Policy | None, workers: list[Worker],
+                 clock: Clock | None = None, stats: Stats | None = None, health: HealthConfig | None = None,
+                 models: list[ModelSpec] | tuple[ModelSpec, ...] = ()):
+        """One model (``profile``, ``policy``) or several (``models``: each batch call then names its model,
+        ``Worker.infer(..., model=name)``)."""
         if not workers:
             raise ValueError("the scheduler needs at least one worker")
-        self.cfg, self.policy = cfg, policy
+        self.cfg = cfg
         self.clock = clock or MonotonicClock()
         health = health or HealthConfig()
         roster = Roster()
-        self.lifecycle = Lifecycle(cfg.lifecycle(health), profile, policy, roster, stats)
+        self.lifecycle = Lifecycle(cfg.lifecycle(health), profile, policy, roster, stats, models)
         self.stats = self.lifecycle.stats
         self.pool = WorkerPool(workers, health, self.clock, self.stats, on_change=self._workers_changed,
                                roster=roster)
@@ -173,6 +176,11 @@ class Engine:
         return self.lifecycle.drain_rate
 
     @property
+    def policy(self) -> Policy:
+        """The default model's policy."""
+        return self.lifecycle.policy
+
+    @property
     def profile(self) -> Profile:
         """What policies plan with now (the profile scaled by the latency model)."""
         return self.lifecycle.profile
@@ -187,9 +195,10 @@ class Engine:
         return self.pool.any_healthy()
 
     # -- admission ---------------------------------------------------------------------------
-    async def infer(self, image: np.ndarray, params: RequestParams) -> Answer:
+    async def infer(self, image: np.ndarray, params: RequestParams, model: str | None = None) -> Answer:
+        """Answer ``image`` with served model ``model`` (None: the default; the front end checked the name)."""
         job = self.lifecycle.admit(self.clock.now_ms(), params.slo_ms, params.min_accuracy, params.subnet,
-                                   len(image), params.min_confidence, payload=image)
+                                   len(image), params.min_confidence, payload=image, model=model)
         future = self._futures[id(job)] = asyncio.get_running_loop().create_future()
         self._apply(self.lifecycle.pump(self.clock.now_ms()))
         try:
@@ -200,10 +209,11 @@ class Engine:
         finally:
             self._futures.pop(id(job), None)
 
-    def record_rejection(self, e: ServeError) -> None:
-        """Count an error raised at a front end before the request reached the engine."""
+    def record_rejection(self, e: ServeError, model: str | None = None) -> None:
+        """Count an error raised at a front end before the request reached the engine (``model``: the served
+        model it named, if the name was checked)."""
         if not e.counted:
-            self.lifecycle.count_error(e)
+            self.lifecycle.count_error(e, model if model in self.lifecycle.models else None)
 
     # -- what the life cycle asks for --------------------------------------------------------
     def _apply(self, step: Step) -> None:
@@ -278,8 +288,9 @@ class Engine:
         resolved: list[Resolution] = []
         try:
             try:
-                logits, infos = await self.pool.call(worker, worker.infer(images, d.batch.subnet, timeout_s),
-                                                     d.expected_ms)
+                call = (worker.infer(images, d.batch.subnet, timeout_s, model=d.model) if self.lifecycle.several
+                        else worker.infer(images, d.batch.subnet, timeout_s))
+                logits, infos = await self.pool.call(worker, call, d.expected_ms)
             except Exception as e:  # every request of the batch is retried or gets an error, none is lost
                 err = e if isinstance(e, ServeError) else WorkerFailed(f"worker {worker.url}: {e}")
                 log.warning("batch of %d on %s failed: %s", len(jobs), d.batch.subnet, err)
@@ -319,13 +330,13 @@ class Engine:
         first = infos[0] if len(infos) else None  # Triton's INFO row: bytes on the hot path (info.py), or a dict
         first = json.loads(first) if isinstance(first, (bytes, str)) else first
         self._batch_log.write(json.dumps({
-            "worker": url, "subnet": d.batch.subnet, "rows": d.rows, "dispatched": round(d.sent, 3),
+            "worker": url, "model": d.model, "subnet": d.batch.subnet, "rows": d.rows, "dispatched": round(d.sent, 3),
             "started": round(d.started_ms, 3), "done": round(done, 3), "planned_ms": round(d.slot.planned_ms, 3),
-            "profiled_ms": round(self.lifecycle.base_profile.get(d.batch.subnet).at(d.rows), 3),
+            "profiled_ms": round(self.lifecycle.served(d.model).base_profile.get(d.batch.subnet).at(d.rows), 3),
             "infer_ms": first.get("infer_ms") if first else None,
             "first_arrival": round(min(j.pending.arrival_ms for j in d.jobs), 3),
             "min_deadline": round(min(j.pending.deadline_ms for j in d.jobs), 3),
-            "factor": self.stats.latency_factor}) + "\n")
+            "factor": self.lifecycle.served(d.model).factor}) + "\n")
 
     async def close(self) -> None:
         if self._sweep:

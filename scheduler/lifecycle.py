@@ -11,14 +11,21 @@ call. A driver calls ``admit`` when a request arrives, ``pump`` when a worker ma
 timers it returns: ``on_sweep``, ``on_pipeline``), ``release`` then ``complete`` or ``fail`` when a
 batch ends. Each call returns what the driver must do: ``Dispatch``es to send, ``Resolution``s (an
 answer or an error) to deliver, and when to wake up next. The engine turns these into futures, tasks
-and timers; the simulator into events on its heap."""
+and timers; the simulator into events on its heap.
+
+Several models may be served at once (``ModelSpec``, one ``ServedModel`` each: its profile, policy
+instance, latency model and planning view). They share one EDF queue and the workers; a batch holds one
+model's requests: the model of the earliest deadline is asked first, its policy seeing only that model's
+queued requests and that model's planning view, so policies stay pure functions of (queue, profile, now).
+A batch is pipelined (sent to a busy worker) only behind a batch of the same model: Triton runs two models'
+batches side by side, which the planned one-after-another timeline would not describe."""
 from __future__ import annotations
 
 import itertools
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from .edf_queue import EDFQueue, Pending
 from .errors import DeadlineInfeasible, InvalidInput, Overloaded, ServeError, WorkerFailed
@@ -110,6 +117,8 @@ class Dispatch:
     """When the driver actually sent it (the engine's task may start a little after the decision); None: at once."""
     started_ms: float | None = None
     """When it started running (set by ``release``: the end of the batch before it, or when it was sent)."""
+    model: str | None = None
+    """The served model the batch is for (every request of a batch is for one model); None: the default."""
 
     @property
     def sent(self) -> float:
@@ -137,6 +146,62 @@ class Step:
     """If changed: when the one pipelining timer fires now (None: no timer)."""
 
 
+DEFAULT_MODEL = "supernet"
+"""The name a model gets when the life cycle is given one profile and one policy (as before issue 17)."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model the life cycle serves: its name (as clients call it), its profile and its own policy instance
+    (a policy's state, e.g. Clipper's batch cap or the cascade's gear, follows that model's traffic)."""
+    name: str
+    profile: Profile
+    policy: Policy
+
+
+class ServedModel:
+    """One served model's planning state: the measured profile, the latency model fed with its batches, and
+    the planning view its policy plans with. The life cycle touches the latency model only through this
+    object: ``observe`` after each batch, ``forget`` when it went stale, ``median_ms`` for the hang rule."""
+
+    def __init__(self, spec: ModelSpec, latency: LatencyModelConfig | None, kind: str = "quantile"):
+        self.name, self.policy = spec.name, spec.policy
+        self.base_profile = self.profile = spec.profile
+        """``profile`` is the planning view (latency_view.py); ``profile.likely`` the median one."""
+        self.latency = latency_view.build(kind if latency is not None else "off", spec.profile, latency)
+        self.factor = 1.0
+        """Planned/profiled latency of the largest subnet at the largest batch (for metrics)."""
+        self._peak: tuple = (None, 0.0)
+
+    def observe(self, subnet: str, rows: int, observed_ms: float) -> None:
+        """A batch of ``rows`` on ``subnet`` took ``observed_ms`` of service: update the latency model and
+        refresh the planning view."""
+        self.latency.observe(rows, observed_ms, self.base_profile.get(subnet).at(rows))
+        self.profile, self.factor = self.latency.view(), self.latency.factor()
+
+    @property
+    def observed(self) -> bool:
+        """The latency model has seen batches it would drop on ``forget``."""
+        return self.latency.forgets and self.latency.observations > 0
+
+    def forget(self) -> None:
+        """Plan with the profile as measured until new batches are seen."""
+        self.latency.forget()
+        self.profile, self.factor = self.latency.view(), 1.0
+
+    def median_ms(self, subnet: str, rows: int) -> float:
+        """The median expectation of a batch (the hang rule's yardstick, not the planning quantile)."""
+        return self.latency.median_ms(rows, self.base_profile.get(subnet).at(rows))
+
+    def peak_rows_per_ms(self, fraction: float) -> float:
+        """Peak rows/ms at the latency a batch most likely takes (admission shedding refuses only what most
+        likely cannot be served), recomputed only when the view changes."""
+        likely = self.profile.likely
+        if self._peak[0] is not likely:
+            self._peak = (likely, peak_rows_per_ms(likely) * fraction)
+        return self._peak[1]
+
+
 def error_outcome(e: ServeError) -> str:
     """The outcome (metrics.OUTCOMES) a request refused with ``e`` counts as."""
     return {"InvalidInput": "invalid", "ModelNotFound": "invalid", "DeadlineInfeasible": "dropped",
@@ -144,41 +209,76 @@ def error_outcome(e: ServeError) -> str:
 
 
 class Lifecycle:
-    def __init__(self, cfg: LifecycleConfig, profile: Profile, policy: Policy, roster: Roster | None = None,
-                 stats: Stats | None = None):
-        self.cfg, self.policy = cfg, policy
+    def __init__(self, cfg: LifecycleConfig, profile: Profile | None, policy: Policy | None,
+                 roster: Roster | None = None, stats: Stats | None = None, models: Sequence[ModelSpec] = ()):
+        """One model (``profile`` and ``policy``, named DEFAULT_MODEL), or several (``models``, the first the
+        default: requests that name no model go to it)."""
+        specs = list(models) or [ModelSpec(DEFAULT_MODEL, profile, policy)]
+        if len({m.name for m in specs}) != len(specs):
+            raise ValueError(f"model names must differ, got {[m.name for m in specs]}")
+        self.cfg = cfg
+        self.models = {m.name: ServedModel(m, cfg.latency, cfg.latency_kind) for m in specs}
+        self.default = self.models[specs[0].name]
         self.roster = roster if roster is not None else Roster()
         self.stats = stats if stats is not None else Stats()
-        # ``profile`` is what policies plan with: ``base_profile`` scaled by the latency model.
-        self.base_profile = self.profile = profile
-        self.model = latency_view.build(cfg.latency_kind if cfg.latency is not None else "off", profile, cfg.latency)
-        """The latency model: learns from every batch that ran, gives the view policies plan with."""
+        for name in self.models:  # each served model's series are published from the start
+            self.stats.model_latency_factor[name] = 1.0
         self.reply = ReplyMargin(cfg.margin_ms)
         """The margin policies plan with (cfg.margin_ms, or measured online: the engine feeds it)."""
-        self.pipelining = cfg.pipeline and policy.pipelines
+        self.pipelining = cfg.pipeline and all(m.policy.pipelines for m in self.models.values())
         self.queue = EDFQueue(cfg.queue_capacity)
-        self.drain_rate = DrainRate(min_rows=max(1, profile.max_batch // 2))
+        self.drain_rate = DrainRate(min_rows=max(1, min(m.base_profile.max_batch for m in self.models.values()) // 2))
         """Rows/ms the queue drains at while requests wait (admission shedding, shedding.py)."""
         self.jobs: dict[int, Job] = {}
         self._ids = itertools.count(1)
         self._sweep_armed, self._sweep_key = False, None
-        self._peak: tuple = (None, 0.0)
 
     @property
     def margin_ms(self) -> float:
         return self.reply.margin_ms
 
+    @property
+    def policy(self) -> Policy:
+        """The default model's policy."""
+        return self.default.policy
+
+    @property
+    def profile(self) -> Profile:
+        """The default model's planning view (its profile scaled by its latency model)."""
+        return self.default.profile
+
+    @property
+    def base_profile(self) -> Profile:
+        """The default model's measured profile."""
+        return self.default.base_profile
+
+    @property
+    def several(self) -> bool:
+        """More than one model is served (batch calls name their model)."""
+        return len(self.models) > 1
+
+    def model_of(self, p: Pending) -> ServedModel:
+        """The served model a queued request belongs to."""
+        return self.models[p.model] if p.model else self.default
+
+    def served(self, name: str | None) -> ServedModel:
+        """The model ``name`` (None: the default); KeyError if it is not served."""
+        return self.default if name is None else self.models[name]
+
     # -- admission -------------------------------------------------------------------------------
     def admit(self, now: float, slo_ms: float, min_accuracy: float = 0.0, subnet: str | None = None, rows: int = 1,
-              min_confidence: float | None = None, payload: Any = None, request_id: int | None = None) -> Job:
-        """Queue a new request, or raise (and count) the ServeError that refuses it."""
+              min_confidence: float | None = None, payload: Any = None, request_id: int | None = None,
+              model: str | None = None) -> Job:
+        """Queue a new request for ``model`` (None: the default model; the caller has checked the name), or
+        raise (and count) the ServeError that refuses it."""
+        m = self.served(model)
         p = Pending(next(self._ids) if request_id is None else request_id, now, now + slo_ms, min_accuracy, subnet,
-                    rows, min_confidence)
-        self.policy.on_arrival(now, p.rows)
+                    rows, min_confidence, model=m.name)
+        m.policy.on_arrival(now, p.rows)
         try:
-            self._check(p)
+            self._check(p, m)
         except ServeError as e:
-            self.count_error(e)
+            self.count_error(e, m.name)
             raise
         job = Job(p, payload)
         self.jobs[p.id] = job
@@ -186,19 +286,20 @@ class Lifecycle:
         self.stats.queue_depth = len(self.queue)
         return job
 
-    def _check(self, p: Pending) -> None:
-        if p.subnet is not None and self.profile.get(p.subnet) is None:
-            raise InvalidInput(f"parameter 'subnet': {p.subnet!r} is not a profiled subnet; choose from "
-                               f"{[s.name for s in self.profile.subnets]}")
-        fastest = self.policy.fastest_ms(p, self.profile.likely)  # drop only what most likely cannot be served
+    def _check(self, p: Pending, m: ServedModel) -> None:
+        of = f" of model {m.name!r}" if self.several else ""
+        if p.subnet is not None and m.profile.get(p.subnet) is None:
+            raise InvalidInput(f"parameter 'subnet': {p.subnet!r} is not a profiled subnet{of}; choose from "
+                               f"{[s.name for s in m.profile.subnets]}")
+        fastest = m.policy.fastest_ms(p, m.profile.likely)  # drop only what most likely cannot be served
         too_late = fastest is not None and p.deadline_ms - p.arrival_ms - self.margin_ms < fastest
-        if too_late and self._stale_model(p.arrival_ms):
-            fastest = self.policy.fastest_ms(p, self.profile.likely)
+        if too_late and self._stale_model(p.arrival_ms, m):
+            fastest = m.policy.fastest_ms(p, m.profile.likely)
         if fastest is None:
-            best = self.profile.subnets[-1].accuracy
+            best = m.profile.subnets[-1].accuracy
             raise InvalidInput(f"parameter 'min_accuracy' {p.min_accuracy} cannot be met"
-                               + (f" by subnet {p.subnet!r}" if p.subnet else f" (most accurate subnet: {best})")
-                               + f" under policy {self.policy.name}")
+                               + (f" by subnet {p.subnet!r}" if p.subnet else f" (most accurate subnet{of}: {best})")
+                               + f" under policy {m.policy.name}")
         margin = self.margin_ms
         if p.deadline_ms - p.arrival_ms - margin < fastest:
             raise DeadlineInfeasible(f"slo_ms {p.deadline_ms - p.arrival_ms:g} is below the fastest admissible "
@@ -212,42 +313,45 @@ class Lifecycle:
         if self.cfg.admission_shedding:  # O(log n): the rows queued ahead, drained at peak throughput
             # at the latency the host most likely delivers, not the planning quantile: refuse only what
             # most likely cannot be served (the plan's tail, taken per batch, would refuse what can)
-            now, likely = p.arrival_ms, self.profile.likely
+            now = p.arrival_ms
             free = tuple(max(now, s.slots[-1].median_end_ms) if s.slots else now for s in self.roster if s.healthy)
             backlog = Backlog(self.queue.rows_ahead(p.deadline_ms), free)
             measured = self.drain_rate.rows_per_ms() if self.cfg.shed_drain == "measured" else None
-            own = fastest
-            reason = shed_reason(now, p.deadline_ms - margin, backlog, own, self._peak_rows_per_ms(likely), measured)
+            peak = m.peak_rows_per_ms(self.cfg.shed_peak_fraction)
+            reason = shed_reason(now, p.deadline_ms - margin, backlog, fastest, peak, measured)
             if reason is not None:
                 self.stats.shed += 1
                 log.warning("request %d shed at admission: %s", p.id, reason)
                 raise Overloaded(reason)
 
-    def _peak_rows_per_ms(self, profile: Profile) -> float:
-        """``profile``'s peak rows/ms, recomputed only when the view is another profile object."""
-        if self._peak[0] is not profile:
-            self._peak = (profile, peak_rows_per_ms(profile) * self.cfg.shed_peak_fraction)
-        return self._peak[1]
-
-    def _stale_model(self, now: float) -> bool:
+    def _stale_model(self, now: float, m: ServedModel) -> bool:
         """The latency model judges a request infeasible while nothing runs and nothing has for a
         second: it can only learn from batches, so it would never see the machine recover. Forget it
         (plan with the profile until new batches are seen). True if it was forgotten."""
-        if not self.model.forgets or not self.model.observations:
+        if not m.observed:
             return False
         last_done = max((s.last_done_ms for s in self.roster), default=-1e18)
         if any(s.slots for s in self.roster) or now - last_done < 1000.0:
             return False
-        log.warning("latency model forgotten: it judged requests infeasible while no batch ran for a second")
-        self.model.forget()
-        self.profile = self.model.view()
-        self.stats.latency_factor = 1.0
+        log.warning("latency model of %s forgotten: it judged requests infeasible while no batch ran for a second",
+                    m.name)
+        m.forget()
+        self._show_factor(m)
         return True
 
-    def count_error(self, e: ServeError) -> None:
-        """Count a refusal once, whoever raised it (front ends call this through Engine.record_rejection)."""
+    def _show_factor(self, m: ServedModel) -> None:
+        self.stats.model_latency_factor[m.name] = m.factor
+        if m is self.default:
+            self.stats.latency_factor = m.factor
+
+    def count_error(self, e: ServeError, model: str | None = None) -> None:
+        """Count a refusal once, whoever raised it (front ends call this through Engine.record_rejection);
+        ``model``: the served model it was for, if known (never a name a client made up)."""
         e.counted = True
-        self.stats.requests[error_outcome(e)] += 1
+        outcome = error_outcome(e)
+        self.stats.requests[outcome] += 1
+        if model is not None:
+            self.stats.model_requests[(model, outcome)] += 1
         if isinstance(e, DeadlineInfeasible):
             self.stats.deadline_misses += 1
 
@@ -267,27 +371,36 @@ class Lifecycle:
             if w is None:
                 break
             plan_now = now + margin
-            t = time.perf_counter()  # for the decision-time metric only
             free_at = self._free_at(w, now)
             view = WorkerView(w.key, w.inflight, w.loaded(), None if free_at is None else free_at + margin)
-            self.policy.advance(plan_now, self.profile)
-            decision = self.policy.decide(self.queue.snapshot(), plan_now, self.profile, view)
-            self.stats.decision_seconds.observe(time.perf_counter() - t)
-            step.resolved += self._drop(decision.drop, plan_now)
-            if decision.batch is None:
+            batch, m = None, self.default
+            for m, queued in self._by_deadline(self.queue.snapshot()):
+                if w.slots and self.several and w.slots[-1].model != m.name:
+                    # Triton runs two models' batches side by side, not one after another as planned: a batch
+                    # of another model waits until the worker is free (nothing else is pipelined before it).
+                    break
+                t = time.perf_counter()  # for the decision-time metric only
+                m.policy.advance(plan_now, m.profile)
+                decision = m.policy.decide(queued, plan_now, m.profile, view)
+                self.stats.decision_seconds.observe(time.perf_counter() - t)
+                step.resolved += self._drop(decision.drop, plan_now)
+                if decision.batch is not None:
+                    batch = decision.batch
+                    break
+            if batch is None:
                 decided = free_at is not None  # nothing to pipeline now; decide again when the worker frees
                 break
-            jobs = [self.jobs.pop(p.id) for p in self.queue.remove(decision.batch.requests)]
+            jobs = [self.jobs.pop(p.id) for p in self.queue.remove(batch.requests)]
             if not jobs:  # a policy bug; sending nothing would hold the worker for nothing
-                log.error("policy %s decided a batch of no queued request: %s", self.policy.name, decision.batch)
+                log.error("policy %s decided a batch of no queued request: %s", m.policy.name, batch)
                 break
-            slot = self._start_slot(w, decision.batch, jobs, now)
+            slot = self._start_slot(w, m, batch, jobs, now)
             # The hang rule scales the median expectation (from now: a pipelined batch waits for the one ahead),
             # not the planning quantile, which may be several times longer.
             expected = max(slot.median_ms, slot.median_end_ms - now)
             w.inflight += 1
             self.stats.worker_inflight[w.url] = w.inflight
-            d = Dispatch(w, decision.batch, jobs, now, slot, expected)
+            d = Dispatch(w, batch, jobs, now, slot, expected, model=m.name)
             self.stats.batch_size.observe(d.rows)
             for j in jobs:
                 j.attempts += 1
@@ -298,12 +411,37 @@ class Lifecycle:
             step.pipeline_changed, step.pipeline_at = True, self._pipeline_at(now)
         return step
 
+    def _by_deadline(self, queue: tuple[Pending, ...]):
+        """(model, that model's queued requests in deadline order), the model of the earliest deadline first
+        (one model: the queue as it is)."""
+        if not self.several:
+            yield self.default, queue
+            return
+        parts: dict[str, list[Pending]] = {}
+        for p in queue:  # dicts keep insertion order: models come in the order of their earliest deadline
+            parts.setdefault(p.model, []).append(p)
+        for name, queued in parts.items():
+            yield self.models[name], tuple(queued)
+
+    def _infeasible_head(self, queue: tuple[Pending, ...], plan_now: float) -> tuple[int, ...]:
+        """The leading requests whose slack is below their model's fastest admissible point (policies'
+        ``drop_infeasible_head`` with each request's own model)."""
+        if not self.several:
+            return drop_infeasible_head(self.policy, queue, plan_now, self.profile)[0]
+        dropped = []
+        for p in queue:
+            m = self.model_of(p)
+            fastest = m.policy.fastest_ms(p, m.profile.likely)
+            if fastest is not None and p.deadline_ms - plan_now >= fastest:
+                break
+            dropped.append(p.id)
+        return tuple(dropped)
+
     def on_sweep(self, now: float) -> Step:
         """The sweep timer fired: drop the queue's head requests that just became infeasible."""
         self._sweep_armed = False
         plan_now = now + self.margin_ms
-        dropped, _ = drop_infeasible_head(self.policy, self.queue.snapshot(), plan_now, self.profile)
-        resolved = self._drop(dropped, plan_now)
+        resolved = self._drop(self._infeasible_head(self.queue.snapshot(), plan_now), plan_now)
         step = self.pump(now)
         step.resolved = resolved + step.resolved
         return step
@@ -340,31 +478,29 @@ class Lifecycle:
         """While every worker is busy, drop queued requests the moment they become infeasible rather than
         when a worker frees: one timer, for the head, re-armed only when the head or the profile changes."""
         head = self.queue.head()
-        key = None if head is None else (head.id, head.deadline_ms, id(self.profile))
+        m = self.default if head is None else self.model_of(head)
+        key = None if head is None else (head.id, head.deadline_ms, id(m.profile))
         if self._sweep_armed and key == self._sweep_key:
             return  # same head, same profile: the armed timer is still right (no timer churn per request)
         self._sweep_key, self._sweep_armed = key, False
         step.sweep_changed, step.sweep_at = True, None
-        if head is None or not self.policy.early_drop:
+        if head is None or not m.policy.early_drop:
             return
-        fastest = self.policy.fastest_ms(head, self.profile.likely) or 0.0
+        fastest = m.policy.fastest_ms(head, m.profile.likely) or 0.0
         step.sweep_at = now + max(0.0, head.deadline_ms - fastest - (now + self.margin_ms)) + WAKE_AFTER_MS
         self._sweep_armed = True
 
-    def _start_slot(self, w: WorkerState, batch: Batch, jobs: list[Job], now: float) -> Slot:
-        """Book ``batch`` on ``w``: it starts when the batches before it end, and takes the planning
-        view's latency at its real number of rows (the policy's point may be a larger batch)."""
+    def _start_slot(self, w: WorkerState, m: ServedModel, batch: Batch, jobs: list[Job], now: float) -> Slot:
+        """Book ``batch`` of model ``m`` on ``w``: it starts when the batches before it end, and takes the
+        planning view's latency at its real number of rows (the policy's point may be a larger batch)."""
         rows = sum(j.pending.rows for j in jobs)
-        planned = self.profile.get(batch.subnet).at(rows)
+        planned = m.profile.get(batch.subnet).at(rows)
         start = max(now, w.slots[-1].end_ms) if w.slots else now
         start_median = max(now, w.slots[-1].median_end_ms) if w.slots else now
-        median = self._median_ms(batch.subnet, rows)
-        slot = Slot(planned, median, start + planned, start_median + median)
+        median = m.median_ms(batch.subnet, rows)
+        slot = Slot(planned, median, start + planned, start_median + median, m.name)
         w.slots.append(slot)
         return slot
-
-    def _median_ms(self, subnet: str, rows: int) -> float:
-        return self.model.median_ms(rows, self.base_profile.get(subnet).at(rows))
 
     def _drop(self, ids, plan_now: float) -> list[Resolution]:
         out, real_now = [], plan_now - self.margin_ms
@@ -400,6 +536,7 @@ class Lifecycle:
         cascade stage (escalation.py) with this answer kept as its fallback. ``load_seconds``: the call first
         loaded a model (INFaaS variants), which says nothing about forward speed."""
         out: list[Resolution] = []
+        m = self.served(d.model)
         try:
             self.drain_rate.observe(now, d.rows, len(self.queue) > 0)
             if load_seconds is not None:
@@ -407,10 +544,11 @@ class Lifecycle:
                 self.stats.model_load_seconds_sum += load_seconds
             else:  # a pipelined batch starts when the one before it ends: its service time is measured from there
                 started = d.started_ms if d.started_ms is not None else d.sent
-                self._track_latency(d.batch.subnet, d.rows, now - started)
+                m.observe(d.batch.subnet, d.rows, now - started)
+                self._show_factor(m)
             tightest_slo = min(j.pending.deadline_ms - j.pending.arrival_ms for j in d.jobs)
-            self.policy.observe(d.batch, now - d.sent, tightest_slo)
-            self._answer_or_escalate(d, now, values, confidence, out)
+            m.policy.observe(d.batch, now - d.sent, tightest_slo)
+            self._answer_or_escalate(d, m, now, values, confidence, out)
         except Exception as e:  # a bug here must still answer every request, once
             log.exception("answering a batch of %d on %s failed", len(d.jobs), d.batch.subnet)
             err = WorkerFailed(f"scheduler error while answering: {e}")
@@ -421,16 +559,17 @@ class Lifecycle:
                     out.append(self._refuse(j, err, now))
         return out
 
-    def _answer_or_escalate(self, d: Dispatch, now: float, values: list, confidence, out: list) -> None:
+    def _answer_or_escalate(self, d: Dispatch, m: ServedModel, now: float, values: list, confidence,
+                            out: list) -> None:
         subnet = d.batch.subnet
-        ran = self.base_profile.get(subnet)
-        plan_now, measure = now + self.margin_ms, self.policy.confidence_measure
+        ran = m.base_profile.get(subnet)
+        plan_now, measure = now + self.margin_ms, m.policy.confidence_measure
         for j, value in zip(d.jobs, values):
             j.subnets.append(subnet)
             answer = StageAnswer(subnet, d.queue_ms(j), value)
-            threshold = threshold_for(j.pending, subnet, self.policy, self.cfg.default_min_confidence)
+            threshold = threshold_for(j.pending, subnet, m.policy, self.cfg.default_min_confidence)
             conf = confidence(value, measure) if threshold is not None else 1.0
-            nxt = escalate(j.pending, ran.accuracy, conf, threshold, plan_now, self.policy, self.profile)
+            nxt = escalate(j.pending, ran.accuracy, conf, threshold, plan_now, m.policy, m.profile)
             if nxt is not None and len(self.queue) < self.queue.capacity and not j.cancelled:
                 j.pending, j.fallback, j.attempts = nxt, answer, 0
                 self.jobs[nxt.id] = j
@@ -446,8 +585,9 @@ class Lifecycle:
         for j in d.jobs:
             action = Retry.FAIL
             if not isinstance(err, InvalidInput) and not j.cancelled:
+                m = self.model_of(j.pending)
                 action = retry_decision(self.cfg.health, j.attempts, j.pending.deadline_ms, plan_now,
-                                        self.policy.fastest_ms(j.pending, self.profile.likely), any_healthy)
+                                        m.policy.fastest_ms(j.pending, m.profile.likely), any_healthy)
             if action is Retry.REQUEUE and len(self.queue) < self.queue.capacity:
                 self.jobs[j.pending.id] = j
                 self.queue.push(j.pending)
@@ -487,24 +627,22 @@ class Lifecycle:
     def _finish(self, j: Job, answer: StageAnswer, done: float) -> Resolution:
         """Answer ``j`` with ``answer`` (its last stage's result), counted once."""
         p, subnet = j.pending, answer.subnet
+        m = self.model_of(p)
         late = done > p.deadline_ms
-        self.stats.requests["late" if late else "ok"] += 1
+        outcome = "late" if late else "ok"
+        self.stats.requests[outcome] += 1
+        self.stats.model_requests[(m.name, outcome)] += 1
         if late:
             self.stats.deadline_misses += 1
         else:
-            self.stats.served_accuracy_sum += self.base_profile.get(subnet).accuracy
-        self.stats.subnet_selected[subnet] += 1
+            self.stats.served_accuracy_sum += m.base_profile.get(subnet).accuracy
+        self.stats.subnet_selected[(m.name, subnet)] += 1
         self.stats.queue_wait_seconds.observe(answer.queue_ms / 1000)
         self.stats.request_latency_seconds.observe((done - p.arrival_ms) / 1000)
         j.resolved = True
         return Resolution(j, done, answer=answer)
 
     def _refuse(self, j: Job, err: ServeError, now: float) -> Resolution:
-        self.count_error(err)
+        self.count_error(err, self.model_of(j.pending).name)
         j.resolved = True
         return Resolution(j, now, error=err)
-
-    def _track_latency(self, subnet: str, rows: int, observed_ms: float) -> None:
-        self.model.observe(rows, observed_ms, self.base_profile.get(subnet).at(rows))
-        self.profile = self.model.view()
-        self.stats.latency_factor = self.model.factor()

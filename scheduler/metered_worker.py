@@ -29,10 +29,10 @@ class MeteredWorker(TritonWorker):
         self.abandoned = False
         """Set when the worker is known dead (its process or actor is gone): ``close`` does not wait."""
 
-    async def infer(self, images, subnet: str, timeout_s: float):
+    async def infer(self, images, subnet: str, timeout_s: float, model: str | None = None):
         self._begin()
         try:
-            return await super().infer(images, subnet, timeout_s)
+            return await super().infer(images, subnet, timeout_s, model)
         finally:
             self._end()
 

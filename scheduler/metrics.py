@@ -1,7 +1,7 @@
 """Scheduler statistics and their Prometheus text exposition (STYLE.md section 6 names).
 
 The engine fills a ``Stats``; ``render`` publishes it at /metrics. Base units (seconds), counters
-end in ``_total``, labels have bounded values (outcomes, subnets, worker urls)."""
+end in ``_total``, labels have bounded values (outcomes, served models, subnets, worker urls)."""
 from __future__ import annotations
 
 import bisect
@@ -50,7 +50,11 @@ class Stats:
     deadline_misses: int = 0
     served_accuracy_sum: float = 0.0
     subnet_selected: Counter = field(default_factory=Counter)
-    """Requests served per subnet."""
+    """Requests served per (model, subnet)."""
+    model_requests: Counter = field(default_factory=Counter)
+    """Requests per (model, outcome), for requests a served model was named for (``requests`` counts all)."""
+    model_latency_factor: dict = field(default_factory=dict)
+    """Per model: observed/profiled batch latency its policy plans with (``latency_factor``: the default's)."""
     queue_depth: int = 0
     model_loads: int = 0
     """Models a worker loaded before it could run a batch (policy infaas), and the time they took."""
@@ -128,7 +132,15 @@ def render(s: Stats) -> str:
             "# TYPE sched_profile_latency_scale gauge", f"sched_profile_latency_scale {s.latency_factor}",
             "# HELP sched_subnet_selected_total Requests served per subnet.",
             "# TYPE sched_subnet_selected_total counter"]
-    out += [f'sched_subnet_selected_total{{subnet="{k}"}} {v}' for k, v in sorted(s.subnet_selected.items())]
+    out += [f'sched_subnet_selected_total{{model="{m}",subnet="{k}"}} {v}'
+            for (m, k), v in sorted(s.subnet_selected.items())]
+    out += ["# HELP sched_model_requests_total Requests for each served model, by outcome (sched_requests_total "
+            "also counts those refused before a model was known).", "# TYPE sched_model_requests_total counter"]
+    out += [f'sched_model_requests_total{{model="{m}",outcome="{o}"}} {s.model_requests[(m, o)]}'
+            for m in sorted({m for m, _ in s.model_requests} | set(s.model_latency_factor)) for o in OUTCOMES]
+    out += ["# HELP sched_model_profile_latency_scale Observed over profiled batch latency each model's policy "
+            "plans with.", "# TYPE sched_model_profile_latency_scale gauge"]
+    out += [f'sched_model_profile_latency_scale{{model="{m}"}} {f}' for m, f in sorted(s.model_latency_factor.items())]
     out += ["# HELP sched_worker_inflight Batches in flight per Triton worker.", "# TYPE sched_worker_inflight gauge"]
     out += [f'sched_worker_inflight{{worker="{k}"}} {v}' for k, v in sorted(s.worker_inflight.items())]
     out += ["# HELP sched_worker_healthy 1 while a Triton worker is in rotation, 0 while it is out.",

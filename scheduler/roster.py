@@ -18,6 +18,8 @@ class Slot:
     median_ms: float
     end_ms: float
     median_end_ms: float
+    model: str | None = None
+    """The served model of the batch (a pipelined batch is only ever of the same model, lifecycle.py)."""
 
     def started(self, now: float) -> None:
         """The batch before it answered: it runs from ``now``."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import json
 import logging
 import signal
 from dataclasses import dataclass, field, replace
@@ -15,7 +14,6 @@ import grpc
 from aiohttp import web
 from google.protobuf import json_format
 
-from . import paths
 from .api_grpc import GrpcFrontend, add_to_server
 from .api_http import HttpFrontend
 from .auth import Auth, AuthConfig, TlsConfig
@@ -26,7 +24,9 @@ from .health import HealthConfig
 from .limits import (ConnectionLimits, GrpcLimits, LimitedTCPSite, grpc_server_kwargs, http_refusal_middleware,
                      http_runner_kwargs)
 from .policies.factories import PolicyOptions, factory_for
+from .lifecycle import ModelSpec
 from .profile import Profile, ProfileError
+from .served_models import DEFAULT_MODELS, model_files, parse_profiles
 from .triton_launcher import TritonConfig, TritonProcess, control_headers
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,10 @@ class ServeConfig:
     grpc_port: int = 8011
     policy: str = "slackfit"
     subnet: str | None = None
-    """The subnet of policy 'fixed'."""
+    """The subnet of policy 'fixed' (with several models: ``supernet=S1,vit=S2``)."""
+    models: tuple[str, ...] = DEFAULT_MODELS
+    """The supernet models served, each under its own name (``serve --models supernet,vit``); the first is the
+    default of requests' life cycle and the one Triton workers are probed with."""
     workers: tuple[str, ...] = ()
     """gRPC host:port of running Triton workers; empty: start ``local_workers`` embedded Tritons."""
     resolve_workers: bool = False
@@ -55,7 +58,8 @@ class ServeConfig:
     """With "http" and running ``workers``: each worker's HTTP host:port, in the order of ``workers``."""
     triton: TritonConfig = field(default_factory=TritonConfig)
     profile: str | None = None
-    """Profile path; default profiles/<hardware>.json, else the one committed profile (with a warning)."""
+    """Profile path; default profiles/<hardware>.json, else the one committed profile (with a warning). With
+    several models: ``MODEL=FILE,...`` (served_models.parse_profiles); a model not named uses its default."""
     latency_stat: str = "mean"
     variant_repository: str | None = None
     """Policy infaas: where the per-subnet variant models are exported (default: a cache folder)."""
@@ -106,6 +110,12 @@ class ServeConfig:
         if self.cluster is not None and (self.workers or self.policy == "infaas" or self.worker_transport != "grpc"):
             raise ValueError("a cluster of managed workers (--ray, --autoscale) takes no --worker URLs, serves "
                              "the supernet (not policy infaas) and calls its workers over gRPC")
+        if not self.models:
+            raise ValueError("serve at least one model")
+        if len(self.models) > 1 and (self.policy == "infaas" or self.cluster is not None):
+            raise ValueError("several models (--models) are served by the supernet deployment on fixed workers: not "
+                             "with policy infaas (one variant model per subnet) nor --ray/--autoscale (their workers "
+                             "load only the supernet)")
         if self.workers and self.local_workers != 1:
             raise ValueError(f"give running workers ({len(self.workers)} URLs) or a number of local workers "
                              f"({self.local_workers}), not both")
@@ -197,21 +207,29 @@ class Sidecar:
 
     async def start(self) -> "Sidecar":
         cfg = self.cfg
-        weights_meta = json.loads(paths.default_weights().with_suffix(".json").read_text())
         remote = cfg.workers or (cfg.cluster is not None and cfg.cluster.ray is not None)
-        profile = Profile.load(find_profile(cfg.profile, measure=not remote), expect_supernet=weights_meta["sha256"],
-                               stat=cfg.latency_stat)
-        if cfg.subnet and profile.get(cfg.subnet) is None:
-            raise ProfileError(f"--subnet {cfg.subnet!r} is not in the profile")
+        files = {name: model_files(name) for name in cfg.models}
+        explicit = parse_profiles(cfg.profile, cfg.models)
+        profiles = {name: Profile.load(f.profile_path(explicit.get(name), measure=not remote),
+                                       expect_supernet=f.sha256, stat=cfg.latency_stat) for name, f in files.items()}
+        profile = profiles[cfg.models[0]]
+        several = len(cfg.models) > 1
         factory = factory_for(PolicyOptions(cfg.policy, cfg.subnet, cfg.plan, cfg.load_ms, cfg.memory_budget,
-                                            cfg.variant_repository))
+                                            cfg.variant_repository, cfg.models))
+        if cfg.subnet:
+            for name in cfg.models:
+                pinned = factory.subnet_for(name)
+                if pinned and profiles[name].get(pinned) is None:
+                    raise ProfileError(f"--subnet {pinned!r} is not in the profile of model {name!r}")
         await factory.prepare()
         triton_cfg = factory.triton_config(cfg.triton)
         urls = expand_workers(cfg.workers) if cfg.resolve_workers else list(cfg.workers)
         if cfg.resolve_workers:
             log.info("workers %s resolve to %s", list(cfg.workers), urls)
         http = list(cfg.worker_http) if cfg.worker_http else [None] * len(urls)
-        warmup = factory.warmup(profile, cfg.health.warmup_timeout_s)
+        warmup = factory.warmup(profile, cfg.health.warmup_timeout_s,
+                                {n: (profiles[n], files[n].input.dims) for n in cfg.models}
+                                if several or files[cfg.models[0]].input.dims != (1, 28, 28) else None)
         if cfg.cluster is not None:  # workers the sidecar starts, watches and scales (cluster.py)
             from .cluster import ClusterWorkers
 
@@ -230,21 +248,25 @@ class Sidecar:
             if not await w.ready():
                 raise RuntimeError(factory.not_ready(w.url))
         await factory.warm(workers, profile)
-        policy = factory.policy(profile)
-        surface_model = factory.surface_model(profile)
-        meta_pb = await workers[0].client.get_model_metadata(surface_model)
-        config_pb = await workers[0].client.get_model_config(surface_model)
-        meta_pb.name = MODEL  # clients see the one model name, whichever Triton model serves
-        config_pb.config.name = MODEL
-        meta = json_format.MessageToDict(meta_pb, preserving_proto_field_name=True)
-        surface = ModelSurface(MODEL, _int_lists(meta),
-                               _int_lists(json_format.MessageToDict(config_pb.config, preserving_proto_field_name=True)),
-                               max_rows=profile.max_batch)
-        self.engine = Engine(cfg.engine, profile, policy, workers, health=cfg.health)
+        specs = [ModelSpec(n, profiles[n], factory.policy(profiles[n], n)) for n in cfg.models]
+        policy = specs[0].policy
+        surfaces = []
+        for i, name in enumerate(cfg.models):
+            triton_model = factory.surface_model(profile) if i == 0 else name
+            meta_pb = await workers[0].client.get_model_metadata(triton_model)
+            config_pb = await workers[0].client.get_model_config(triton_model)
+            meta_pb.name = name  # clients see the served model's name, whichever Triton model serves it
+            config_pb.config.name = name
+            meta = json_format.MessageToDict(meta_pb, preserving_proto_field_name=True)
+            surfaces.append(ModelSurface(
+                name, _int_lists(meta),
+                _int_lists(json_format.MessageToDict(config_pb.config, preserving_proto_field_name=True)),
+                max_rows=profiles[name].max_batch, input=files[name].input, metadata_pb=meta_pb, config_pb=config_pb))
+        self.engine = Engine(cfg.engine, None, None, workers, health=cfg.health, models=specs)
         self.engine.pool.start(warmup)
         if self.cluster is not None:
             self.cluster.attach(self.engine)
-        app = HttpFrontend(self.engine, surface).app
+        app = HttpFrontend(self.engine, surfaces).app
         refusals = self.engine.stats.limit_refusals
         app.middlewares.append(http_refusal_middleware(refusals))  # first: counts what aiohttp refuses (413)
         if self.auth.enabled:  # outside the drain: a refused caller is never counted in flight
@@ -261,14 +283,14 @@ class Sidecar:
         self._grpc = grpc.aio.server(interceptors=[*interceptors, self.drain.grpc_interceptor()],
                                      **grpc_server_kwargs(cfg.limits, [("grpc.max_receive_message_length", 64 << 20),
                                                                        ("grpc.max_send_message_length", 64 << 20)]))
-        add_to_server(self._grpc, GrpcFrontend(self.engine, surface, meta_pb, config_pb))
+        add_to_server(self._grpc, GrpcFrontend(self.engine, surfaces))
         creds, address = cfg.tls.grpc_credentials(), f"{cfg.host}:{cfg.grpc_port}"
         if (self._grpc.add_secure_port(address, creds) if creds else self._grpc.add_insecure_port(address)) == 0:
             raise OSError(f"cannot bind gRPC to {cfg.host}:{cfg.grpc_port}")
         await self._grpc.start()
         gc.freeze()  # start-up objects (profile, stubs, metadata) are never scanned again by the collector
-        log.info("scheduler ready: policy %s, profile %s (%d subnets), workers %s", policy.name, profile.hardware,
-                 len(profile.subnets), urls)
+        log.info("scheduler ready: policy %s, models %s, profile %s (%d subnets), workers %s", policy.name,
+                 ", ".join(cfg.models), profile.hardware, len(profile.subnets), urls)
         return self
 
     async def _start_tritons(self, configs: list[TritonConfig]) -> None:

@@ -11,6 +11,10 @@ plans, as the engine does, with the latency model's view fed with every simulate
 and ``jitter_sigma`` then make the simulated machine differ from the profile (a co-tenant, variance),
 seeded. What it leaves out: the network and Python's own overheads (which the live engine's reply
 margin absorbs), and worker failures.
+
+Several models (``models``: lifecycle.ModelSpec each, ``SimRequest.model`` naming one) share the one queue and
+the simulated workers as they do in the live engine; each batch takes its model's profiled latency, and
+``record`` may then be a {model: ValidationRecord} mapping.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ import numpy as np
 from .errors import ServeError
 from .health import HealthConfig
 from .latency_model import LatencyModelConfig
-from .lifecycle import Dispatch, Lifecycle, LifecycleConfig, Resolution, Step
+from .lifecycle import Dispatch, Lifecycle, LifecycleConfig, ModelSpec, Resolution, Step
 from .policies.base import Policy
 from .profile import Profile
 from .roster import Roster
@@ -41,6 +45,8 @@ class SimRequest:
     """Index of the image in the validation record whose answers this request replays."""
     min_accuracy: float = 0.0
     min_confidence: float | None = None
+    model: str | None = None
+    """The served model it asks (None: the default, the first of ``models``)."""
 
 
 @dataclass
@@ -131,22 +137,26 @@ class SimBatch:
     subnet: str
     requests: tuple[int, ...]
     """Indices into the simulated requests."""
+    model: str | None = None
+    """The served model of every request of the batch."""
 
 
 _DONE, _SWEEP, _PIPE = 0, 1, 2
 
 
-def simulate(policy: Policy, profile: Profile, requests: list[SimRequest], record=None,
-             cfg: SimConfig = SimConfig(), batches: list | None = None) -> list[SimOutcome]:
-    """Outcomes in the order of ``requests``. ``record`` (supernet.validation.ValidationRecord)
-    supplies confidences and correctness; without it no answer escalates and correctness is None.
-    ``batches``, if given, receives a SimBatch per batch sent, in order."""
+def simulate(policy: Policy | None, profile: Profile | None, requests: list[SimRequest], record=None,
+             cfg: SimConfig = SimConfig(), batches: list | None = None,
+             models: list[ModelSpec] | tuple[ModelSpec, ...] = ()) -> list[SimOutcome]:
+    """Outcomes in the order of ``requests``. ``record`` (supernet.validation.ValidationRecord; with
+    several ``models``, {model: record}) supplies confidences and correctness; without it no answer
+    escalates and correctness is None. ``batches``, if given, receives a SimBatch per batch sent, in order."""
     order = sorted(range(len(requests)), key=lambda i: requests[i].arrival_ms)
     out = [SimOutcome(r.arrival_ms, r.arrival_ms + r.slo_ms) for r in requests]
     roster = Roster()
     for k in range(cfg.workers):
         roster.add(k, f"sim-{k}")
-    lc = Lifecycle(cfg.lifecycle(), profile, policy, roster)
+    lc = Lifecycle(cfg.lifecycle(), profile, policy, roster, models=models)
+    records = record if isinstance(record, dict) else {lc.default.name: record}
     rng = np.random.default_rng(cfg.seed)
     busy_until = [-math.inf] * cfg.workers
     events: list = []  # (time, seq, kind, payload): batch ends and the two timers
@@ -157,16 +167,20 @@ def simulate(policy: Policy, profile: Profile, requests: list[SimRequest], recor
         seq += 1
         heapq.heappush(events, (t, seq, kind, payload))
 
-    def batch_ms(subnet: str, rows: int, start: float) -> float:
-        ms = profile.get(subnet).at(rows) * (cfg.slowdown(start) if cfg.slowdown else 1.0)
+    def batch_ms(model: str | None, subnet: str, rows: int, start: float) -> float:
+        ms = lc.served(model).base_profile.get(subnet).at(rows) * (cfg.slowdown(start) if cfg.slowdown else 1.0)
         ms = ms * float(rng.lognormal(0.0, cfg.jitter_sigma)) if cfg.jitter_sigma else ms
         if cfg.stall_share and rng.random() < cfg.stall_share:
             ms += float(rng.exponential(cfg.stall_ms))
         return ms + cfg.call_ms
 
+    def record_of(i: int):
+        return records.get(lc.served(requests[i].model).name)
+
     def confidence(value, measure: str) -> float:
         subnet, i = value
-        return 1.0 if record is None else float(record.confidence(subnet, measure)[requests[i].sample])
+        rec = record_of(i)
+        return 1.0 if rec is None else float(rec.confidence(subnet, measure)[requests[i].sample])
 
     def resolve(resolved: list[Resolution]) -> None:
         for r in resolved:
@@ -176,19 +190,20 @@ def simulate(policy: Policy, profile: Profile, requests: list[SimRequest], recor
                 o.error = type(r.error).__name__
                 continue
             o.done_ms, o.subnet = r.done_ms, r.answer.subnet
-            o.accuracy = profile.get(o.subnet).accuracy
-            if record is not None:
-                o.correct = bool(record.correct(o.subnet)[requests[r.job.payload].sample])
+            o.accuracy = lc.model_of(r.job.pending).base_profile.get(o.subnet).accuracy
+            rec = record_of(r.job.payload)
+            if rec is not None:
+                o.correct = bool(rec.correct(o.subnet)[requests[r.job.payload].sample])
 
     def apply(step: Step, now: float) -> None:
         resolve(step.resolved)
         for d in step.dispatches:  # each worker runs its batches one after another
             k = d.worker.key
             start = max(now, busy_until[k])
-            busy_until[k] = start + batch_ms(d.batch.subnet, d.rows, start)
+            busy_until[k] = start + batch_ms(d.model, d.batch.subnet, d.rows, start)
             push(busy_until[k], _DONE, d)
             if batches is not None:
-                batches.append(SimBatch(now, k, d.batch.subnet, tuple(j.payload for j in d.jobs)))
+                batches.append(SimBatch(now, k, d.batch.subnet, tuple(j.payload for j in d.jobs), d.model))
         for kind, changed, at in ((_SWEEP, step.sweep_changed, step.sweep_at),
                                   (_PIPE, step.pipeline_changed, step.pipeline_at)):
             if changed:  # the one timer of this kind is replaced: an armed event becomes stale
@@ -214,7 +229,7 @@ def simulate(policy: Policy, profile: Profile, requests: list[SimRequest], recor
         nxt += 1
         r = requests[i]
         try:
-            lc.admit(now, r.slo_ms, r.min_accuracy, None, 1, r.min_confidence, payload=i, request_id=i)
+            lc.admit(now, r.slo_ms, r.min_accuracy, None, 1, r.min_confidence, payload=i, request_id=i, model=r.model)
         except ServeError as e:
             out[i].error = type(e).__name__
             continue

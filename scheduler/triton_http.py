@@ -106,7 +106,7 @@ class TritonHttpWorker(TritonWorker):
         self._all.add(c)
         return c
 
-    def _request(self, images: np.ndarray, subnet: str) -> bytes:
+    def _request(self, images: np.ndarray, subnet: str, model: str | None = None) -> bytes:
         data = images.astype("<f4", copy=False).tobytes()
         header = json.dumps({
             "inputs": [{"name": "INPUT", "shape": list(images.shape), "datatype": "FP32",
@@ -115,19 +115,21 @@ class TritonHttpWorker(TritonWorker):
             "outputs": [{"name": "LOGITS", "parameters": {"binary_data": True}},
                         {"name": "INFO", "parameters": {"binary_data": True}}],
         }, separators=(",", ":")).encode()
-        return b"".join((b"POST ", self._path, b" HTTP/1.1\r\nHost: ", self.http_host.encode(),
+        path = self._path if model is None or model == self.model else f"/v2/models/{model}/infer".encode()
+        return b"".join((b"POST ", path, b" HTTP/1.1\r\nHost: ", self.http_host.encode(),
                          b"\r\nContent-Type: application/octet-stream\r\nInference-Header-Content-Length: ",
                          str(len(header)).encode(), b"\r\nContent-Length: ", str(len(header) + len(data)).encode(),
                          b"\r\n\r\n", header, data))
 
-    async def infer(self, images: np.ndarray, subnet: str, timeout_s: float) -> tuple[np.ndarray, list[bytes]]:
+    async def infer(self, images: np.ndarray, subnet: str, timeout_s: float,
+                    model: str | None = None) -> tuple[np.ndarray, list[bytes]]:
         rows = len(images)
         try:
             conn = await self._connect()
         except OSError as e:
             raise WorkerFailed(f"worker {self.url}: HTTP {self.http_host}:{self.http_port}: {e}") from None
         conn.answer = asyncio.get_running_loop().create_future()
-        conn.transport.write(self._request(images, subnet))
+        conn.transport.write(self._request(images, subnet, model))
         try:
             status, headers, body = await asyncio.wait_for(conn.answer, max(timeout_s, 0.001))
         except asyncio.TimeoutError:  # the call's own deadline, as gRPC's DEADLINE_EXCEEDED (not the worker's fault)

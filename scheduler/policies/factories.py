@@ -34,6 +34,8 @@ class PolicyOptions:
     load_ms: float = 5000.0
     memory_budget: int = 4
     variant_repository: str | None = None
+    models: tuple[str, ...] = (MODEL,)
+    """The supernet models served (``serve --models``); the first is the workers' own and the default."""
 
 
 class PolicyFactory:
@@ -46,43 +48,69 @@ class PolicyFactory:
         """Set-up before any Triton starts."""
 
     def triton_config(self, cfg: TritonConfig) -> TritonConfig:
-        # only the supernet: the repository's baseline models are for benchmarks
-        return cfg if cfg.models else replace(cfg, models=(MODEL,))
+        # only the served supernets: the repository's baseline models are for benchmarks
+        return cfg if cfg.models else replace(cfg, models=self.opts.models)
 
     def worker(self, url: str, control_headers: dict | None, http_address: str | None = None) -> Worker:
         """The worker at gRPC ``url``; with ``http_address``, batch calls go over HTTP (triton_http.py)."""
         if http_address:
             from ..triton_http import TritonHttpWorker
 
-            return TritonHttpWorker(url, http_address, MODEL)
-        return TritonWorker(url, MODEL)
+            return TritonHttpWorker(url, http_address, self.opts.models[0])
+        return TritonWorker(url, self.opts.models[0])
 
     def not_ready(self, url: str) -> str:
-        return f"Triton worker {url} is not ready with model {MODEL!r}"
+        return f"Triton worker {url} is not ready with model {self.opts.models[0]!r}"
 
     async def warm(self, workers: list[Worker], profile: Profile) -> None:
         """Set-up once the workers are ready."""
 
     def surface_model(self, profile: Profile) -> str:
-        """The model whose metadata and config the front ends serve (under the name ``supernet``)."""
-        return MODEL
+        """The Triton model whose metadata and config the front ends serve under the first served model's name."""
+        return self.opts.models[0]
 
-    def policy(self, profile: Profile) -> Policy:
-        p = make_policy(self.opts.name, subnet=self.opts.subnet)
+    def policy(self, profile: Profile, model: str = MODEL) -> Policy:
+        """The policy instance of served model ``model`` (each model has its own)."""
+        p = make_policy(self.opts.name, subnet=self.subnet_for(model))
         p.check(profile)
         return p
 
-    def warmup(self, profile: Profile, timeout_s: float) -> Callable[[Worker], Awaitable] | None:
-        """The small inference sent to a worker before it rejoins the rotation (worker_pool.py)."""
-        smallest = profile.subnets[0].name
-        return lambda w: w.infer(np.zeros((1, 1, 28, 28), np.float32), smallest, timeout_s)
+    def subnet_for(self, model: str) -> str | None:
+        """Policy fixed's subnet of ``model``: ``--subnet S`` (the first served model's) or
+        ``--subnet supernet=S1,vit=S2`` (one per model)."""
+        s = self.opts.subnet
+        if s and "=" in s:
+            return dict(part.split("=", 1) for part in s.split(",")).get(model)
+        return s if model == self.opts.models[0] else None
+
+    def warmup(self, profile: Profile, timeout_s: float,
+               models: dict | None = None) -> Callable[[Worker], Awaitable] | None:
+        """The small inference sent to a worker before it rejoins the rotation (worker_pool.py): one row of
+        the input shape of each model's family, on its smallest subnet. ``models``: {name: (profile, input
+        dims)} when several are served (each call names its model); None: the one model, 28x28 grey."""
+        if not models:
+            smallest = profile.subnets[0].name
+            return lambda w: w.infer(np.zeros((1, 1, 28, 28), np.float32), smallest, timeout_s)
+        calls = [(name, prof.subnets[0].name, np.zeros((1, *dims), np.float32))
+                 for name, (prof, dims) in models.items()]
+
+        async def warm(w: Worker):
+            out = None
+            for name, smallest, x in calls:
+                out = await w.infer(x, smallest, timeout_s, model=name)  # type: ignore[call-arg]
+            return out
+        return warm
 
 
 class CascadeFactory(PolicyFactory):
     """The cascade policy: the supernet, and a gear plan made for these weights."""
 
-    def policy(self, profile: Profile) -> Policy:
-        path = Path(self.opts.plan) if self.opts.plan else paths.repo_root() / "plans" / f"{profile.hardware}.json"
+    def policy(self, profile: Profile, model: str = MODEL) -> Policy:
+        """The model's gear plan: ``--plan`` (the first served model's), else plans/<hardware>.json for the
+        built-in supernet and plans/<model>/<hardware>.json for another model."""
+        folder = paths.repo_root() / "plans" / ("" if model == MODEL else model)
+        own = self.opts.plan if model == self.opts.models[0] else None
+        path = Path(own) if own else folder / f"{profile.hardware}.json"
         plan = GearPlan.load(path)
         if plan.supernet and plan.supernet != profile.supernet:
             raise ProfileError(f"gear plan {path} was made for weights {plan.supernet[:12]}, not "
@@ -133,12 +161,12 @@ class InfaasFactory(PolicyFactory):
         log.info("infaas: variant load takes %.0f ms here; memory budget %d variants", self.load_ms,
                  self.opts.memory_budget)
 
-    def policy(self, profile: Profile) -> Policy:
+    def policy(self, profile: Profile, model: str = MODEL) -> Policy:
         p = make_policy(self.opts.name, load_ms=self.load_ms)
         p.check(profile)
         return p
 
-    def warmup(self, profile: Profile, timeout_s: float):
+    def warmup(self, profile: Profile, timeout_s: float, models: dict | None = None):
         return None  # a restarted variant Triton loads on demand; a warm-up would load a model
 
 

@@ -36,3 +36,27 @@ def test_bench_quick_end_to_end(tmp_path):
     assert list(res["policies"]["triton-fixed:largest"]["subnets"]) == [res["capacity"]["subnet"]]
     for what in ("summary", "timeline", "latency_cdf"):
         assert (tmp_path / f"smoke-{what}.png").stat().st_size > 5000
+
+
+@pytest.mark.slow
+def test_mixed_bench_end_to_end(tmp_path):
+    """``bench --models``: both models' shares of one trace through one sidecar and through one Triton of pinned
+    models; every request accounted for, per model, each answered by its own model's subnets."""
+    cmd = [sys.executable, "-m", "superserve.scheduler.cli", "bench", "--models", "supernet,vit", "--duration", "3",
+           "--capacity-rps", "80", "--policies", "slackfit,triton-fixed:smallest", "--slo-ms", "supernet=200,vit=400",
+           "--out-dir", str(tmp_path), "--name", "mixed"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    res = json.loads((tmp_path / "mixed.json").read_text())
+    assert res["command"].startswith("superserve bench --models") and res["models"] == ["supernet", "vit"]
+    assert res["slo_ms"] == {"supernet": 200.0, "vit": 400.0} and res["capacity"]["rps"] == 80
+    n = res["trace"]["n_arrivals"]
+    for policy, s in res["policies"].items():
+        per = s["models"]
+        assert s["requests"] == n == per["supernet"]["requests"] + per["vit"]["requests"], policy
+        assert min(per[m]["requests"] for m in per) >= n // 4, per
+        assert s["errors"] == 0 and s["slo_attainment"] > 0, (policy, s)
+    from superserve.scheduler.profile import Profile
+
+    smallest = {m: Profile.load(paths.repo_root() / f).subnets[0].name for m, f in res["profiles"].items()}
+    assert res["policies"]["triton-fixed:smallest"]["fixed_subnets"] == smallest

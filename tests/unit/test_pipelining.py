@@ -125,7 +125,7 @@ def test_a_model_that_judges_everything_infeasible_while_idle_is_forgotten():
     engine = Engine(EngineConfig(margin_ms=0, latency_quantile=0.99), FLAT, SlackFit(), [worker])
     lc = engine.lifecycle
     for _ in range(50):  # once, the machine ran 20x slower than profiled
-        lc._track_latency("only", 1, 4000.0)
+        lc.default.observe("only", 1, 4000.0)
     assert engine.policy.fastest_ms(Pending(0, 0, 1000), engine.profile) > 1000
     engine.pool.state(worker).last_done_ms = -10_000.0  # and no batch has run since
 
@@ -135,12 +135,12 @@ def test_a_model_that_judges_everything_infeasible_while_idle_is_forgotten():
         finally:
             await engine.close()
     answer = asyncio.run(go())  # served on the profile's plan, not refused forever
-    assert answer.infos[0]["subnet"] == "only" and lc.model.observations == 1
+    assert answer.infos[0]["subnet"] == "only" and lc.default.latency.observations == 1
     w2 = Sleeper()
     engine2 = Engine(EngineConfig(margin_ms=0), FLAT, SlackFit(), [w2])
     lc2 = engine2.lifecycle
     for _ in range(50):
-        lc2._track_latency("only", 1, 4000.0)
+        lc2.default.observe("only", 1, 4000.0)
     engine2.pool.state(w2).last_done_ms = engine2.clock.now_ms()  # a batch just ran: the model is not stale
     with pytest.raises(DeadlineInfeasible):
         lc2.admit(engine2.clock.now_ms(), 1000.0)
