@@ -24,7 +24,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from superserve.scheduler import paths
+from superserve.scheduler import paths, policy_names
 from superserve.scheduler.provenance import command_line
 from superserve.scheduler.profile import Profile
 
@@ -86,6 +86,8 @@ class SweepConfig:
             trace_kind(t)
         for s in self.slos:
             _slo_factor(s)
+        for p in self.policies:  # the adaptive policies; a bad name fails before the plan is printed
+            policy_names.parse(p, field="policies")
         if self.design not in ("star", "grid"):
             raise ValueError(f"design must be star or grid, got {self.design!r}")
         if not self.seeds or not self.rates or not self.traces or not self.slos or not self.noises:
