@@ -127,6 +127,21 @@ def test_an_unknown_option_is_refused_naming_it(capsys):
     assert "--margin" in capsys.readouterr().err
 
 
+
+def test_serve_takes_the_policy_grammar_and_refuses_a_bad_name_before_starting_anything(capsys):
+    from superserve.scheduler.auth import AuthConfig, TlsConfig
+    from superserve.scheduler.commands.serving import serve_config
+    from superserve.scheduler.limits import ConnectionLimits
+
+    args = build_parser().parse_args(["serve", "--policy", "clipper:d1.1.1-w25.25.25"])
+    args.control_key = None
+    cfg = serve_config(args, AuthConfig(), ConnectionLimits(), TlsConfig())
+    assert (cfg.policy, cfg.subnet) == ("clipper", "d1.1.1-w25.25.25")
+    assert main(["serve", "--policy", "clipper:big", "--subnet", "small"]) == 2
+    assert "--policy clipper:big names subnet 'big', --subnet another ('small')" in capsys.readouterr().err
+    assert main(["serve", "--policy", "slackfit-classic"]) == 2
+    assert "--policy: unknown policy 'slackfit-classic'" in capsys.readouterr().err
+
 if __name__ == "__main__":
     if sys.argv[1:] != ["--write"]:
         sys.exit(__doc__)
