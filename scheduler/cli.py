@@ -3,6 +3,7 @@
 Each family module registers its own subcommands and their options (``add_parser(subparsers)``); this file
 only lists the families, parses, configures logging and calls the chosen subcommand's handler. A new
 subcommand goes into its family's module (or a new module added to ``FAMILIES`` with one line)."""
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,9 @@ class CommandParser(argparse.ArgumentParser):
     shows help: a family may read its defaults from modules that import torch or tritonclient, and only the
     subcommand that runs pays for them (``superserve --help`` and ``superserve trace`` stay instant)."""
 
-    def __init__(self, *args: Any, arguments: Callable[[argparse.ArgumentParser], None] | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, arguments: Callable[[argparse.ArgumentParser], None] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._arguments = arguments
 
@@ -60,8 +62,13 @@ class _Subcommands(argparse._SubParsersAction):  # type: ignore[type-arg]
     """Completes the chosen subcommand's parser before argparse hands it the rest of the command line (whichever
     of its parse methods a Python version's argparse calls)."""
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
-                 option_string: str | None = None) -> None:
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
         chosen = self._name_parser_map.get(values[0]) if values else None
         if isinstance(chosen, CommandParser):
             chosen.complete()
@@ -69,8 +76,11 @@ class _Subcommands(argparse._SubParsersAction):  # type: ignore[type-arg]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = CommandParser(prog="superserve", description="SuperServe on Triton: one weight-shared supernet served per "
-                      "request's latency target; train, profile, plan, simulate, serve and benchmark it.")
+    p = CommandParser(
+        prog="superserve",
+        description="SuperServe on Triton: one weight-shared supernet served per "
+        "request's latency target; train, profile, plan, simulate, serve and benchmark it.",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True, action=_Subcommands, parser_class=CommandParser)
     for add_family in FAMILIES:
@@ -98,8 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     # show in ps). Unset: each launched Triton gets a fresh random one.
     args.control_key = os.environ.get("SUPERSERVE_TRITON_CONTROL_KEY") or None
     args.token_env = os.environ.get("SUPERSERVE_TOKEN")  # serve's bearer token, likewise never a flag
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     limiter = log_limits.install()  # at most 10 records per call site per 10 s (DEBUG exempt)
     try:
         return args.func(args)

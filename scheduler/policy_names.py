@@ -106,8 +106,7 @@ def parse(text: str, kinds: tuple[str, ...] = KINDS, field: str = "policy") -> P
         except ValueError:
             confidence = math.nan
         if not 0 <= confidence <= 1:
-            raise PolicyNameError(f"{field}: slackfit+escalate:<min_confidence> needs a number in [0, 1], "
-                                  f"got {arg!r}")
+            raise PolicyNameError(f"{field}: slackfit+escalate:<min_confidence> needs a number in [0, 1], got {arg!r}")
     repeat = int(m["repeat"]) if m["repeat"] else 1
     if repeat < 1:
         raise PolicyNameError(f"{field}: run label #{m['repeat']} in {text!r} must be 1 or more")
@@ -151,6 +150,11 @@ def serve_policy(policy: str, subnet: str | None, plan: str | None) -> tuple[str
 
 
 def _forms(kinds: tuple[str, ...]) -> str:
-    forms = {"slackfit+escalate": "slackfit+escalate[:min_confidence]", "cascade": "cascade[:plan.json]",
-             "clipper": "clipper[:subnet]", "fixed": "fixed[:subnet]", "triton-fixed": "triton-fixed[:subnet|pareto]"}
+    forms = {
+        "slackfit+escalate": "slackfit+escalate[:min_confidence]",
+        "cascade": "cascade[:plan.json]",
+        "clipper": "clipper[:subnet]",
+        "fixed": "fixed[:subnet]",
+        "triton-fixed": "triton-fixed[:subnet|pareto]",
+    }
     return ", ".join(forms.get(k, k) for k in kinds)

@@ -28,8 +28,13 @@ def option_lines() -> list[str]:
         for a in parser._actions:
             if isinstance(a, (argparse._SubParsersAction, argparse._HelpAction)):
                 continue
-            fields = [name or "superserve", "/".join(a.option_strings) or a.dest, f"default={a.default!r}",
-                      f"type={getattr(a.type, '__name__', a.type)}", type(a).__name__.strip("_")]
+            fields = [
+                name or "superserve",
+                "/".join(a.option_strings) or a.dest,
+                f"default={a.default!r}",
+                f"type={getattr(a.type, '__name__', a.type)}",
+                type(a).__name__.strip("_"),
+            ]
             if a.choices:
                 fields.append(f"choices={list(a.choices)}")
             if a.required:
@@ -44,14 +49,36 @@ def test_every_subcommand_keeps_its_options_and_defaults():
     gone, new = sorted(set(pinned) - set(now)), sorted(set(now) - set(pinned))
     assert not gone and not new, (
         f"options changed; if on purpose, run: python tests/unit/test_cli_registry.py --write\n"
-        f"no longer there: {gone}\nnew: {new}")
+        f"no longer there: {gone}\nnew: {new}"
+    )
 
 
 def test_subcommands_are_the_documented_ones():
     names = {n for n in subcommand_parsers(build_parser()) if " " not in n}
-    assert names == {"triton", "demo", "serve", "train", "add-model", "import-ofa", "profile", "record", "plan",
-                     "simulate", "baselines", "trace", "bench", "bench-subnetact", "bench-decide", "bench-overhead",
-                     "bench-fault", "bench-soak", "bench-overload", "bench-fuzz", "bench-sweep", "report"}
+    assert names == {
+        "triton",
+        "demo",
+        "serve",
+        "train",
+        "add-model",
+        "import-ofa",
+        "profile",
+        "record",
+        "plan",
+        "simulate",
+        "baselines",
+        "trace",
+        "bench",
+        "bench-subnetact",
+        "bench-decide",
+        "bench-overhead",
+        "bench-fault",
+        "bench-soak",
+        "bench-overload",
+        "bench-fuzz",
+        "bench-sweep",
+        "report",
+    }
 
 
 def test_every_subcommand_has_a_handler():
@@ -98,16 +125,22 @@ def test_defaults_follow_the_dataclass(monkeypatch, command, option, config, fie
     cls = getattr(importlib.import_module(module), name)
     default = {f.name: f for f in dataclasses.fields(cls)}[field].default
     assert getattr(build_parser().parse_args([command]), option) == default
-    patched = dataclasses.make_dataclass(name, [(field, type(default), dataclasses.field(default=default + 1))],
-                                         bases=(cls,), frozen=cls.__dataclass_params__.frozen)
+    patched = dataclasses.make_dataclass(
+        name,
+        [(field, type(default), dataclasses.field(default=default + 1))],
+        bases=(cls,),
+        frozen=cls.__dataclass_params__.frozen,
+    )
     monkeypatch.setattr(importlib.import_module(module), name, patched)
     assert getattr(build_parser().parse_args([command]), option) == default + 1
 
 
 def test_building_the_parser_and_top_level_help_import_neither_torch_nor_tritonclient():
-    code = ("import sys; from superserve.scheduler.cli import build_parser; build_parser().format_help(); "
-            "build_parser().parse_args(['trace', 'poisson', '--rate-rps', '1', '--out', 'x']); "
-            "print(sorted(m for m in ('torch', 'tritonclient') if m in sys.modules))")
+    code = (
+        "import sys; from superserve.scheduler.cli import build_parser; build_parser().format_help(); "
+        "build_parser().parse_args(['trace', 'poisson', '--rate-rps', '1', '--out', 'x']); "
+        "print(sorted(m for m in ('torch', 'tritonclient') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -127,7 +160,6 @@ def test_an_unknown_option_is_refused_naming_it(capsys):
     assert "--margin" in capsys.readouterr().err
 
 
-
 def test_serve_takes_the_policy_grammar_and_refuses_a_bad_name_before_starting_anything(capsys):
     from superserve.scheduler.auth import AuthConfig, TlsConfig
     from superserve.scheduler.commands.serving import serve_config
@@ -141,6 +173,7 @@ def test_serve_takes_the_policy_grammar_and_refuses_a_bad_name_before_starting_a
     assert "--policy clipper:big names subnet 'big', --subnet another ('small')" in capsys.readouterr().err
     assert main(["serve", "--policy", "slackfit-classic"]) == 2
     assert "--policy: unknown policy 'slackfit-classic'" in capsys.readouterr().err
+
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["--write"]:

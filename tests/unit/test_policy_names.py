@@ -64,7 +64,11 @@ def test_what_each_kind_runs_as():
     assert pn.parse("triton-fixed:largest").served_as is None
     assert pn.parse("triton-fixed:largest@compare").base == "triton-fixed:largest"
     assert [pn.is_adaptive(x) for x in ("slackfit#2", "cascade:p.json", "fixed:big", "triton-fixed:big")] == [
-        True, True, False, False]
+        True,
+        True,
+        False,
+        False,
+    ]
 
 
 def test_lists_skip_empty_items_and_refuse_an_empty_list():
