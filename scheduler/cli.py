@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     limiter = log_limits.install()  # at most 10 records per call site per 10 s (DEBUG exempt)
     try:
-        return args.func(args)
+        rc: int = args.func(args)
+        return rc
     finally:
         limiter.report()
 

@@ -7,11 +7,12 @@ the signature of the function it calls."""
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from . import default_of
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     subparsers.add_parser(
         "bench",
         help="policies side by side on one open-loop trace; results/<name>.json + plots",
@@ -156,7 +157,7 @@ def _cmd_bench_decide(args: argparse.Namespace) -> int:
 def _overhead_arguments(bo: argparse.ArgumentParser) -> None:
     from superserve.client.overhead_bench import bench_overhead
 
-    def d(name: str):  # type: ignore[no-untyped-def]
+    def d(name: str) -> Any:
         return default_of(bench_overhead, name)
 
     bo.add_argument("--reps", type=int, default=d("reps"), help="sequential requests per target for the added latency")

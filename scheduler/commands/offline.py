@@ -13,7 +13,7 @@ from superserve.scheduler.provenance import command_line
 from . import default_of
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     subparsers.add_parser(
         "train", help="train a supernet family on Fashion-MNIST, calibrate, write weights", arguments=_train_arguments
     )
@@ -246,8 +246,8 @@ def _cmd_profile(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    weights = model_weights(config.read_text()) or str(paths.default_weights())
-    weights = Path(weights) if Path(weights).is_absolute() else paths.backend_dir() / weights
+    named = Path(model_weights(config.read_text()) or paths.default_weights())
+    weights = named if named.is_absolute() else paths.backend_dir() / named
     meta = json.loads(weights.with_suffix(".json").read_text())
     hardware = args.hardware or hardware_name()
     # The default model's profile is profiles/<hardware>.json; another model's profiles/<model>/<hardware>.json.

@@ -6,9 +6,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from superserve.scheduler.auth import AuthConfig, TlsConfig
+    from superserve.scheduler.limits import ConnectionLimits
+    from superserve.scheduler.server import ServeConfig
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     subparsers.add_parser(
         "triton",
         help="run tritonserver (from the nvidia-pytriton wheel) on our model repository",
@@ -306,7 +312,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return asyncio.run(serve_forever(cfg))
 
 
-def serve_config(args: argparse.Namespace, auth_cfg, limits_cfg, tls_cfg):  # type: ignore[no-untyped-def]
+def serve_config(
+    args: argparse.Namespace, auth_cfg: AuthConfig, limits_cfg: ConnectionLimits, tls_cfg: TlsConfig
+) -> ServeConfig:
     """The ServeConfig that ``superserve serve``'s options describe (ValueError on a bad combination)."""
     from superserve.scheduler.engine import EngineConfig
     from superserve.scheduler.health import HealthConfig
