@@ -44,6 +44,8 @@ from superserve.supernet.data import load_split
 DEFAULT_POLICIES = ("slackfit", "cascade", "slackfit+escalate", "clipper", "infaas", "triton-fixed:smallest",
                     "triton-fixed:middle", "triton-fixed:largest")
 QUICK_POLICIES = ("slackfit", "clipper", "triton-fixed:largest")
+QUICK_DURATION_S, QUICK_WARMUP = 12.0, 20
+"""``bench --quick``: trace seconds and warm-up requests (otherwise BenchConfig's)."""
 CLASSIC_ARGS = ("--latency-model", "ewma", "--no-pipeline")
 """slackfit-classic: SlackFit with the latency handling from before issue 13."""
 ESCALATE_DEFAULT = "0.8"
@@ -407,9 +409,11 @@ def main(args) -> int:
         (QUICK_POLICIES if args.quick else DEFAULT_POLICIES)
     cfg = BenchConfig(name=args.name or ("bench-quick" if args.quick else "bench"), policies=policies,
                       kind=args.trace_kind, rate_x=args.rate, cv2=args.cv2,
-                      duration_s=args.duration or (12.0 if args.quick else 60.0), seed=args.seed, slo=args.slo_ms,
+                      duration_s=args.duration or (QUICK_DURATION_S if args.quick else BenchConfig.duration_s),
+                      seed=args.seed, slo=args.slo_ms,
                       min_accuracy=args.min_accuracy, trace_file=args.trace, capacity_rps=args.capacity_rps, azure_file=args.azure_file,
-                      warmup=20 if args.quick else 40, records=args.records, compare_python=args.compare_python,
+                      warmup=QUICK_WARMUP if args.quick else BenchConfig.warmup, records=args.records,
+                      compare_python=args.compare_python,
                       serve_args=tuple(shlex.split(args.serve_args or "")), noise=args.noise, profile=args.profile,
                       frontier_stop=getattr(args, "frontier_stop", False), one_triton=getattr(args, "one_triton", False),
                       out_dir=Path(args.out_dir) if args.out_dir else paths.repo_root() / "results")

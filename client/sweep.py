@@ -351,7 +351,8 @@ def add_parser(sub) -> None:
     s.add_argument("--policies", help="adaptive policies per cell (default slackfit; e.g. slackfit,cascade,infaas,"
                    "clipper); Triton's batcher on the Pareto subnets is always added")
     s.add_argument("--duration", type=float, help="trace seconds per run (default: what fits --budget-min)")
-    s.add_argument("--budget-min", type=float, default=90.0, help="time the plan should fit (default 90)")
+    s.add_argument("--budget-min", type=float, default=SweepConfig.budget_min,
+                   help="time the plan should fit (default 90)")
     s.add_argument("--capacity-rps", type=float, help="skip the capacity measurement and use this")
     s.add_argument("--profile", help="profile JSON (default: this machine's)")
     s.add_argument("--out-dir", help="default results/sweep/ (--quick: results/sweep-quick/)")
