@@ -106,3 +106,10 @@ def test_simulate_refuses_a_policy_it_cannot_replay_before_loading_anything():
 
     with pytest.raises(SystemExit, match="superserve simulate: --policy: unknown policy 'infaas'"):
         main(["simulate", "--policy", "slackfit,infaas"])
+
+
+def test_the_served_kinds_are_the_policies_the_sidecar_builds():
+    from superserve.scheduler.policies import PolicyName
+
+    assert {p.value for p in PolicyName} == set(pn.SERVED)
+    assert set(pn.SIMULATED) <= set(pn.SERVED) and set(pn.ADAPTIVE) <= set(pn.KINDS)
