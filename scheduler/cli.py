@@ -30,7 +30,8 @@ FAMILIES: tuple[Callable[[Any], None], ...] = (
 class CommandParser(argparse.ArgumentParser):
     """A subcommand's parser whose options are added by its ``arguments`` function the first time it parses or
     shows help: a family may read its defaults from modules that import torch or tritonclient, and only the
-    subcommand that runs pays for them (``superserve --help`` and ``superserve trace`` stay instant)."""
+    subcommand that runs pays for them (``superserve --help`` and ``superserve trace`` import neither; tested in
+    tests/unit/test_cli_registry.py)."""
 
     def __init__(
         self, *args: Any, arguments: Callable[[argparse.ArgumentParser], None] | None = None, **kwargs: Any
