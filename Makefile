@@ -14,7 +14,9 @@ unit: setup
 # that no branch in flight has a whole-tree reformat to merge.
 FORMATTED := client/results.py client/prometheus_text.py client/slo_classes.py scripts/typecheck.py \
 	tests/conftest.py tests/unit/test_prometheus_text.py tests/unit/test_slo_classes.py tests/unit/test_results.py \
-	tests/unit/test_gpu.py
+	tests/unit/test_gpu.py scheduler/cli.py scheduler/commands/__init__.py scheduler/commands/serving.py \
+	scheduler/commands/offline.py scheduler/commands/benches.py scheduler/policy_names.py tests/fakes.py \
+	tests/unit/test_cli_registry.py tests/unit/test_policy_names.py
 lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check $(FORMATTED)

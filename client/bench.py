@@ -33,7 +33,7 @@ import numpy as np
 
 from superserve.client import batchlog, frontier, noise, report, results, traces, triton_fixed
 from superserve.client.loadgen import Target, assign_slos, records_json, run_open_loop, slo_classes
-from superserve.scheduler import paths
+from superserve.scheduler import paths, policy_names
 from superserve.scheduler.provenance import command_line
 from superserve.scheduler.ports import free_ports
 from superserve.scheduler.profile import Profile
@@ -45,13 +45,14 @@ from superserve.supernet.data import load_split
 DEFAULT_POLICIES = ("slackfit", "cascade", "slackfit+escalate", "clipper", "infaas", "triton-fixed:smallest",
                     "triton-fixed:middle", "triton-fixed:largest")
 QUICK_POLICIES = ("slackfit", "clipper", "triton-fixed:largest")
+QUICK_DURATION_S, QUICK_WARMUP = 12.0, 20
+"""``bench --quick``: trace seconds and warm-up requests (otherwise BenchConfig's)."""
 CLASSIC_ARGS = ("--latency-model", "ewma", "--no-pipeline")
 """slackfit-classic: SlackFit with the latency handling from before issue 13."""
 SLACKFIT_VARIANTS = {"slackfit-classic": CLASSIC_ARGS, "slackfit-affine": ("--latency-model", "affine"),
                      "slackfit-quantile": ("--latency-model", "quantile")}
 """SlackFit with another latency model, for A/B runs side by side; ``<variant>:<q>`` also sets
 ``--latency-quantile q``."""
-KINDS = ("slackfit", *SLACKFIT_VARIANTS, "cascade", "slackfit+escalate", "clipper", "infaas", "fixed", "triton-fixed")
 ESCALATE_DEFAULT = "0.8"
 """slackfit+escalate: SlackFit picks the first subnet, answers below this max-softmax go up while slack allows."""
 
@@ -106,11 +107,7 @@ class BenchConfig:
         if self.min_accuracy:
             slo_classes(self.min_accuracy, allow_zero=True)
         for p in self.policies:
-            if p.split(":")[0] not in KINDS:
-                raise ValueError(f"unknown policy {p!r}; choose from slackfit, slackfit-classic, slackfit-affine[:q], "
-                                 "slackfit-quantile[:q], cascade[:plan.json], "
-                                 "slackfit+escalate[:min_confidence], clipper[:subnet], infaas, fixed:<subnet>, "
-                                 "triton-fixed:<subnet>")
+            policy_names.parse(p, field="policies")  # PolicyNameError (a ValueError) naming the bad one
 
 
 def make_trace(cfg: BenchConfig, rate_rps: float) -> traces.Trace:
@@ -172,8 +169,9 @@ def policy_server(policy: str, profile: Profile, slo_ms: float, workdir: Path, s
     sidecar's per-batch log, for the schedulers). ``python``: run the sidecar with that interpreter
     instead of this one (``<policy>@compare``; an older checkout may not know --batch-log). ``pool``:
     a ``triton-fixed`` policy whose subnet it holds (for the same SLO) runs there."""
-    kind, _, arg = policy.partition(":")
-    if kind == "triton-fixed":
+    spec = policy_names.parse(policy)
+    kind, arg = spec.kind, spec.arg
+    if spec.triton_fixed:
         subnet = triton_fixed.pick(profile, arg or "largest")
         if pool is not None and pool.slo_ms == slo_ms:
             yield pool.target(subnet)
@@ -188,7 +186,7 @@ def policy_server(policy: str, profile: Profile, slo_ms: float, workdir: Path, s
     http, grpc, th, tg, tm = free_ports(5)
     args = ["--http-port", str(http), "--grpc-port", str(grpc), "--triton-http-port", str(th),
             "--triton-grpc-port", str(tg), "--triton-metrics-port", str(tm),
-            "--policy", "slackfit" if kind == "slackfit+escalate" or kind in SLACKFIT_VARIANTS else kind,
+            "--policy", str(spec.served_as),
             "--default-slo-ms", str(slo_ms), "--triton-log-file", str(workdir / "triton.log")]
     if python is None:  # another checkout's serve may not know --batch-log
         args += ["--batch-log", str(workdir / "batches.jsonl")]
@@ -272,7 +270,7 @@ def measure_capacity(profile: Profile, images, labels, seconds: float = 6.0, con
             "method": f"triton-fixed largest, {concurrency} closed-loop gRPC clients for {seconds:.0f} s"}
 
 
-PARETO = "triton-fixed:pareto"
+PARETO = f"triton-fixed:{policy_names.PARETO}"
 
 
 def expand_pareto(policies: tuple[str, ...], profile: Profile) -> tuple[list[str], list[str]]:
@@ -283,7 +281,7 @@ def expand_pareto(policies: tuple[str, ...], profile: Profile) -> tuple[list[str
     if PARETO not in policies:
         return list(policies), []
     rest = [p for p in policies if p != PARETO]
-    named = {triton_fixed.pick(profile, p.split(":", 1)[1] or "largest") for p in rest if p.startswith("triton-fixed:")}
+    named = {triton_fixed.pick(profile, s.arg or "largest") for s in map(policy_names.parse, rest) if s.triton_fixed}
     sweep = [f"triton-fixed:{s.name}" for s in reversed(profile.subnets) if s.name not in named]
     return rest + sweep, sweep
 
@@ -296,7 +294,7 @@ def _headlines(result: dict, accuracy_of: dict[str, float]) -> dict:
 def run(cfg: BenchConfig, command: str, pool: FixedPool | None = None) -> Path:
     """One results file: every policy of ``cfg`` on the same trace. ``pool``: a running Triton with the
     fixed models (``fixed_pool``); without it, with ``cfg.one_triton``, one is started for this run."""
-    if pool is None and cfg.one_triton and any(p.startswith("triton-fixed:") for p in cfg.policies):
+    if pool is None and cfg.one_triton and any(policy_names.parse(p).triton_fixed for p in cfg.policies):
         profile = Profile.load(str(find_profile(cfg.profile)))
         slo = max(s for s, _ in slo_classes(cfg.slo))
         with tempfile.TemporaryDirectory(prefix="superserve-pool-") as d, fixed_pool(profile, slo, Path(d)) as p:
@@ -332,8 +330,8 @@ def run(cfg: BenchConfig, command: str, pool: FixedPool | None = None) -> Path:
     order, pareto_runs = expand_pareto(cfg.policies, profile)
     runs = [(p, None) for p in order]
     if cfg.compare_python:  # A B B A per sidecar policy, so a drift in the machine's other load hits both alike
-        runs = [r for p in order for r in ([(p, None)] if p.startswith("triton-fixed") or  # a variant is itself
-                                           p.split(":")[0] in SLACKFIT_VARIANTS else  # the comparison
+        runs = [r for p in order for r in ([(p, None)] if policy_names.parse(p).triton_fixed or  # a variant is
+                                           policy_names.kind_of(p) in SLACKFIT_VARIANTS else  # itself the comparison
                                            [(p, None), (p + "@compare", cfg.compare_python),
                                             (p + "@compare#2", cfg.compare_python), (p + "#2", None)])]
     if pareto_runs:
@@ -347,7 +345,7 @@ def run(cfg: BenchConfig, command: str, pool: FixedPool | None = None) -> Path:
             break
         t0 = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="superserve-bench-") as d:
-            with policy_server(policy.split("@")[0].split("#")[0], profile, max(s for s, _ in classes), Path(d),
+            with policy_server(policy_names.parse(policy).base, profile, max(s for s, _ in classes), Path(d),
                                cfg.serve_args, python, profile_path, pool) as target, noise.cotenant(cfg.noise, cfg.seed):
                 asyncio.run(_warm(target, images, labels, cfg.warmup))
                 before = scheduler_view(target)
@@ -356,8 +354,9 @@ def run(cfg: BenchConfig, command: str, pool: FixedPool | None = None) -> Path:
                 after = scheduler_view(target)
                 batches = batchlog.summarize(batchlog.read(target.batch_log, skip=skip))
         summary = summarize(recs)
-        if policy.startswith("triton-fixed:") and "@" not in policy:
-            sub = triton_fixed.pick(profile, policy.split(":", 1)[1] or "largest")
+        spec = policy_names.parse(policy)
+        if spec.triton_fixed and not spec.compare:
+            sub = triton_fixed.pick(profile, spec.arg or "largest")
             summary["fixed_subnet"], summary["fixed_accuracy"] = sub, accuracy_of[sub]
         if policy in pareto_runs:
             result["frontier"]["run"].append(policy)
@@ -377,7 +376,7 @@ def run(cfg: BenchConfig, command: str, pool: FixedPool | None = None) -> Path:
                   f"worker idle {batches['worker_idle_ms_per_batch']} ms/batch ({batches['worker_idle_share']} of "
                   f"backlogged time)  final factor {batches['final_factor']}", flush=True)
     result["arrivals_per_s"] = report.arrival_series(trace, 1.0)
-    if any(p.startswith("triton-fixed:") for p in result["policies"]):
+    if any(policy_names.parse(p).triton_fixed for p in result["policies"]):
         result["headline"] = _headlines(result, accuracy_of)
         for p, h in result["headline"].items():
             print(f"{p:28} vs the fixed frontier ({h['fixed_runs']} subnets): accuracy gain at 0.99 "
@@ -416,9 +415,11 @@ def main(args) -> int:
         (QUICK_POLICIES if args.quick else DEFAULT_POLICIES)
     cfg = BenchConfig(name=args.name or ("bench-quick" if args.quick else "bench"), policies=policies,
                       kind=args.trace_kind, rate_x=args.rate, cv2=args.cv2,
-                      duration_s=args.duration or (12.0 if args.quick else 60.0), seed=args.seed, slo=args.slo_ms,
+                      duration_s=args.duration or (QUICK_DURATION_S if args.quick else BenchConfig.duration_s),
+                      seed=args.seed, slo=args.slo_ms,
                       min_accuracy=args.min_accuracy, trace_file=args.trace, capacity_rps=args.capacity_rps, azure_file=args.azure_file,
-                      warmup=20 if args.quick else 40, records=args.records, compare_python=args.compare_python,
+                      warmup=QUICK_WARMUP if args.quick else BenchConfig.warmup, records=args.records,
+                      compare_python=args.compare_python,
                       serve_args=tuple(shlex.split(args.serve_args or "")), noise=args.noise, profile=args.profile,
                       frontier_stop=getattr(args, "frontier_stop", False), one_triton=getattr(args, "one_triton", False),
                       out_dir=Path(args.out_dir) if args.out_dir else paths.repo_root() / "results")

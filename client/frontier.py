@@ -23,12 +23,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from superserve.scheduler import policy_names
+
 TARGET = 0.99
-FIXED_PREFIX = "triton-fixed:"
-ADAPTIVE_KINDS = ("slackfit", "slackfit-classic", "slackfit-affine", "slackfit-quantile", "cascade",
-                  "slackfit+escalate", "infaas", "clipper")
-"""Policies that choose per batch (a point on the frontier plot, a ratio each); ``fixed:`` is our
-scheduler on one subnet, neither adaptive nor Triton's batcher, so it is left out of both."""
 
 
 @dataclass(frozen=True)
@@ -41,7 +38,8 @@ class Point:
 
 
 def is_adaptive(policy: str) -> bool:
-    return policy.split("@")[0].split("#")[0].split(":")[0] in ADAPTIVE_KINDS
+    """A run of a policy that chooses per batch (a point on the frontier plot, a ratio each; policy_names.ADAPTIVE)."""
+    return policy_names.is_adaptive(policy)
 
 
 def fixed_points(result: dict, accuracy_of: dict[str, float] | None = None) -> list[Point]:
@@ -50,11 +48,12 @@ def fixed_points(result: dict, accuracy_of: dict[str, float] | None = None) -> l
     accuracy), else from the answers it served in time."""
     out = []
     for name, s in result["policies"].items():
-        if not name.startswith(FIXED_PREFIX) or "@" in name or "#" in name:
+        spec = policy_names.parse(name)
+        if not spec.triton_fixed or spec.compare or spec.repeat != 1:
             continue
         acc = s.get("fixed_accuracy")
         if acc is None and accuracy_of:
-            sub = s.get("fixed_subnet") or name[len(FIXED_PREFIX):]
+            sub = s.get("fixed_subnet") or spec.arg or ""
             if sub not in accuracy_of and s.get("subnets"):
                 sub = next(iter(s["subnets"]))
             acc = accuracy_of.get(sub)

@@ -25,7 +25,7 @@ import grpc
 
 from superserve.client import fuzz_cases
 from superserve.scheduler import paths
-from superserve.scheduler.hardware import command_line, git_commit, hardware_name
+from superserve.scheduler.provenance import command_line, git_commit, hardware_name
 from superserve.scheduler.ports import free_ports
 from superserve.scheduler.server import find_profile, serve_subprocess
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from superserve.client import frontier
 from superserve.client.loadgen import Record
+from superserve.scheduler import policy_names
 
 ADAPTIVE_STYLE = {"slackfit": ("tab:red", "*"), "cascade": ("tab:purple", "D"), "infaas": ("tab:orange", "s"),
                   "clipper": ("tab:brown", "v"), "slackfit-classic": ("tab:pink", "P"),
@@ -113,7 +114,7 @@ def draw_frontier(ax, fixed: list[dict], adaptive: dict[str, dict]) -> None:
         env = frontier.envelope([frontier.Point(f["name"], f["accuracy"], f["attainment"]) for f in fixed])
         ax.plot([p.accuracy for p in env], [p.attainment for p in env], color="black", lw=1, label="fixed frontier")
     for name, a in adaptive.items():
-        color, marker = ADAPTIVE_STYLE.get(name.split(":")[0].split("@")[0].split("#")[0], ("tab:blue", "o"))
+        color, marker = ADAPTIVE_STYLE.get(policy_names.kind_of(name), ("tab:blue", "o"))
         ax.errorbar([a["accuracy"]], [a["attainment"]], xerr=a.get("acc_sd") or None, yerr=a.get("att_sd") or None,
                     fmt=marker, color=color, ms=9, capsize=2, label=name)
     ax.axhline(frontier.TARGET, color="grey", ls=":", lw=0.8)

@@ -8,8 +8,8 @@ import time
 
 import numpy as np
 
-from superserve.client import results, traces
-from superserve.scheduler import paths
+from superserve.client import results, traces, triton_fixed
+from superserve.scheduler import paths, policy_names
 from superserve.scheduler.policies.factories import PolicyOptions, factory_for
 from superserve.scheduler.profile import Profile
 from superserve.scheduler.server import find_profile
@@ -17,12 +17,14 @@ from superserve.scheduler.sim import SimConfig, SimRequest, simulate
 from superserve.scheduler.summary import describe, summarize
 from superserve.supernet.validation import ValidationRecord, default_path
 
-SIMULATABLE = ("slackfit", "fixed", "clipper", "cascade")
-
 
 def main(args) -> int:
     if getattr(args, "models", None):
         return main_models(args)
+    try:
+        specs = policy_names.parse_list(args.policy, policy_names.SIMULATED, "--policy")
+    except policy_names.PolicyNameError as e:
+        raise SystemExit(f"superserve simulate: {e}") from None
     profile = Profile.load(find_profile(args.profile))
     record = ValidationRecord.load(default_path(paths.repo_root(), profile.supernet), profile.supernet)
     trace = traces.Trace.load(args.trace) if args.trace else \
@@ -34,11 +36,13 @@ def main(args) -> int:
             for t, s in zip(trace.arrivals_s, samples)]
     result = {**results.header(), "profile": profile.hardware, "trace": trace.describe(),
               "slo_ms": slo_ms, "workers": args.workers, "policies": {}}
-    for name in args.policy.split(","):
-        kind, _, arg = name.partition(":")
-        if kind not in SIMULATABLE:
-            raise SystemExit(f"policy {kind!r} cannot be simulated; choose from {SIMULATABLE}")
-        policy = factory_for(PolicyOptions(kind, subnet=arg or args.subnet, plan=args.plan)).policy(profile)
+    for spec in specs:
+        name = spec.label
+        subnet, plan = (None, spec.arg) if spec.kind == "cascade" else (spec.arg or args.subnet, None)
+        if subnet in triton_fixed.ROLES:  # smallest, middle, largest, as bench reads them
+            subnet = triton_fixed.pick(profile, subnet)
+        opts = PolicyOptions(spec.kind, subnet=subnet, plan=plan or args.plan)
+        policy = factory_for(opts).policy(profile)
         t = time.perf_counter()
         s = summarize(simulate(policy, profile, reqs, record,
                                SimConfig(workers=args.workers, margin_ms=args.margin_ms)))
@@ -96,10 +100,12 @@ def main_models(args) -> int:
         reqs.append(SimRequest(float(t) * 1000, slos[m], int(u * n), min_confidence=args.min_confidence, model=m))
     result = {**results.header(), "models": list(models), "profiles": {m: p.hardware for m, p in profiles.items()},
               "trace": trace.describe(), "slo_ms": slos, "workers": args.workers, "policies": {}}
-    for name in args.policy.split(","):
-        kind, _, arg = name.partition(":")
-        if kind not in SIMULATABLE:
-            raise SystemExit(f"policy {kind!r} cannot be simulated; choose from {SIMULATABLE}")
+    try:
+        policies = policy_names.parse_list(args.policy, policy_names.SIMULATED, "--policy")
+    except policy_names.PolicyNameError as e:
+        raise SystemExit(f"superserve simulate: {e}") from None
+    for spec in policies:
+        name, kind, arg = spec.label, spec.kind, spec.arg
         factory = factory_for(PolicyOptions(kind, subnet=arg or args.subnet, plan=args.plan, models=models))
         specs = [ModelSpec(m, profiles[m], factory.policy(profiles[m], m)) for m in models]
         t = time.perf_counter()

@@ -24,7 +24,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from superserve.scheduler import paths
+from superserve.scheduler import paths, policy_names
 from superserve.scheduler.provenance import command_line
 from superserve.scheduler.profile import Profile
 
@@ -86,6 +86,8 @@ class SweepConfig:
             trace_kind(t)
         for s in self.slos:
             _slo_factor(s)
+        for p in self.policies:  # the adaptive policies; a bad name fails before the plan is printed
+            policy_names.parse(p, field="policies")
         if self.design not in ("star", "grid"):
             raise ValueError(f"design must be star or grid, got {self.design!r}")
         if not self.seeds or not self.rates or not self.traces or not self.slos or not self.noises:
@@ -349,7 +351,8 @@ def add_parser(sub) -> None:
     s.add_argument("--policies", help="adaptive policies per cell (default slackfit; e.g. slackfit,cascade,infaas,"
                    "clipper); Triton's batcher on the Pareto subnets is always added")
     s.add_argument("--duration", type=float, help="trace seconds per run (default: what fits --budget-min)")
-    s.add_argument("--budget-min", type=float, default=90.0, help="time the plan should fit (default 90)")
+    s.add_argument("--budget-min", type=float, default=SweepConfig.budget_min,
+                   help="time the plan should fit (default 90)")
     s.add_argument("--capacity-rps", type=float, help="skip the capacity measurement and use this")
     s.add_argument("--profile", help="profile JSON (default: this machine's)")
     s.add_argument("--out-dir", help="default results/sweep/ (--quick: results/sweep-quick/)")

@@ -8,7 +8,7 @@ A record has ``outcome`` (ok, late, inaccurate, dropped, rejected, error), ``lat
 from __future__ import annotations
 
 from collections import Counter
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -16,7 +16,7 @@ ANSWERED = ("ok", "late")
 """Outcomes whose latency the percentiles cover (an answer below its accuracy floor is not counted as served)."""
 
 
-def summarize(records: Sequence) -> dict:
+def summarize(records: Sequence[Any]) -> dict[str, Any]:
     """Attainment and real accuracy over requests *sent*; served accuracy over the in-time answers;
     latency percentiles over the requests answered in time or late;
     refusals and drops are counted, not timed."""
@@ -38,9 +38,9 @@ def summarize(records: Sequence) -> dict:
             "subnets": dict(Counter(r.subnet for r in records if r.outcome in ANSWERED).most_common())}
 
 
-def describe(s: dict) -> str:
+def describe(s: dict[str, Any]) -> str:
     """One line of a summary, the same names for the same numbers wherever it is printed."""
-    def num(v, fmt):
+    def num(v: float | None, fmt: str) -> str:
         return "-" if v is None else format(v, fmt)
     return (f"attainment {num(s['slo_attainment'], '.3f')}  served acc {num(s['mean_served_accuracy'], '.4f')}  "
             f"real acc {num(s['real_accuracy'], '.4f')}  late {s['late']}  below floor {s['inaccurate']}  "

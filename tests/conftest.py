@@ -1,18 +1,21 @@
 """Shared test helpers: free loopback ports, the committed weights and profile, small synthetic profiles and a
 validation record with known answers, and the markers every test gets from where it lives.
 
-Test modules take what they share from here (``from tests.conftest import ...`` or the fixtures), never from
-each other, so that a test module can be changed or removed on its own.
+Test modules take what they share from here (``from tests.conftest import ...`` or the fixtures) or from
+``tests/fakes.py`` (stand-in workers), never from each other, so that a test module can be changed or removed on
+its own.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from superserve.scheduler import paths
+from superserve.scheduler.edf_queue import Pending
 from superserve.scheduler.ports import free_ports  # noqa: F401  (re-exported for tests)
 from superserve.scheduler.profile import Profile
 
@@ -78,6 +81,12 @@ TOY_PROFILE = Profile.from_dict(
     }
 )
 """Three subnets, small (1 + 0.1 b ms) < mid (3 + 0.5 b) < big (10 + 2 b), p99 a little above the mean."""
+
+
+def pending_queue(n: int, now: float = 0.0, slo: float = 100.0, **kw: Any) -> tuple[Pending, ...]:
+    """``n`` requests arrived at ``now`` with deadlines ``slo`` ms later, 0.01 ms apart (a policy's queue, EDF)."""
+    return tuple(Pending(i, now, now + slo + i * 0.01, **kw) for i in range(n))
+
 
 CASCADE_PROFILE = Profile.from_dict(
     {

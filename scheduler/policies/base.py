@@ -3,10 +3,10 @@ decision out; no clock, no I/O, no mutation. The live scheduler and the simulato
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from ..edf_queue import Pending
-from ..profile import Profile, ProfileError
+from ..profile import Profile, ProfileError, SubnetProfile
 
 
 @dataclass(frozen=True)
@@ -85,11 +85,13 @@ class Policy:
         return None
 
 
-def drop_infeasible_head(policy: Policy, queue: Sequence[Pending], now_ms: float, profile: Profile):
+def drop_infeasible_head(policy: Policy, queue: Sequence[Pending], now_ms: float,
+                         profile: Profile) -> tuple[tuple[int, ...], int]:
     """Split off the leading requests whose slack is below their fastest admissible point at the latency
     a batch most likely takes (``profile.likely``: a planning view at a high quantile would drop what
     can still be served). Returns (dropped ids, index of the first request that can still be served)."""
-    dropped, i, likely = [], 0, profile.likely
+    dropped: list[int] = []
+    i, likely = 0, profile.likely
     while i < len(queue):
         fastest = policy.fastest_ms(queue[i], likely)
         if fastest is not None and queue[i].deadline_ms - now_ms >= fastest:
@@ -99,7 +101,8 @@ def drop_infeasible_head(policy: Policy, queue: Sequence[Pending], now_ms: float
     return tuple(dropped), i
 
 
-def feasible_from(policy: Policy, queue: Sequence[Pending], now_ms: float, profile: Profile, worker: WorkerView):
+def feasible_from(policy: Policy, queue: Sequence[Pending], now_ms: float, profile: Profile,
+                  worker: WorkerView) -> tuple[tuple[int, ...], int]:
     """``drop_infeasible_head`` at ``now_ms``, then the index of the first request that can still be
     served by a batch starting when ``worker`` is free (requests between the two stay queued: another
     worker, or none, may serve them). Returns (dropped ids, index)."""
@@ -111,10 +114,11 @@ def feasible_from(policy: Policy, queue: Sequence[Pending], now_ms: float, profi
 
 
 def fill(queue: Sequence[Pending], start: int, subnet: str, accuracy: float, max_rows: int,
-         rides=None) -> tuple[int, ...]:
+         rides: Callable[[Pending], bool] | None = None) -> tuple[int, ...]:
     """Earliest-deadline requests from ``start`` that admit ``subnet`` (and satisfy ``rides``, if
     given), up to ``max_rows`` rows."""
-    ids, rows = [], 0
+    ids: list[int] = []
+    rows = 0
     for p in queue[start:]:
         if rows + p.rows > max_rows:
             if rows:
@@ -128,7 +132,7 @@ def fill(queue: Sequence[Pending], start: int, subnet: str, accuracy: float, max
     return tuple(ids)
 
 
-def one_subnet(profile: Profile, subnet: str, policy: str):
+def one_subnet(profile: Profile, subnet: str, policy: str) -> SubnetProfile:
     """The profile entry of a single-subnet policy's subnet, or a clear error at start-up."""
     s = profile.get(subnet)
     if s is None:

@@ -62,6 +62,9 @@ def _batch(queue: Sequence[Pending], start: int, s: SubnetProfile, budget_ms: fl
 
 @dataclass(frozen=True)
 class InfaasPolicy(Policy):
+    """``fastest_ms`` is the base's (the fastest admissible variant, loads ignored): what a worker that has it
+    loaded can do, which is what decides whether a request can still be served at all."""
+
     load_ms: float = 5000.0
     """Expected time to load a variant that is not loaded on the worker, ms (the bench measures
     about 4.5 s per variant on 2 CPU cores)."""
@@ -70,10 +73,6 @@ class InfaasPolicy(Policy):
     def __post_init__(self):
         if not (isinstance(self.load_ms, (int, float)) and math.isfinite(self.load_ms) and self.load_ms >= 0):
             raise ValueError(f"infaas load_ms must be a finite number >= 0, got {self.load_ms!r}")
-
-    def fastest_ms(self, req: Pending, profile: Profile) -> float | None:
-        """The fastest admissible variant ignoring loads: what a worker with it loaded can do."""
-        return min((s.at(req.rows) for s in profile.subnets if req.admits(s.name, s.accuracy)), default=None)
 
     def options(self, queue: Sequence[Pending], start: int, slack_ms: float, profile: Profile,
                 loaded: frozenset[str] | None) -> list[_Option]:

@@ -3,7 +3,7 @@ import pytest
 
 from superserve.scheduler.edf_queue import Pending
 from superserve.scheduler.policies import AIMD, Batch, Clipper, WorkerView, make_policy
-from tests.unit.test_policies import PROFILE
+from tests.conftest import TOY_PROFILE as PROFILE
 
 W = WorkerView(0, 0)
 

@@ -13,7 +13,7 @@ from superserve.scheduler.errors import WorkerFailed
 from superserve.scheduler.gears import Gear, GearPlan, Stage
 from superserve.scheduler.health import HealthConfig
 from superserve.scheduler.policies import CascadePolicy
-from tests.unit.test_worker_retry import profile
+from tests.conftest import committed_profile as profile
 
 
 class Unsure(SupernetWorker):

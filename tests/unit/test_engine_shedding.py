@@ -13,7 +13,8 @@ from superserve.scheduler.errors import Overloaded
 from superserve.scheduler.metrics import render
 from superserve.scheduler.policies import make_policy
 from superserve.scheduler.shedding import peak_rows_per_ms
-from tests.unit.test_worker_retry import StandIn, profile
+from tests.conftest import committed_profile as profile
+from tests.fakes import StandIn
 
 
 class StillClock:

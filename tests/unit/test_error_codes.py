@@ -26,7 +26,7 @@ from superserve.scheduler.health import HealthConfig
 from superserve.scheduler.lifecycle import error_outcome
 from superserve.scheduler.policies import make_policy
 from superserve.scheduler.ports import free_ports
-from tests.unit.test_worker_retry import profile
+from tests.conftest import committed_profile as profile
 
 
 class Worker(SupernetWorker):

@@ -24,7 +24,7 @@ from superserve.scheduler.gears import Gear, GearPlan, Stage
 from superserve.scheduler.latency_model import LatencyModelConfig
 from superserve.scheduler.policies import make_policy
 from superserve.scheduler.sim import SimConfig, SimRequest, simulate
-from tests.unit.test_worker_retry import profile
+from tests.conftest import committed_profile as profile
 
 PROFILE = profile()
 SUBNETS = [s.name for s in PROFILE.subnets]

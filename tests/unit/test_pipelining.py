@@ -14,7 +14,8 @@ from superserve.scheduler.edf_queue import Pending
 from superserve.scheduler.engine import Engine, EngineConfig
 from superserve.scheduler.policies import Fixed, SlackFit, WorkerView
 from superserve.scheduler.profile import Profile
-from tests.unit.test_policies import PROFILE, queue
+from tests.conftest import TOY_PROFILE as PROFILE
+from tests.conftest import pending_queue as queue
 
 
 def test_slack_is_measured_from_when_the_worker_is_free():

@@ -4,20 +4,10 @@ import pytest
 from superserve.scheduler.edf_queue import EDFQueue, Pending
 from superserve.scheduler.policies import Fixed, SlackFit, WorkerView, make_policy
 from superserve.scheduler.profile import Profile, ProfileError
+from tests.conftest import TOY_PROFILE as PROFILE
+from tests.conftest import pending_queue as queue
 
-# Three subnets; latency grows with batch (base + per-row cost).
-PROFILE = Profile.from_dict({
-    "hardware": "test", "supernet": "abc", "batch_sizes": [1, 2, 4, 8, 16, 32],
-    "subnets": [
-        {"name": "small", "accuracy": 0.85, "latency_ms": {str(b): {"mean": 1 + 0.1 * b, "p99": 2 + 0.2 * b} for b in (1, 2, 4, 8, 16, 32)}},
-        {"name": "mid", "accuracy": 0.89, "latency_ms": {str(b): {"mean": 3 + 0.5 * b, "p99": 4 + 0.6 * b} for b in (1, 2, 4, 8, 16, 32)}},
-        {"name": "big", "accuracy": 0.93, "latency_ms": {str(b): {"mean": 10 + 2.0 * b, "p99": 12 + 2.5 * b} for b in (1, 2, 4, 8, 16, 32)}},
-    ]})
 W = WorkerView(0, 0)
-
-
-def queue(n, now=0.0, slo=100.0, **kw):
-    return tuple(Pending(i, now, now + slo + i * 0.01, **kw) for i in range(n))
 
 
 def test_empty_queue_decides_nothing():

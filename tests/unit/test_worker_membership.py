@@ -14,7 +14,7 @@ from superserve.scheduler.dispatcher import SupernetWorker
 from superserve.scheduler.engine import Engine, EngineConfig
 from superserve.scheduler.errors import Overloaded
 from superserve.scheduler.policies import make_policy
-from tests.unit.test_worker_retry import profile
+from tests.conftest import committed_profile as profile
 
 X = np.zeros((1, 1, 28, 28), np.float32)
 

@@ -7,49 +7,13 @@ import asyncio
 import numpy as np
 import pytest
 
-from superserve.scheduler import paths
 from superserve.scheduler.admission import RequestParams
-from superserve.scheduler.dispatcher import SupernetWorker
 from superserve.scheduler.engine import Engine, EngineConfig
-from superserve.scheduler.errors import Cancelled, DeadlineInfeasible, ServeError, WorkerFailed
+from superserve.scheduler.errors import ServeError
 from superserve.scheduler.health import HealthConfig
 from superserve.scheduler.policies import make_policy
-from superserve.scheduler.profile import Profile
-
-
-class StandIn(SupernetWorker):
-    """Answers like a TritonWorker; ``mode`` ok, fail (connection refused) or hang (never answers)."""
-
-    def __init__(self, url: str, mode: str = "ok"):
-        self.url, self.mode = url, mode
-        self.calls = self.cancelled = 0
-
-    async def ready(self) -> bool:
-        return self.mode == "ok"
-
-    async def infer(self, images, subnet, timeout_s):
-        self.calls += 1
-        if self.mode == "fail":
-            raise WorkerFailed(f"worker {self.url}: StatusCode.UNAVAILABLE: connection refused")
-        if self.mode == "deadline":  # what dispatcher.map_error makes of the call's own DEADLINE_EXCEEDED
-            raise DeadlineInfeasible(f"worker {self.url}: the call's deadline passed before Triton answered")
-        if self.mode == "cancelled":
-            raise Cancelled(f"worker {self.url}: the call was cancelled")
-        if self.mode == "hang":
-            try:
-                await asyncio.sleep(3600)
-            except asyncio.CancelledError:
-                self.cancelled += 1
-                raise
-        await asyncio.sleep(0.002)
-        return np.zeros((len(images), 10), np.float32), [{"subnet": subnet, "url": self.url}] * len(images)
-
-    async def close(self) -> None:
-        pass
-
-
-def profile() -> Profile:
-    return Profile.load(sorted((paths.repo_root() / "profiles").glob("*.json"))[0])
+from tests.conftest import committed_profile as profile
+from tests.fakes import StandIn
 
 
 async def serve(workers, n: int, slo_ms: float, health: HealthConfig):
