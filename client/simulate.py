@@ -10,6 +10,7 @@ import numpy as np
 
 from superserve.client import results, traces, triton_fixed
 from superserve.scheduler import paths, policy_names
+from superserve.scheduler.latency_model import LatencyModelConfig
 from superserve.scheduler.policies.factories import PolicyOptions, factory_for
 from superserve.scheduler.profile import Profile
 from superserve.scheduler.server import find_profile
@@ -36,22 +37,48 @@ def main(args) -> int:
             for t, s in zip(trace.arrivals_s, samples)]
     result = {**results.header(), "profile": profile.hardware, "trace": trace.describe(),
               "slo_ms": slo_ms, "workers": args.workers, "policies": {}}
+    result["host"] = host_description(args)
     for spec in specs:
         name = spec.label
-        subnet, plan = (None, spec.arg) if spec.kind == "cascade" else (spec.arg or args.subnet, None)
+        variant = spec.kind in LATENCY_VARIANTS  # slackfit with another latency model, its arg a quantile
+        subnet, plan = (None, spec.arg) if spec.kind == "cascade" else (None if variant else spec.arg or args.subnet,
+                                                                         None)
         if subnet in triton_fixed.ROLES:  # smallest, middle, largest, as bench reads them
             subnet = triton_fixed.pick(profile, subnet)
-        opts = PolicyOptions(spec.kind, subnet=subnet, plan=plan or args.plan)
+        opts = PolicyOptions("slackfit" if variant else spec.kind, subnet=subnet, plan=plan or args.plan)
         policy = factory_for(opts).policy(profile)
         t = time.perf_counter()
-        s = summarize(simulate(policy, profile, reqs, record,
-                               SimConfig(workers=args.workers, margin_ms=args.margin_ms)))
+        s = summarize(simulate(policy, profile, reqs, record, sim_config(args, spec)))
         s["wall_s"] = round(time.perf_counter() - t, 2)
         result["policies"][name] = s
         print(f"{name:28} {describe(s)}")
     if args.out:
         results.write(result, args.out)
     return 0
+
+
+LATENCY_VARIANTS = {"slackfit-affine": "affine", "slackfit-quantile": "quantile"}
+"""``simulate --policy slackfit-affine[:q]``: SlackFit planning with that latency model (at quantile q)."""
+
+
+def sim_config(args, spec=None) -> SimConfig:
+    """The simulated machine and the life cycle's settings from ``simulate``'s options (and a policy variant's
+    latency model): the latency model as ``serve`` would run it, unless --no-adapt-latency."""
+    kind, q = args.latency_model, args.latency_quantile
+    if spec is not None and spec.kind in LATENCY_VARIANTS:
+        kind, q = LATENCY_VARIANTS[spec.kind], float(spec.arg) if spec.arg else q
+    host = args.host_scale
+    return SimConfig(workers=args.workers, margin_ms=args.margin_ms, seed=args.seed,
+                     latency=LatencyModelConfig(quantile=q) if args.adapt_latency else None, latency_kind=kind,
+                     slowdown=None if host == 1.0 else (lambda now: host), jitter_sigma=args.jitter,
+                     call_ms=args.call_ms, stall_share=args.stall_share, stall_ms=args.stall_ms)
+
+
+def host_description(args) -> dict:
+    return {"scale": args.host_scale, "jitter_sigma": args.jitter, "call_ms": args.call_ms,
+            "stall_share": args.stall_share, "stall_ms": args.stall_ms,
+            "latency_model": args.latency_model if args.adapt_latency else "off",
+            "latency_quantile": args.latency_quantile}
 
 
 def model_slos(text: str, models: tuple[str, ...]) -> dict[str, float]:
@@ -109,7 +136,7 @@ def main_models(args) -> int:
         factory = factory_for(PolicyOptions(kind, subnet=arg or args.subnet, plan=args.plan, models=models))
         specs = [ModelSpec(m, profiles[m], factory.policy(profiles[m], m)) for m in models]
         t = time.perf_counter()
-        outs = simulate(None, None, reqs, records, SimConfig(workers=args.workers, margin_ms=args.margin_ms),
+        outs = simulate(None, None, reqs, records, sim_config(args),
                         models=specs)
         s = summarize(outs)
         s["wall_s"] = round(time.perf_counter() - t, 2)

@@ -45,7 +45,7 @@ KINDS = (
     "triton-fixed",
 )
 """Every kind ``superserve bench`` can run."""
-SIMULATED = ("slackfit", "fixed", "clipper", "cascade")
+SIMULATED = ("slackfit", "slackfit-affine", "slackfit-quantile", "fixed", "clipper", "cascade")
 """Policies ``superserve simulate`` can replay (no models to load, no Triton batcher)."""
 ADAPTIVE = (
     "slackfit",

@@ -400,6 +400,32 @@ def _simulate_arguments(sm: argparse.ArgumentParser) -> None:
     sm.add_argument("--margin-ms", type=float, default=e.margin_ms)
     sm.add_argument("--min-confidence", type=float, help="escalation threshold for every request")
     sm.add_argument("--workers", type=int, default=SimConfig().workers)
+    from superserve.scheduler import latency_view
+
+    sm.add_argument(
+        "--latency-model",
+        choices=latency_view.KINDS,
+        default=e.latency_model,
+        help="the latency model policies plan with, as serve's (slackfit-affine[:q] and slackfit-quantile[:q] "
+        "in --policy pick one per run)",
+    )
+    sm.add_argument("--latency-quantile", type=float, default=e.latency_quantile)
+    sm.add_argument(
+        "--no-adapt-latency", dest="adapt_latency", action="store_false", help="plan with the profile as measured"
+    )
+    h = SimConfig()
+    sm.add_argument(
+        "--host-scale", type=float, default=1.0, help="the simulated host runs every forward at this times the profile"
+    )
+    sm.add_argument("--jitter", type=float, default=h.jitter_sigma, help="lognormal sigma of each batch's latency")
+    sm.add_argument("--call-ms", type=float, default=h.call_ms, help="added to every batch (the hop, the reply path)")
+    sm.add_argument(
+        "--stall-share",
+        type=float,
+        default=h.stall_share,
+        help="share of batches that stall (a shared host descheduling the worker)",
+    )
+    sm.add_argument("--stall-ms", type=float, default=h.stall_ms, help="mean stall, ms (exponential)")
     sm.add_argument("--seed", type=int, default=0)
     sm.add_argument("--out", help="write the summaries as JSON here")
     sm.set_defaults(func=_cmd_simulate)
