@@ -88,9 +88,11 @@ class Run:
                if lo <= r.send_s < hi and r.outcome in ("ok", "late") and r.accuracy is not None]
         return float(np.mean(acc)) if acc else float("nan")
 
-    def missed(self, lo: float = 0.0, hi: float = SECONDS) -> float:
-        """Share of the requests sent in [lo, hi) not answered in time (late, dropped, refused, failed)."""
-        return float(np.mean([r.outcome != "ok" for r in self.records if lo <= r.send_s < hi]))
+    def missed(self, lo: float = 0.0, hi: float = SECONDS, outcome: str | None = None) -> float:
+        """Share of the requests sent in [lo, hi) not answered in time (late, dropped, refused, failed), or
+        of those with ``outcome``."""
+        return float(np.mean([r.outcome != "ok" if outcome is None else r.outcome == outcome
+                              for r in self.records if lo <= r.send_s < hi]))
 
     def recovered_after_s(self, within: float = 0.01) -> float | None:
         """Seconds from RESTORE_S to the first whole second whose served accuracy is back within ``within``
@@ -110,6 +112,10 @@ class Run:
                 "missed_pressure": round(self.missed(ONSET_S, RESTORE_S + 1), 4),
                 "missed_pressure_excess": round(self.missed(ONSET_S, RESTORE_S + 1) - missed_before, 4),
                 "missed_after": round(self.missed(RESTORE_S + 1, SECONDS), 4),
+                **{f"{o}_{phase}": round(self.missed(lo, hi, o), 4) for o in ("late", "dropped", "rejected")
+                   for phase, lo, hi in (("before", 1.0, ONSET_S), ("pressure", ONSET_S, RESTORE_S + 1),
+                                         ("after", RESTORE_S + 1, SECONDS))},
+                "acc_back": round(self.accuracy(RESTORE_S, RESTORE_S + 3), 4),
                 "max_second_missed": round(max(miss_s[s] for s in range(int(ONSET_S), int(SECONDS))), 4),
                 "acc_per_second": {s: round(v, 4) for s, v in acc_s.items()},
                 "missed_per_second": {s: round(v, 3) for s, v in miss_s.items()}}
@@ -244,7 +250,7 @@ def _ab(argv: list[str]) -> None:
     from superserve.scheduler.triton_launcher import TritonConfig, TritonProcess
 
     ap = argparse.ArgumentParser(prog="python -m tests.integration.test_slowdown")
-    ap.add_argument("--reps", type=int, default=6)
+    ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--out", default=str(results.named("slowdown-ab")))
     a = ap.parse_args(argv)
     arms = {"latency model": SERVE_ARGS, "--no-adapt-latency": ("--no-adapt-latency", *SERVE_ARGS),
@@ -267,8 +273,8 @@ def _ab(argv: list[str]) -> None:
                     s = run_slowdown(triton, (groups[0], groups[1]), d, serve_args).summary()
                     runs.append({"arm": arm, "serve_args": list(serve_args), "rep": rep,
                                  "loadavg_1m": [round(load[0], 2), round(os.getloadavg()[0], 2)], **s})
-                    print(rep, arm, {k: s[k] for k in ("acc_before", "acc_during", "recovered_after_s",
-                                                        "missed_pressure_excess", "max_second_missed")}, flush=True)
+                    print(rep, arm, {k: s[k] for k in ("acc_before", "acc_during", "acc_back", "late_pressure",
+                                                        "missed_pressure", "max_second_missed")}, flush=True)
     result = {**results.header("python -m tests.integration.test_slowdown " + " ".join(argv)),
               "cores": os.cpu_count(), "quota_cores": QUOTA_CORES, "rate_rps": RATE_RPS, "slo_ms": SLO_MS,
               "onset_s": ONSET_S, "restore_s": RESTORE_S, "seconds": SECONDS, "runs": runs}
