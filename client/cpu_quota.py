@@ -7,10 +7,10 @@ by the kernel: the group gets at most ``cores`` CPU per period, however loaded t
 
 In cgroup v1 a group competes with the tasks of its parent as one task of weight ``cpu.shares``: at the
 default 1024, a group holding Triton's server and its backend stub weighs as much as any one process of
-the parent's, and on a busy 2-core host Triton got about half its usual CPU even under an unlimited quota
-(a 15 s run at 120 req/s missed 46% of a 50 ms SLO against 12% outside any group). So the groups made
-here weigh ``SHARES``: unlimited, the host's other work slows the process less than outside any group;
-throttled, the quota, not the host's load, is what bounds it.
+the parent's, and on a busy 2-core host (load average 4-5) Triton ran much slower even under an unlimited
+quota: one 15 s run at 120 req/s missed 46% of a 50 ms SLO in such a group, the next 12% outside any
+group. So the groups made here weigh ``SHARES``: unlimited, the host's other work slows the process less
+than outside any group; throttled, the quota, not the host's load, is what bounds it.
 
 The groups are made by ``fault_bench.cpu_quota_groups`` (the fault experiment's workers use the same
 groups). Needs root and a cgroup v1 cpu hierarchy: ``CpuQuota.create`` returns None otherwise, with
