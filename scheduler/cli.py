@@ -126,10 +126,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         cfg = _serve_config(args, auth.from_args(args, args.token_env), limits.from_args(args), auth.tls_from_args(args))
         # -- cluster and autoscaling (issue 18): serve --ray ADDRESS|auto, --autoscale; see scheduler/cluster.py
-        from dataclasses import replace
         from superserve.scheduler import cluster
         try:
-            cfg = replace(cfg, cluster=cluster.from_args(args))
+            cfg = cluster.configure(cfg, args)  # managed workers, supernet instances per Triton
         except ImportError as e:  # --ray without the extra
             print(f"superserve serve: --ray needs Ray: pip install 'superserve-triton[ray]' ({e})", file=sys.stderr)
             return 2
