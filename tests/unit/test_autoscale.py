@@ -55,9 +55,8 @@ def test_surge_adds_workers_until_demand_fits_then_decline_removes_them_one_at_a
     targets, changes = run(load, 260, CFG)
     assert targets[18] == 1, "no worker added before the surge"
     ups = [c for c in changes if c[2] > c[1]]
-    assert [c[2] for c in ups] == [2, 3], changes  # 2.0 needs 3 workers to sit below 0.8 each
-    assert ups[0][0] <= 20 + CFG.up_hold_s + 1, "first worker requested within the up hold"
-    assert ups[1][0] - ups[0][0] <= 5 + CFG.up_hold_s + 2, "next one once the first is in rotation and hot again"
+    assert [c[2] for c in ups] == [3], changes  # 2.0 needs 3 workers to sit below 0.8 each: both asked at once
+    assert ups[0][0] <= 20 + CFG.up_hold_s + 1, "workers requested within the up hold"
     assert {c[3] for c in ups} <= {"accuracy", "misses", "demand"}
     downs = [c for c in changes if c[2] < c[1]]
     assert [c[2] for c in downs] == [2, 1], changes
@@ -128,7 +127,7 @@ def test_nothing_is_decided_while_a_worker_is_not_in_rotation():
     window += [pool_second(30000, 2, 2, 3.0)]
     assert decide(window, 30000, CFG).direction == "hold"
     window += [pool_second(t * 1000.0, 2, 2, 3.0) for t in range(31, 34)]
-    assert decide(window, 33000, CFG).target == 3
+    assert decide(window, 33000, CFG).target == 4  # demand 1.5 on 2 workers: 4 to sit below 0.8 each
 
 
 def test_signals():
