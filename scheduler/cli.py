@@ -600,6 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sweep.add_parser(sub)
     sweep_report.add_parser(sub)
+    __import__("superserve.client.surge_bench", fromlist=["add_parser"]).add_parser(sub)  # bench-surge (issue 18)
 
     f = sub.add_parser("bench-fault", help="fault tolerance: 4 Triton workers under bursty load, kill -9 down to 2, "
                        "restart them; attainment and served accuracy over time -> results/<name>.json + .png")
