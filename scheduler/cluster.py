@@ -54,6 +54,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-workers", type=int, default=d.max_workers)
     g.add_argument("--scale-accuracy-gap", type=float, default=d.accuracy_gap,
                    help="add a worker while the served accuracy stays this far below the best subnet's")
+    g.add_argument("--scale-accuracy-min-demand", type=float, default=d.accuracy_min_demand,
+                   help="... counted only while the demand on the most accurate subnet is at least this (below, more "
+                   "workers would not restore accuracy)")
     g.add_argument("--scale-max-miss", type=float, default=d.max_miss_ratio,
                    help="... or more than this share of requests is late, dropped or refused")
     g.add_argument("--scale-up-demand", type=float, default=d.up_demand,
@@ -108,6 +111,7 @@ def from_args(args: argparse.Namespace) -> ClusterConfig | None:
     if args.autoscale:
         scale = AutoscaleConfig(min_workers=args.min_workers, max_workers=args.max_workers,
                                 accuracy_gap=args.scale_accuracy_gap, max_miss_ratio=args.scale_max_miss,
+                                accuracy_min_demand=args.scale_accuracy_min_demand,
                                 up_demand=args.scale_up_demand, down_demand=args.scale_down_demand,
                                 up_hold_s=args.scale_up_hold_s, down_hold_s=args.scale_down_hold_s)
     workers = args.workers if args.workers is not None else (scale.min_workers if scale else 1)

@@ -130,6 +130,23 @@ def test_nothing_is_decided_while_a_worker_is_not_in_rotation():
     assert decide(window, 33000, CFG).target == 4  # demand 1.5 on 2 workers: 4 to sit below 0.8 each
 
 
+def test_an_accuracy_shortfall_at_low_demand_neither_adds_nor_keeps_workers():
+    # A slow worker (or a latency model still pessimistic after a surge) costs accuracy at any load; below
+    # accuracy_min_demand another worker would not bring it back, so it is not hot, and the pool may shrink.
+    def slow_second(t_ms, target, workers, load):
+        s = pool_second(t_ms, target, workers, load)
+        return Sample(s.t_ms, s.interval_ms, target, workers, ok=s.ok, missed=s.missed,
+                      accuracy_sum=(BEST - 0.02) * s.ok, rows=s.rows, best_accuracy=BEST, best_cost_ms=COST_MS)
+    low = slow_second(1000, 1, 1, 0.3)
+    assert hot_reason(low, CFG) is None
+    assert hot_reason(slow_second(1000, 1, 1, 0.6), CFG)[0] == "accuracy"
+    window = [slow_second(t * 1000.0, 4, 4, 0.3) for t in range(1, 40)]
+    assert all(is_cold(s, CFG) for s in window)
+    assert decide(window, 39000, CFG).target == 3
+    with pytest.raises(ValueError, match="accuracy_min_demand"):
+        AutoscaleConfig(accuracy_min_demand=-1)
+
+
 def test_signals():
     s = pool_second(1000, 1, 1, 0.5)
     assert s.demand == pytest.approx(0.5, abs=0.01) and hot_reason(s, CFG) is None
