@@ -263,15 +263,16 @@ def run_arm(arm: str, cfg: SurgeConfig, prefixes: list, profile_path: str, best:
         after = prometheus_text.scrape(target.metrics_url, timeout_s=5)
     load.append(round(os.getloadavg()[0], 2))
     view = {k: round(v - before.get(k, 0), 3) for k, v in after.items()
-            if k.startswith(("sched_requests_total{", "sched_scaling_decisions_total", "sched_worker_admissions",
-                             "sched_workers_lost"))}
+            if k.startswith(("sched_requests_total{", "sched_limit_refusals_total{", "sched_scaling_decisions_total",
+                             "sched_worker_admissions", "sched_workers_lost"))}
     s = series(records, cfg.duration_s)
     pre = phase_summary(records, 0, cfg.pre_s)
     surge_end = cfg.pre_s + cfg.surge_s
     out = {"arm": arm, "serve_args": arm_args(arm, cfg, best), "load_avg_1m_before_after": load,
            "summary": summarize(records),
            "accounting": accounting(records),
-           "scheduler_answered": sum(v for k, v in view.items() if k.startswith("sched_requests_total{")),
+           "scheduler_answered": sum(v for k, v in view.items()
+                                     if k.startswith(("sched_requests_total{", "sched_limit_refusals_total{"))),
            "scheduler_view": view,
            "phases": {"pre": pre, "surge": phase_summary(records, cfg.pre_s, surge_end),
                       "surge_last_third": phase_summary(records, surge_end - cfg.surge_s / 3, surge_end),

@@ -25,6 +25,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .profile import Profile
 
 MIN_GAIN = 1.2
 """Smallest predicted throughput gain worth a second instance (another backend process: memory, a warm-up,
@@ -45,7 +49,7 @@ class WorkerResources:
     threads: int = 1
     """Torch intra-op threads per instance (the model config's torch_threads)."""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.cores <= 0 or self.gpus < 0 or not 0 <= self.reserved_cores or self.threads < 1:
             raise ValueError(f"worker resources need cores > 0, gpus >= 0, reserved_cores >= 0 and threads >= 1, "
                              f"got {self}")
@@ -113,7 +117,7 @@ def choose(curve: Mapping[int, float], res: WorkerResources, min_gain: float = M
                           f"{max_in_flight} batches the sidecar keeps in flight per worker", g)
 
 
-def curve_of(profile) -> dict[int, float]:
+def curve_of(profile: Profile) -> dict[int, float]:
     """The most accurate subnet's latency per batch size from a scheduler Profile."""
     best = profile.subnets[-1]
     return {b: best.at(b) for b in profile.batch_sizes}
