@@ -99,7 +99,7 @@ def from_args(args: argparse.Namespace) -> ClusterConfig | None:
     if not args.ray and not args.autoscale and not prefixes:
         return None
     if args.worker:
-        raise ValueError("--ray and --autoscale start their own workers; not with --worker URL")
+        raise ValueError("--ray, --autoscale and --local-worker-prefix start their own workers; not with --worker URL")
     if args.policy == "infaas":
         raise ValueError("--ray and --autoscale serve the supernet; policy infaas needs its variant workers")
     ray_cfg = None
