@@ -16,11 +16,14 @@ Signals, per sample (one second of the live engine):
   ``demand * n / (n - 1)``.
 
 Rules (the numbers are ``AutoscaleConfig`` fields, defaults justified there):
-- **Up by one** when every sample of the last ``up_hold_s`` is *hot*: served accuracy below the most accurate
-  subnet's by more than ``accuracy_gap``, or misses above ``max_miss_ratio``, or demand above
-  ``up_demand``.
-- **Down by one** when every sample of the last ``down_hold_s`` is *cold*: no accuracy gap, misses within
-  bound, and the demand the workers left would carry, ``demand * n / (n - 1)``, below ``down_demand``; and,
+- **Up** when every sample of the last ``up_hold_s`` is *hot*: served accuracy below the most accurate
+  subnet's by more than ``accuracy_gap`` while the demand is at least ``accuracy_min_demand``, or misses above
+  ``max_miss_ratio``, or demand above ``up_demand``. By one, or at once to the pool the demand asks for,
+  ``ceil(demand * n / up_demand)`` with the lowest demand of the hold: a worker takes many seconds to start, and
+  a surge of 2x one worker's capacity needs three, so adding them one start after another would double the time
+  SlackFit trades accuracy.
+- **Down by one** when every sample of the last ``down_hold_s`` is *cold*: no accuracy gap that counts, misses
+  within bound, and the demand the workers left would carry, ``demand * n / (n - 1)``, below ``down_demand``; and,
   if the window shows when the pool last grew to ``n``, the demand now is below ``regret_fraction`` of the
   demand that made it grow (a worker added because the smaller pool lost accuracy is not removed while the load
   that cost the accuracy is still there).
@@ -38,6 +41,7 @@ both cannot hold at one demand.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -76,6 +80,13 @@ class AutoscaleConfig:
     min_requests: int = 20
     """A sample with fewer requests answered in time says nothing about accuracy (it is judged on misses and
     demand only)."""
+    accuracy_min_demand: float = 0.5
+    """An accuracy shortfall counts (hot, and not cold) only at this demand or above. Below it the pool has slack
+    for the most accurate subnet on every request, so a shortfall comes from latency (a slow or throttled worker,
+    a latency model still pessimistic after a surge), not from too few workers, and another worker would not
+    restore it. Without this floor, bench-surge's pool (0.3-core workers) grew before the surge at 0.3x load and,
+    after it, stayed at the maximum: SlackFit's accuracy at 0.3x stayed 0.01 below the best, so no sample was
+    cold."""
 
     def __post_init__(self):
         if not 1 <= self.min_workers <= self.max_workers:
@@ -89,6 +100,8 @@ class AutoscaleConfig:
             raise ValueError(f"need up_hold_s, down_hold_s > 0, got {self.up_hold_s}, {self.down_hold_s}")
         if self.memory_s < max(self.up_hold_s, self.down_hold_s):
             raise ValueError(f"memory_s ({self.memory_s}) must cover the holds ({self.up_hold_s}, {self.down_hold_s})")
+        if not 0 <= self.accuracy_min_demand:
+            raise ValueError(f"need accuracy_min_demand >= 0, got {self.accuracy_min_demand}")
         if not 0 < self.regret_fraction <= 1 or self.min_requests < 1:
             raise ValueError(f"need 0 < regret_fraction <= 1 and min_requests >= 1, got {self.regret_fraction}, "
                              f"{self.min_requests}")
@@ -152,7 +165,7 @@ class Decision:
 def hot_reason(s: Sample, cfg: AutoscaleConfig) -> tuple[str, str] | None:
     """Why ``s`` asks for another worker (kind, text), or None."""
     acc = s.accuracy(cfg.min_requests)
-    if acc is not None and acc < s.best_accuracy - cfg.accuracy_gap:
+    if acc is not None and acc < s.best_accuracy - cfg.accuracy_gap and s.demand >= cfg.accuracy_min_demand:
         return "accuracy", (f"served accuracy {acc:.4f} below the best subnet's {s.best_accuracy:.4f} "
                             f"- {cfg.accuracy_gap:g}")
     if s.answered and s.miss_ratio > cfg.max_miss_ratio:
@@ -187,14 +200,22 @@ def _settled(window: Sequence[Sample], target: int) -> list[Sample]:
 
 
 def _growth_demand(window: Sequence[Sample], n: int, hold_s: float) -> float | None:
-    """The mean demand, counted on ``n - 1`` workers, over the hold before the pool last grew to ``n``
-    (None: the window does not show it)."""
+    """The mean demand, counted on ``n - 1`` workers, over the hold before the pool last grew to ``n`` (from
+    ``n - 1`` or fewer; None: the window does not show it)."""
     for i in range(len(window) - 1, 0, -1):
-        if window[i].target == n and window[i - 1].target == n - 1:
+        prev = window[i - 1].target
+        if window[i].target == n and prev < n:
             t = window[i - 1].t_ms
-            before = [s for s in window[:i] if s.target == n - 1 and s.workers == n - 1 and s.t_ms > t - hold_s * 1000]
-            return sum(s.demand for s in before) / len(before) if before else None
+            before = [s for s in window[:i] if s.target == prev and s.workers == prev and s.t_ms > t - hold_s * 1000]
+            return sum(s.demand * prev / (n - 1) for s in before) / len(before) if before else None
     return None
+
+
+def wanted(hot: Sequence[Sample], target: int, cfg: AutoscaleConfig) -> int:
+    """Workers the hot hold asks for: one more, or as many as the lowest demand of the hold needs below
+    ``up_demand`` (within the maximum)."""
+    need = math.ceil(min(s.demand for s in hot) * target / cfg.up_demand - 1e-9)
+    return min(cfg.max_workers, max(target + 1, need))
 
 
 def reversals(window: Sequence[Sample]) -> int:
@@ -222,7 +243,9 @@ def decide(window: Sequence[Sample], now_ms: float, cfg: AutoscaleConfig) -> Dec
         kind, why = hot_reason(hot[-1], cfg)
         if target >= cfg.max_workers:
             return Decision(target, "hold", f"at the maximum of {cfg.max_workers} workers although {why}", "bound")
-        return Decision(target + 1, "up", f"{why} for {cfg.up_hold_s:g} s", kind)
+        n = wanted(hot, target, cfg)
+        more = f"; demand {min(s.demand for s in hot):.2f} on {target} needs {n}" if n > target + 1 else ""
+        return Decision(n, "up", f"{why} for {cfg.up_hold_s:g} s{more}", kind)
     down_hold_s = cfg.down_hold_s * 2 ** min(reversals(window), 4)
     cold = _held(settled, now_ms, down_hold_s, lambda s: is_cold(s, cfg))
     if cold is not None and target > cfg.min_workers:

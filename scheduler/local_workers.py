@@ -2,7 +2,9 @@
 
 Worker ``i`` takes the base ports + 3*i, as ``serve --workers`` always did (0: free ports), with the lowest
 index not in use, so a pool that shrinks and grows again reuses its ports. A process that dies is started again
-on the same ports (as Ray restarts an actor); until it is ready the worker has no address."""
+on the same ports (as Ray restarts an actor); until it is ready the worker has no address. Worker ``i`` may run under a
+command prefix of its own (``serve --local-worker-prefix``: a cgroup with a CPU quota, a core), kept across
+restarts, so a pool's capacity per worker stays fixed as it grows and shrinks."""
 from __future__ import annotations
 
 import asyncio
@@ -36,8 +38,10 @@ class LocalProcesses:
 
     name = "local"
 
-    def __init__(self, base: TritonConfig):
+    def __init__(self, base: TritonConfig, prefixes: tuple[tuple[str, ...], ...] = ()):
         self.base = base
+        self.prefixes = prefixes
+        """Element i: the command that runs worker i (e.g. into its cgroup); it must exec Triton."""
         self._used: set[int] = set()
         self._procs: list[TritonProcess] = []
         """Every process started, so ``close`` stops one whose start was abandoned half-way."""
@@ -46,7 +50,8 @@ class LocalProcesses:
         b = self.base
         http, grpc, metrics = (p + 3 * i if p else 0 for p in (b.http_port, b.grpc_port, b.metrics_port))
         return replace(b, http_port=http, grpc_port=grpc, metrics_port=metrics,
-                       log_file=f"{b.log_file}.{i}" if b.log_file and i else b.log_file)
+                       log_file=f"{b.log_file}.{i}" if b.log_file and i else b.log_file,
+                       wrapper=self.prefixes[i] if i < len(self.prefixes) else b.wrapper)
 
     async def start(self) -> LocalWorker:
         """Start one Triton and return once it is ready."""

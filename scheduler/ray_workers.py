@@ -42,6 +42,8 @@ class RayWorkersConfig:
     worker_gpus: float = 0.0
     """GPUs each worker asks Ray for: 0 (CPU) or 1 (the supernet on that GPU)."""
     model: str = "supernet"
+    instances: int | None = None
+    """Supernet instances per worker's Triton (instance_count.py; None: the committed config's)."""
 
     def __post_init__(self):
         if not self.address:
@@ -68,12 +70,12 @@ def gpu_repository(source: Path, model: str) -> Path:
 class TritonActor:
     """One Triton worker on the node Ray placed this actor on (made remote by ``actor_class``)."""
 
-    def __init__(self, model: str = "supernet"):
+    def __init__(self, model: str = "supernet", instances: int | None = None):
         self.repo = gpu_repository(paths.model_repository(), model) if ray.get_gpu_ids() else None
         host = ray.util.get_node_ip_address()
         repo = str(self.repo) if self.repo else None
         self.triton = TritonProcess(TritonConfig(host=host, http_port=0, grpc_port=0, metrics_port=0,
-                                                 models=(model,), model_repository=repo))
+                                                 models=(model,), model_repository=repo, instances=instances))
         self.triton.start()
         self.guard = orphan_guard.start(self.triton.proc.pid)
         self.incarnation = uuid.uuid4().hex[:12]
@@ -116,7 +118,7 @@ class RayActors:
 
     async def start(self):
         opts = dict(num_cpus=self.cfg.worker_cpus, num_gpus=self.cfg.worker_gpus, scheduling_strategy="SPREAD")
-        actor = actor_class().options(**opts).remote(self.cfg.model)
+        actor = actor_class().options(**opts).remote(self.cfg.model, self.cfg.instances)
         self._actors.append(actor)
         return actor
 

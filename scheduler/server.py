@@ -359,9 +359,11 @@ def serve_subprocess(args: list[str], log_path: str, python: str | None = None):
     import subprocess
     import sys
 
-    with open(log_path, "w") as log_file:
-        proc = subprocess.Popen([python or sys.executable, "-m", "superserve.scheduler.cli", "serve", *args],
-                                stdout=subprocess.PIPE, stderr=log_file, text=True, start_new_session=True)
+    from .triton_launcher import _spawn
+
+    with open(log_path, "w") as log_file:  # killed with its launcher: a killed bench leaves no sidecar behind
+        proc = _spawn([python or sys.executable, "-m", "superserve.scheduler.cli", "serve", *args],
+                      stdout=subprocess.PIPE, stderr=log_file, text=True, start_new_session=True)
     try:
         line = proc.stdout.readline()
         if not line.startswith("SuperServe ready"):

@@ -22,6 +22,7 @@ import ctypes
 import hashlib
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -77,8 +78,13 @@ class TritonConfig:
     wrapper: tuple[str, ...] = ()
     """A command that runs the server, e.g. ("taskset", "-c", "1") to pin it (and its backend stubs,
     which inherit the affinity) to core 1; it must exec the server, so the process stays ours to stop."""
+    instances: int | None = None
+    """Model instances per loaded model (its ``instance_group`` count), written into the linked repository's
+    copy of each model's config (instance_count.py chooses it for ``serve``); None: the committed configs'."""
 
     def __post_init__(self):
+        if self.instances is not None and not 1 <= self.instances <= 64:
+            raise ValueError(f"instances must be in 1..64, got {self.instances}")
         for name in ("http_port", "grpc_port", "metrics_port"):
             port = getattr(self, name)
             if not 0 <= port < 65536:
@@ -151,15 +157,47 @@ def control_headers(key: str, protocol: str) -> dict[str, str]:
     return {("triton-grpc-protocol-" if protocol == "grpc" else "") + CONTROL_HEADER: key}
 
 
-def linked_repository(source: Path, models: tuple[str, ...]) -> Path:
-    """A temporary model repository of symlinks to just ``models`` of ``source`` (the caller removes it)."""
+_INSTANCE_GROUP = re.compile(r"(instance_group\s*\[\s*\{[^}]*?count\s*:\s*)(\d+)")
+
+
+def with_instance_count(config_text: str, count: int, where: str = "config.pbtxt") -> str:
+    """``config_text`` with its (single) instance group's count set to ``count``."""
+    found = _INSTANCE_GROUP.findall(config_text)
+    if len(found) != 1:
+        raise TritonStartError(f"{where}: expected one instance_group with a count to set to {count}, found "
+                               f"{len(found)}")
+    return _INSTANCE_GROUP.sub(lambda m: f"{m.group(1)}{count}", config_text)
+
+
+def linked_repository(source: Path, models: tuple[str, ...], instances: int | None = None) -> Path:
+    """A temporary model repository of symlinks to just ``models`` of ``source`` (the caller removes it).
+    With ``instances``, each model is a folder of its own holding a copy of its config with that instance
+    count and links to everything else (the committed repository is never edited)."""
     missing = [m for m in models if not (source / m / "config.pbtxt").is_file()]
     if missing:
         raise TritonStartError(f"model(s) {missing} not found in {source}")
     root = Path(tempfile.mkdtemp(prefix="superserve-repo-"))
-    for m in models:
-        (root / m).symlink_to((source / m).resolve(), target_is_directory=True)
+    try:
+        for m in models:
+            src = (source / m).resolve()
+            if instances is None:
+                (root / m).symlink_to(src, target_is_directory=True)
+                continue
+            (root / m).mkdir()
+            config = src / "config.pbtxt"
+            (root / m / "config.pbtxt").write_text(with_instance_count(config.read_text(), instances, str(config)))
+            for item in src.iterdir():
+                if item.name != "config.pbtxt":
+                    (root / m / item.name).symlink_to(item.resolve(), target_is_directory=item.is_dir())
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
     return root
+
+
+def repository_models(source: Path) -> tuple[str, ...]:
+    """Every model folder (one with a config.pbtxt) of a repository."""
+    return tuple(sorted(d.name for d in source.iterdir() if (d / "config.pbtxt").is_file()))
 
 
 def command(cfg: TritonConfig, backends: Path, repo: str | None = None, control_key: str | None = None,
@@ -213,9 +251,10 @@ class TritonProcess:
         backends = backend_directory()
         shm_regions.remove_stale()
         repo = None
-        if self.cfg.models and not self.cfg.explicit:
+        if (self.cfg.models and not self.cfg.explicit) or self.cfg.instances is not None:
             source = Path(self.cfg.model_repository or paths.model_repository())
-            self._linked = linked_repository(source, self.cfg.models)
+            models = self.cfg.models if self.cfg.models and not self.cfg.explicit else repository_models(source)
+            self._linked = linked_repository(source, models, self.cfg.instances)
             repo = str(self._linked)
         env, library = environment(), hidden_key.build()
         if library is not None:  # the key travels in the environment, only its placeholder on the command line

@@ -12,7 +12,21 @@ from typing import Any
 from . import default_of
 
 
+SURGE_HELP = (
+    "a step surge to 2x one worker's capacity and back: SlackFit on 1 worker, with --autoscale, on a peak-sized "
+    "pool, and a fixed subnet with --autoscale; per-second attainment, served accuracy, workers -> "
+    "results/<name>.json and .png"
+)
+
+
+def _surge_arguments(p: argparse.ArgumentParser) -> None:
+    from superserve.client.surge_bench import add_arguments
+
+    add_arguments(p)
+
+
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    subparsers.add_parser("bench-surge", help=SURGE_HELP, arguments=_surge_arguments)  # issue 18
     subparsers.add_parser(
         "bench",
         help="policies side by side on one open-loop trace; results/<name>.json + plots",

@@ -293,7 +293,6 @@ def _serve_arguments(sv: argparse.ArgumentParser) -> None:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
-    from dataclasses import replace
 
     from superserve.scheduler import auth, cluster, limits
     from superserve.scheduler.server import serve_forever
@@ -311,7 +310,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         cfg = serve_config(args, auth.from_args(args, args.token_env), limits.from_args(args), auth.tls_from_args(args))
         # -- cluster and autoscaling (issue 18): serve --ray ADDRESS|auto, --autoscale; see scheduler/cluster.py
         try:
-            cfg = replace(cfg, cluster=cluster.from_args(args))
+            cfg = cluster.configure(cfg, args)  # managed workers, supernet instances per Triton
         except ImportError as e:  # --ray without the extra
             print(f"superserve serve: --ray needs Ray: pip install 'superserve-triton[ray]' ({e})", file=sys.stderr)
             return 2

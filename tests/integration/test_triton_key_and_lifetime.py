@@ -129,3 +129,33 @@ def test_triton_dies_with_a_sigkilled_serve(tmp_path, weights_path):
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
         assert_gone_within(servers, 5.0)
+
+
+LAUNCHER = """
+import sys
+from superserve.scheduler.server import serve_subprocess
+with serve_subprocess(sys.argv[2:], sys.argv[1]) as proc:
+    print(proc.pid, flush=True)
+    sys.stdin.read()  # until killed
+"""
+
+
+def test_a_sidecar_dies_with_the_sigkilled_process_that_started_it(tmp_path, weights_path):
+    """A benchmark or test killed with SIGKILL (or one whose clean-up never ran) leaves no `superserve serve` and no
+    Triton behind: serve_subprocess starts the sidecar with the parent-death signal, as the launcher starts Triton."""
+    http, grpc, th, tg, tm = free_ports(5)
+    args = ["--http-port", str(http), "--grpc-port", str(grpc), "--triton-http-port", str(th), "--triton-grpc-port",
+            str(tg), "--triton-metrics-port", str(tm), "--triton-log-file", str(tmp_path / "triton.log")]
+    bench = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(tmp_path / "serve.log"), *args],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        sidecar = int(bench.stdout.readline())
+        servers = tritonservers(sidecar)
+        assert alive(sidecar) and len(servers) == 1
+        os.kill(bench.pid, signal.SIGKILL)
+        bench.wait(timeout=10)
+        assert_gone_within([sidecar, *servers], 10.0)
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.wait()

@@ -78,6 +78,7 @@ def test_subcommands_are_the_documented_ones():
         "bench-soak",
         "bench-overload",
         "bench-fuzz",
+        "bench-surge",
         "bench-sweep",
         "report",
     }

@@ -51,7 +51,7 @@ def test_bad_names_fail_naming_the_field_and_the_name(text, message):
 
 def test_each_command_accepts_its_own_kinds_only():
     assert pn.parse("cascade", pn.SIMULATED).kind == "cascade"
-    with pytest.raises(PolicyNameError, match="choose from slackfit, fixed"):
+    with pytest.raises(PolicyNameError, match="choose from slackfit, slackfit-affine.*, fixed"):
         pn.parse("infaas", pn.SIMULATED, "--policy")
     with pytest.raises(PolicyNameError, match="unknown policy 'triton-fixed:largest'"):
         pn.parse("triton-fixed:largest", pn.SERVED, "--policy")
@@ -112,4 +112,4 @@ def test_the_served_kinds_are_the_policies_the_sidecar_builds():
     from superserve.scheduler.policies import PolicyName
 
     assert {p.value for p in PolicyName} == set(pn.SERVED)
-    assert set(pn.SIMULATED) <= set(pn.SERVED) and set(pn.ADAPTIVE) <= set(pn.KINDS)
+    assert {pn.SERVED_AS.get(k, k) for k in pn.SIMULATED} <= set(pn.SERVED) and set(pn.ADAPTIVE) <= set(pn.KINDS)
