@@ -159,8 +159,12 @@ def instances_from_args(args: argparse.Namespace, cluster: ClusterConfig | None)
     from .local_profile import find_profile
     from .profile import Profile
 
+    from .served_models import parse_models, parse_profiles
+
+    models = parse_models(getattr(args, "models", None))  # --profile may be MODEL=FILE,... with --models
     res = worker_resources(args, cluster)
-    choice = choose(curve_of(Profile.load(find_profile(args.profile, measure=False))), res)
+    explicit = parse_profiles(args.profile, models).get(models[0])
+    choice = choose(curve_of(Profile.load(find_profile(explicit, measure=False))), res)
     log.info("supernet instances per worker: %s (auto; worker %g core(s), %d GPU(s))", choice.reason, res.cores,
              res.gpus)
     return choice.count
