@@ -7,7 +7,8 @@ through the whole stack (load generator + Triton, same cores) unless ``--capacit
 Writes ``results/<name>.json`` (docs/design.md format plus per-second series) and PNG plots beside it.
 
 Policies: ``slackfit`` (ours) · ``slackfit-classic`` (SlackFit as before issue 13: mean latency
-scaled by a running mean, one batch in flight per worker) · ``slackfit-affine[:q]`` / ``slackfit-quantile[:q]``
+scaled by a running mean, one batch in flight per worker, the paper's latency buckets) · ``slackfit-paper``
+(SlackFit looking only in the latency bucket just under the slack, as the paper does) · ``slackfit-affine[:q]`` / ``slackfit-quantile[:q]``
 (SlackFit with that latency model, latency_view.py, planned at quantile q) · ``clipper[:subnet]`` (AIMD batch on one subnet, default largest)
 · ``infaas`` (cheapest variant per request; separate models loaded on demand) · ``fixed:<subnet>``
 (our scheduler, one subnet) · ``triton-fixed:<subnet>`` (Triton's dynamic batcher, no sidecar).
@@ -37,6 +38,7 @@ from superserve.scheduler import paths, policy_names
 from superserve.scheduler.provenance import command_line
 from superserve.scheduler.ports import free_ports
 from superserve.scheduler.profile import Profile
+from superserve.scheduler.policies.slackfit import PAPER_BUCKETS
 from superserve.scheduler.server import find_profile, serve_subprocess
 from superserve.scheduler.summary import describe, summarize
 from superserve.scheduler.triton_launcher import TritonConfig, TritonProcess
@@ -47,9 +49,12 @@ DEFAULT_POLICIES = ("slackfit", "cascade", "slackfit+escalate", "clipper", "infa
 QUICK_POLICIES = ("slackfit", "clipper", "triton-fixed:largest")
 QUICK_DURATION_S, QUICK_WARMUP = 12.0, 20
 """``bench --quick``: trace seconds and warm-up requests (otherwise BenchConfig's)."""
-CLASSIC_ARGS = ("--latency-model", "ewma", "--no-pipeline")
-"""slackfit-classic: SlackFit with the latency handling from before issue 13."""
-SLACKFIT_VARIANTS = {"slackfit-classic": CLASSIC_ARGS, "slackfit-affine": ("--latency-model", "affine"),
+PAPER_ARGS = ("--slackfit-buckets", str(PAPER_BUCKETS))
+"""slackfit-paper: SlackFit looking only in the latency bucket just under the slack, as the paper does."""
+CLASSIC_ARGS = ("--latency-model", "ewma", "--no-pipeline", *PAPER_ARGS)
+"""slackfit-classic: SlackFit with the latency handling and the bucket rule from before issue 13."""
+SLACKFIT_VARIANTS = {"slackfit-classic": CLASSIC_ARGS, "slackfit-paper": PAPER_ARGS,
+                     "slackfit-affine": ("--latency-model", "affine"),
                      "slackfit-quantile": ("--latency-model", "quantile")}
 """SlackFit with another latency model, for A/B runs side by side; ``<variant>:<q>`` also sets
 ``--latency-quantile q``."""

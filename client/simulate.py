@@ -13,6 +13,7 @@ from superserve.scheduler import paths, policy_names
 from superserve.scheduler.engine import EngineConfig
 from superserve.scheduler.latency_model import LatencyModelConfig
 from superserve.scheduler.policies.factories import PolicyOptions, factory_for
+from superserve.scheduler.policies.slackfit import PAPER_BUCKETS
 from superserve.scheduler.profile import Profile
 from superserve.scheduler.server import find_profile
 from superserve.scheduler.sim import SimConfig, SimRequest, simulate
@@ -41,12 +42,13 @@ def main(args) -> int:
     result["host"] = host_description(args)
     for spec in specs:
         name = spec.label
-        variant = spec.kind in LATENCY_VARIANTS  # slackfit with another latency model, its arg a quantile
+        variant = spec.kind in LATENCY_VARIANTS or spec.kind == "slackfit-paper"  # slackfit with other options
         subnet, plan = (None, spec.arg) if spec.kind == "cascade" else (None if variant else spec.arg or args.subnet,
                                                                          None)
         if subnet in triton_fixed.ROLES:  # smallest, middle, largest, as bench reads them
             subnet = triton_fixed.pick(profile, subnet)
-        opts = PolicyOptions("slackfit" if variant else spec.kind, subnet=subnet, plan=plan or args.plan)
+        opts = PolicyOptions("slackfit" if variant else spec.kind, subnet=subnet, plan=plan or args.plan,
+                             slackfit_buckets=PAPER_BUCKETS if spec.kind == "slackfit-paper" else 1)
         policy = factory_for(opts).policy(profile)
         t = time.perf_counter()
         s = summarize(simulate(policy, profile, reqs, record, sim_config(args, spec)))
@@ -145,7 +147,9 @@ def main_models(args) -> int:
         raise SystemExit(f"superserve simulate: {e}") from None
     for spec in policies:
         name, kind, arg = spec.label, spec.kind, spec.arg
-        factory = factory_for(PolicyOptions(kind, subnet=arg or args.subnet, plan=args.plan, models=models))
+        factory = factory_for(PolicyOptions(policy_names.SERVED_AS.get(kind, kind), subnet=arg or args.subnet,
+                                            plan=args.plan, models=models,
+                                            slackfit_buckets=PAPER_BUCKETS if kind == "slackfit-paper" else 1))
         specs = [ModelSpec(m, profiles[m], factory.policy(profiles[m], m)) for m in models]
         t = time.perf_counter()
         outs = simulate(None, None, reqs, records, sim_config(args),

@@ -9,6 +9,7 @@ kind                   what runs                                                
 =====================  =============================================================  ==================
 ``slackfit``           our scheduler, SlackFit                                        none
 ``slackfit-classic``   SlackFit with the latency handling from before issue 13        none
+``slackfit-paper``     SlackFit with the paper's 16 latency buckets                   none
 ``slackfit-affine``    SlackFit with ``--latency-model affine``                       its quantile, 0.5-1
 ``slackfit-quantile``  SlackFit with ``--latency-model quantile``                     its quantile, 0.5-1
 ``slackfit+escalate``  SlackFit; answers below a confidence go up while slack allows  confidence, 0-1
@@ -35,6 +36,7 @@ SERVED = ("slackfit", "fixed", "clipper", "infaas", "cascade")
 KINDS = (
     "slackfit",
     "slackfit-classic",
+    "slackfit-paper",
     "slackfit-affine",
     "slackfit-quantile",
     "cascade",
@@ -45,11 +47,12 @@ KINDS = (
     "triton-fixed",
 )
 """Every kind ``superserve bench`` can run."""
-SIMULATED = ("slackfit", "slackfit-affine", "slackfit-quantile", "fixed", "clipper", "cascade")
+SIMULATED = ("slackfit", "slackfit-paper", "slackfit-affine", "slackfit-quantile", "fixed", "clipper", "cascade")
 """Policies ``superserve simulate`` can replay (no models to load, no Triton batcher)."""
 ADAPTIVE = (
     "slackfit",
     "slackfit-classic",
+    "slackfit-paper",
     "slackfit-affine",
     "slackfit-quantile",
     "cascade",
@@ -59,9 +62,10 @@ ADAPTIVE = (
 )
 """Policies that choose per batch: a point on the frontier plot and a headline ratio each (``fixed`` is our
 scheduler on one subnet, neither adaptive nor Triton's batcher)."""
-NO_ARG = ("slackfit", "slackfit-classic", "infaas")
+NO_ARG = ("slackfit", "slackfit-classic", "slackfit-paper", "infaas")
 SERVED_AS = {
     "slackfit-classic": "slackfit",
+    "slackfit-paper": "slackfit",
     "slackfit-affine": "slackfit",
     "slackfit-quantile": "slackfit",
     "slackfit+escalate": "slackfit",

@@ -190,6 +190,12 @@ def _serve_arguments(sv: argparse.ArgumentParser) -> None:
         "--memory-budget", type=int, default=s.memory_budget, help="policy infaas: variant models loaded at once"
     )
     sv.add_argument(
+        "--slackfit-buckets",
+        type=int,
+        default=s.slackfit_buckets,
+        help="policy slackfit: 1 searches every profiled point under the slack; 16 is the paper's bucket rule",
+    )
+    sv.add_argument(
         "--load-ms",
         type=float,
         default=s.load_ms,
@@ -350,6 +356,7 @@ def serve_config(
         variant_repository=args.variant_repository,
         memory_budget=args.memory_budget,
         load_ms=args.load_ms,
+        slackfit_buckets=args.slackfit_buckets,
         plan=plan,
         drain_timeout_s=args.drain_timeout_s,
         auth=auth_cfg,

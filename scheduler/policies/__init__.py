@@ -19,7 +19,7 @@ class PolicyName(str, Enum):
     CASCADE = "cascade"
 
 
-def make_policy(name: str, subnet: str | None = None, n_buckets: int = 16, load_ms: float = 5000.0,
+def make_policy(name: str, subnet: str | None = None, n_buckets: int = 1, load_ms: float = 5000.0,
                 plan=None) -> Policy:
     """``plan``: the cascade policy's GearPlan (gears.py)."""
     try:

@@ -36,6 +36,8 @@ class PolicyOptions:
     variant_repository: str | None = None
     models: tuple[str, ...] = (MODEL,)
     """The supernet models served (``serve --models``); the first is the workers' own and the default."""
+    slackfit_buckets: int = 1
+    """SlackFit's latency buckets: 1 searches the whole slack; 16 is the paper's rule (slackfit.py)."""
 
 
 class PolicyFactory:
@@ -71,7 +73,7 @@ class PolicyFactory:
 
     def policy(self, profile: Profile, model: str = MODEL) -> Policy:
         """The policy instance of served model ``model`` (each model has its own)."""
-        p = make_policy(self.opts.name, subnet=self.subnet_for(model))
+        p = make_policy(self.opts.name, subnet=self.subnet_for(model), n_buckets=self.opts.slackfit_buckets)
         p.check(profile)
         return p
 

@@ -5,6 +5,7 @@ from superserve.scheduler.edf_queue import EDFQueue, Pending
 from superserve.scheduler.policies import Fixed, SlackFit, WorkerView, make_policy
 from superserve.scheduler.profile import Profile, ProfileError
 from tests.conftest import TOY_PROFILE as PROFILE
+from tests.conftest import committed_profile
 from tests.conftest import pending_queue as queue
 
 W = WorkerView(0, 0)
@@ -139,3 +140,20 @@ def test_edf_queue_orders_by_deadline_and_is_bounded():
     assert [p.id for p in q.remove([2, 7])] == [2]
     assert [p.id for p in q.snapshot()] == [1, 0]
     assert EDFQueue().head() is None
+
+
+def test_the_whole_slack_is_searched_not_only_the_bucket_under_it():
+    # The committed profile at 75 ms of slack with 5 queued: the paper's bucket just under 75 ms holds only
+    # d2.2.3-w75@64 (73.8 ms, 0.901); d3.3.3-w100@8 (0.929) fits far inside the slack and serves all five.
+    profile = committed_profile()
+    q = queue(5, slo=75)
+    paper = SlackFit(n_buckets=16).decide(q, 0.0, profile, W).batch
+    whole = SlackFit().decide(q, 0.0, profile, W).batch
+    assert (paper.subnet, len(paper.requests)) == ("d2.2.3-w75.75.75", 5)
+    assert (whole.subnet, len(whole.requests)) == ("d3.3.3-w100.100.100", 5)
+    assert whole.expected_ms == profile.get("d3.3.3-w100.100.100").latency_ms[8]  # the fastest point serving 5
+    # In a burst both rules fill the largest batch first: 200 queued, 75 ms, the most accurate subnet at 64.
+    burst = queue(200, slo=75)
+    for policy in (SlackFit(), SlackFit(n_buckets=16)):
+        b = policy.decide(burst, 0.0, profile, W).batch
+        assert (b.subnet, len(b.requests)) == ("d2.2.3-w75.75.75", 64)
