@@ -346,7 +346,7 @@ def test_simulate_command_with_two_models(tmp_path, capsys):
     s = r["policies"]["slackfit"]
     assert r["models"] == ["supernet", "vit"] and r["slo_ms"] == {"supernet": 40.0, "vit": 80.0}
     assert s["models"]["supernet"]["requests"] + s["models"]["vit"]["requests"] == s["requests"] > 400
-    assert s["models"]["supernet"]["real_accuracy"] is not None  # the CNN has a validation record
-    assert s["real_accuracy"] is None and s["models"]["vit"]["real_accuracy"] is None  # the ViT has none
+    cnn, vit = (s["models"][m]["real_accuracy"] for m in ("supernet", "vit"))  # each has a validation record
+    assert 0.7 < vit < cnn < 1 and min(cnn, vit) <= s["real_accuracy"] <= max(cnn, vit)
     assert min(s["models"][m]["slo_attainment"] for m in ("supernet", "vit")) > 0.5
     assert "  vit " in capsys.readouterr().out
