@@ -6,6 +6,8 @@
    the price a separate-models deployment (INFaaS) pays where SubNetAct switches.
 4. Memory: the supernet's backend process versus the Pareto subnets as separate models
    (PSS and RSS of the Python-backend stub processes), and the bytes of weights alone.
+Any supernet model of the repository (``--model vit``): its weights, input spec and family come from its
+``model_repository/<model>/config.pbtxt`` and the weights' JSON, as ``serve --models`` reads them.
 Writes ``results/<name>.json`` with the command, commit and hardware.
 """
 from __future__ import annotations
@@ -22,33 +24,37 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from superserve.client import results
-from superserve.scheduler import paths
 from superserve.scheduler.provenance import command_line
 from superserve.scheduler.ports import free_ports
 from superserve.scheduler.profiler import latency_stats, measure, timed_infer
+from superserve.scheduler.served_models import InputSpec, model_files
 from superserve.scheduler.variants import build_variant_repository
 from superserve.scheduler.triton_launcher import TritonConfig, TritonProcess
 from superserve.supernet.checkpoint import load_checkpoint
 from superserve.supernet.progress import Progress
-from superserve.supernet.subnets import SubnetConfig
 
 log = logging.getLogger(__name__)
 
 
-def switching_cost(client, a: str, b: str, reps: int = 300) -> dict:
+CNN_INPUT = InputSpec()
+"""The built-in elastic CNN's input (1x28x28 grey)."""
+
+
+def switching_cost(client, a: str, b: str, reps: int = 300, model: str = "supernet",
+                   input_spec: InputSpec = CNN_INPUT) -> dict:
     """Latency of requests for ``a`` when the previous request was ``a`` versus ``b`` (batch 1),
     interleaved in one run so drift affects both alike."""
-    x = np.random.default_rng(1).random((1, 1, 28, 28), dtype=np.float32)
+    x = np.random.default_rng(1).random((1, *input_spec.dims), dtype=np.float32)
     for _ in range(10):
-        timed_infer(client, "supernet", x, a)
+        timed_infer(client, model, x, a, input_spec.name)
     same, switched, prev = [], [], a
     order = np.random.default_rng(2).random(2 * reps) < 0.5
     for use_b in order:
         if use_b:
-            timed_infer(client, "supernet", x, b)
+            timed_infer(client, model, x, b, input_spec.name)
             prev = b
             continue
-        ms = timed_infer(client, "supernet", x, a)
+        ms = timed_infer(client, model, x, a, input_spec.name)
         (switched if prev == b else same).append(ms)
         prev = a
     s, w = latency_stats(same), latency_stats(switched)
@@ -57,11 +63,14 @@ def switching_cost(client, a: str, b: str, reps: int = 300) -> dict:
 
 
 def actuation_us(runner_model, names: list[str], reps: int = 2000) -> float:
-    """In-process cost of choosing a subnet (parse name, validate, find its statistics row)."""
+    """In-process cost of choosing a subnet as the backend does per request (parse and validate the name; the
+    elastic CNN also finds its SubnetNorm statistics row)."""
+    row = getattr(runner_model, "row", None)  # families without per-subnet statistics rows have none
     t = time.perf_counter()
     for i in range(reps):
-        cfg = runner_model.space.validate(SubnetConfig.parse(names[i % len(names)]))
-        runner_model.row(cfg)
+        cfg = runner_model.space.parse(names[i % len(names)])
+        if row is not None:
+            row(cfg)
     return round((time.perf_counter() - t) / reps * 1e6, 2)
 
 
@@ -84,25 +93,28 @@ def stub_memory_kb(triton: TritonProcess) -> dict[str, dict]:
     return out
 
 
-def run(name: str, reps: int, command: str) -> Path:
-    model, meta = load_checkpoint(paths.default_weights())
+def run(name: str, reps: int, command: str, model_name: str = "supernet") -> Path:
+    files = model_files(model_name)
+    spec = files.input
+    model, meta = load_checkpoint(files.weights)
     pareto = meta["pareto"]
-    result = {**results.header(command),
+    result = {**results.header(command), "model": model_name, "family": files.family,
               "supernet": meta["sha256"], "pareto": pareto}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "repo"
-        variants = build_variant_repository(root, with_supernet=True)
+        variants = build_variant_repository(root, files.weights, with_supernet=True, config_model=model_name)
         exported = [variants[name] for name in pareto]
         http, grpc, metrics = free_ports(3)
         cfg = TritonConfig(http_port=http, grpc_port=grpc, metrics_port=metrics, model_repository=str(root),
-                           explicit=True, models=("supernet",), log_file=str(Path(tmp) / "triton.log"))
+                           explicit=True, models=(model_name,), log_file=str(Path(tmp) / "triton.log"))
         with TritonProcess(cfg) as triton:
             client = grpcclient.InferenceServerClient(cfg.grpc_url)
-            result["latency_ms"] = measure(client, "supernet", pareto, (1, 8, 32), reps, label="latency")
+            result["latency_ms"] = measure(client, model_name, pareto, (1, 8, 32), reps, label="latency",
+                                           input_name=spec.name, dims=spec.dims)
             mid = pareto[len(pareto) // 2]
-            result["switching"] = {"triton_batch1": switching_cost(client, mid, pareto[0], reps=reps * 5),
+            result["switching"] = {"triton_batch1": switching_cost(client, mid, pareto[0], reps * 5, model_name, spec),
                                    "in_process_actuation_us": actuation_us(model, pareto)}
-            mem_supernet = stub_memory_kb(triton)["supernet"]
+            mem_supernet = stub_memory_kb(triton)[model_name]
             # Load every exported subnet as its own model, timing each load (and a reload).
             loads, bar = {}, Progress(len(exported) * 2, "load exported")
             for mname, sname in zip(exported, pareto):
@@ -117,9 +129,9 @@ def run(name: str, reps: int, command: str) -> Path:
                             time.sleep(0.05)
                     bar.update(1, mname)
                 loads[sname] = {"first_load_ms": round(times[0], 1), "reload_ms": round(times[1], 1)}
-            x = np.zeros((1, 1, 28, 28), dtype=np.float32)
+            x = np.zeros((1, *spec.dims), dtype=np.float32)
             for mname in exported:  # each serves, once, so every process is warm like the supernet's
-                timed_infer(client, mname, x, None)
+                timed_infer(client, mname, x, None, spec.name)
             mems = stub_memory_kb(triton)
             separate = [mems[m] for m in exported]
         load_ms = [v["reload_ms"] for v in loads.values()]
@@ -138,15 +150,16 @@ def run(name: str, reps: int, command: str) -> Path:
     return results.write(result, results.named(name))
 
 
-def main(name: str, reps: int) -> int:
+def main(name: str, reps: int, model: str = "supernet") -> int:
     command = command_line()
-    out = run(name, reps, command)
+    out = run(name, reps, command, model)
     r = json.loads(out.read_text())
     print(f"wrote {out}")
-    print(f"{'subnet':22} " + " ".join(f"{'b' + b + ' p50/p99 ms':>18}" for b in ("1", "8", "32")))
+    width = max(22, *(len(s) for s in r["pareto"]))
+    print(f"{'subnet':{width}} " + " ".join(f"{'b' + b + ' p50/p99 ms':>18}" for b in ("1", "8", "32")))
     for s in r["pareto"]:
         cells = [f"{r['latency_ms'][s][b]['p50']:8.2f}/{r['latency_ms'][s][b]['p99']:<8.2f}" for b in ("1", "8", "32")]
-        print(f"{s:22} " + " ".join(f"{c:>18}" for c in cells))
+        print(f"{s:{width}} " + " ".join(f"{c:>18}" for c in cells))
     sw, m = r["switching"], r["memory"]
     print(f"switch cost through Triton (p50, batch 1): {sw['triton_batch1']['switch_cost_ms_p50']:+.3f} ms; "
           f"in-process actuation {sw['in_process_actuation_us']} us; "

@@ -57,15 +57,15 @@ def variant_config(model_name: str, subnet: str, model: str = "supernet") -> str
             + f'\nparameters {{ key: "exported", value: {{ string_value: "1/{EXPORTED_FILE}" }} }}\n')
 
 
-def _supernet_model(root: Path, weights_path: Path) -> None:
-    """The supernet itself beside the variants (for benchmarks comparing both in one server)."""
+def _supernet_model(root: Path, weights_path: Path, model: str = "supernet") -> None:
+    """The supernet model ``model`` itself beside the variants (for benchmarks comparing both in one server)."""
     from .model_config import with_weights, weights_parameter
 
-    text = _supernet_config()
+    text = _supernet_config(model)
     if weights_path.resolve() != paths.default_weights().resolve():
         text = with_weights(text, weights_parameter(weights_path))
-    (root / "supernet" / "1").mkdir(parents=True, exist_ok=True)
-    (root / "supernet" / "config.pbtxt").write_text(text)
+    (root / model / "1").mkdir(parents=True, exist_ok=True)
+    (root / model / "config.pbtxt").write_text(text)
 
 
 def read_manifest(root: str | Path) -> dict | None:
@@ -114,9 +114,9 @@ def build_variant_repository(root: str | Path, weights_path: str | Path | None =
     in ``root/variants.json``. Returns {subnet name: model name}.
 
     Cached: a repository already built here from weights with the same sha256 is reused as is.
-    ``with_supernet`` also writes the ``supernet`` model (SubNetAct) beside the variants. ``config_model`` is the
-    model_repository entry whose config (family, inputs, outputs) the variants copy; its family must be
-    the weights' (the backend refuses the variants at load otherwise)."""
+    ``with_supernet`` also writes the ``config_model`` supernet model (SubNetAct) beside the variants.
+    ``config_model`` is the model_repository entry whose config (family, inputs, outputs) the variants copy;
+    its family must be the weights' (the backend refuses the variants at load otherwise)."""
     root = Path(root)
     weights_path = Path(weights_path) if weights_path else paths.default_weights()
     sha256 = _sha256(weights_path)
@@ -125,7 +125,7 @@ def build_variant_repository(root: str | Path, weights_path: str | Path | None =
         log.info("variant repository %s: reusing %d variants of supernet %s", root, len(manifest["variants"]),
                  sha256[:12])
         if with_supernet:
-            _supernet_model(root, weights_path)
+            _supernet_model(root, weights_path, config_model)
         return dict(manifest["variants"])
 
     from superserve.supernet.checkpoint import load_checkpoint  # torch: only when exporting
@@ -151,7 +151,7 @@ def build_variant_repository(root: str | Path, weights_path: str | Path | None =
         (root / mname / "config.pbtxt").write_text(variant_config(mname, name, config_model))
         bar.update(1, mname)
     if with_supernet:
-        _supernet_model(root, weights_path)
+        _supernet_model(root, weights_path, config_model)
     (root / MANIFEST).write_text(json.dumps({
         "format": MANIFEST_FORMAT, "supernet": sha256, "weights": str(weights_path.resolve()),
         "variants": variants, "accuracy": {n: accuracy[n] for n in pareto}}, indent=1) + "\n")

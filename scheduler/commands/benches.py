@@ -159,15 +159,17 @@ def _bench_arguments(b: argparse.ArgumentParser) -> None:
 
 
 def _subnetact_arguments(b: argparse.ArgumentParser) -> None:
-    b.add_argument("--name", default="subnetact")
+    b.add_argument("--name", help="results/<name>.json (default subnetact, or subnetact-<model>)")
     b.add_argument("--reps", type=int, default=40, help="timed requests per (subnet, batch) point")
+    b.add_argument("--model", default="supernet", help="the model_repository entry measured (e.g. vit)")
     b.set_defaults(func=_cmd_bench_subnetact)
 
 
 def _cmd_bench_subnetact(args: argparse.Namespace) -> int:
     from superserve.client.subnetact_bench import main as bench
 
-    return bench(args.name, args.reps)
+    name = args.name or ("subnetact" if args.model == "supernet" else f"subnetact-{args.model}")
+    return bench(name, args.reps, args.model)
 
 
 def _decide_arguments(bd: argparse.ArgumentParser) -> None:
