@@ -67,7 +67,7 @@ RUN pip install --no-deps --no-build-isolation --no-cache-dir -e /app \
  && chown -R superserve /app
 USER superserve
 RUN set -e; \
-    d=$(python -c "from superserve.scheduler.triton_launcher import backend_directory, libs_dir, wheel_dir; \
+    d=$(python -c "from superserve.scheduler.sidecar.triton_launcher import backend_directory, libs_dir, wheel_dir; \
 print(backend_directory(), libs_dir(), wheel_dir())"); \
     set -- $d; \
     missing=$(LD_LIBRARY_PATH="$2" ldd "$3/bin/tritonserver" "$1/python/triton_python_backend_stub" | grep 'not found' || true); \

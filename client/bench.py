@@ -34,14 +34,15 @@ import numpy as np
 
 from superserve.client import batchlog, frontier, noise, report, results, traces, triton_fixed
 from superserve.client.loadgen import Target, assign_slos, records_json, run_open_loop, slo_classes
-from superserve.scheduler import paths, policy_names
+from superserve.scheduler import paths
+from superserve.scheduler.core import policy_names
 from superserve.scheduler.provenance import command_line
 from superserve.scheduler.ports import free_ports
-from superserve.scheduler.profile import Profile
+from superserve.scheduler.core.profile import Profile
 from superserve.scheduler.policies.slackfit import PAPER_BUCKETS
-from superserve.scheduler.server import find_profile, serve_subprocess
-from superserve.scheduler.summary import describe, summarize
-from superserve.scheduler.triton_launcher import TritonConfig, TritonProcess
+from superserve.scheduler.sidecar.server import find_profile, serve_subprocess
+from superserve.scheduler.core.summary import describe, summarize
+from superserve.scheduler.sidecar.triton_launcher import TritonConfig, TritonProcess
 from superserve.supernet.data import load_split
 
 DEFAULT_POLICIES = ("slackfit", "cascade", "slackfit+escalate", "clipper", "infaas", "triton-fixed:smallest",

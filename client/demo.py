@@ -19,7 +19,7 @@ from tritonclient.utils import InferenceServerException
 
 from superserve.client import prometheus_text
 from superserve.scheduler.ports import free_ports
-from superserve.scheduler.server import serve_subprocess
+from superserve.scheduler.sidecar.server import serve_subprocess
 from superserve.supernet.data import load_split
 
 

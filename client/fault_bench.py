@@ -37,14 +37,14 @@ import numpy as np
 from superserve.client import prometheus_text, results, traces
 from superserve.client.bench import _warm, measure_capacity
 from superserve.client.loadgen import Target, run_open_loop
-from superserve.scheduler.summary import summarize
+from superserve.scheduler.core.summary import summarize
 from superserve.client.report import arrival_series, series
 from superserve.scheduler import paths
 from superserve.scheduler.provenance import command_line
 from superserve.scheduler.ports import free_ports
-from superserve.scheduler.profile import Profile
-from superserve.scheduler.server import find_profile, serve_subprocess
-from superserve.scheduler.triton_launcher import TritonConfig, TritonProcess
+from superserve.scheduler.core.profile import Profile
+from superserve.scheduler.sidecar.server import find_profile, serve_subprocess
+from superserve.scheduler.sidecar.triton_launcher import TritonConfig, TritonProcess
 from superserve.supernet.data import load_split
 
 

@@ -23,7 +23,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from superserve.scheduler import policy_names
+from superserve.scheduler.core import policy_names
 
 TARGET = 0.99
 

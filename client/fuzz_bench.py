@@ -27,7 +27,7 @@ from superserve.client import fuzz_cases
 from superserve.scheduler import paths
 from superserve.scheduler.provenance import command_line, git_commit, hardware_name
 from superserve.scheduler.ports import free_ports
-from superserve.scheduler.server import find_profile, serve_subprocess
+from superserve.scheduler.sidecar.server import find_profile, serve_subprocess
 
 ACCOUNTED = ("sched_requests_total{", "sched_limit_refusals_total{", "sched_auth_failures_total{")
 """/metrics counters whose sum over labels must grow by exactly the number of requests sent."""

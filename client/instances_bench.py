@@ -26,9 +26,9 @@ import numpy as np
 
 from superserve.client import results
 from superserve.scheduler.ports import free_ports
-from superserve.scheduler.profile import Profile
-from superserve.scheduler.server import find_profile
-from superserve.scheduler.triton_launcher import TritonConfig, TritonProcess
+from superserve.scheduler.core.profile import Profile
+from superserve.scheduler.sidecar.server import find_profile
+from superserve.scheduler.sidecar.triton_launcher import TritonConfig, TritonProcess
 
 
 async def closed_loop(url: str, subnet: str, batch: int, concurrency: int, seconds: float) -> tuple[int, list[float]]:

@@ -28,11 +28,11 @@ from superserve.client.bench import _closed_loop, _warm
 from superserve.client.loadgen import Target, run_open_loop
 from superserve.scheduler import paths
 from superserve.scheduler.ports import free_ports
-from superserve.scheduler.profile import Profile
-from superserve.scheduler.server import serve_subprocess
-from superserve.scheduler.served_models import model_files, parse_models
-from superserve.scheduler.summary import describe, summarize
-from superserve.scheduler.triton_launcher import TritonConfig, TritonProcess
+from superserve.scheduler.core.profile import Profile
+from superserve.scheduler.sidecar.server import serve_subprocess
+from superserve.scheduler.sidecar.served_models import model_files, parse_models
+from superserve.scheduler.core.summary import describe, summarize
+from superserve.scheduler.sidecar.triton_launcher import TritonConfig, TritonProcess
 from superserve.supernet.data import load_split
 
 DEFAULT_POLICIES = ("slackfit", "triton-fixed:largest", "triton-fixed:middle", "triton-fixed:smallest")

@@ -37,9 +37,9 @@ from tritonclient.grpc import service_pb2
 from superserve.client import prometheus_text, results
 from superserve.client.scheduler_bench import _pct
 from superserve.scheduler.ports import free_ports
-from superserve.scheduler.profile import Profile
-from superserve.scheduler.server import find_profile, serve_subprocess
-from superserve.scheduler.triton_launcher import TritonConfig, TritonProcess
+from superserve.scheduler.core.profile import Profile
+from superserve.scheduler.sidecar.server import find_profile, serve_subprocess
+from superserve.scheduler.sidecar.triton_launcher import TritonConfig, TritonProcess
 
 INFER = "/inference.GRPCInferenceService/ModelInfer"
 WITHIN_MS = 10.0

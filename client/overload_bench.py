@@ -33,7 +33,7 @@ from superserve.client.soak_bench import process_stats
 from superserve.scheduler import paths
 from superserve.scheduler.provenance import command_line
 from superserve.scheduler.ports import free_ports
-from superserve.scheduler.server import find_profile, serve_subprocess
+from superserve.scheduler.sidecar.server import find_profile, serve_subprocess
 
 ARMS = {"shedding": (), "shedding-measured": ("--shed-drain", "measured"),
         "no-shedding": ("--no-admission-shedding",)}
@@ -260,8 +260,8 @@ def _examples(records: list[Record]) -> dict:
 # -- the run ---------------------------------------------------------------------------------------
 def run(cfg: OverloadConfig, command: str) -> Path:
     from superserve.client.bench import measure_capacity
-    from superserve.scheduler.profile import Profile
-    from superserve.scheduler.shedding import peak_rows_per_ms
+    from superserve.scheduler.core.profile import Profile
+    from superserve.scheduler.core.shedding import peak_rows_per_ms
     from superserve.supernet.data import load_split
 
     images, labels = load_split("test")

@@ -9,7 +9,7 @@ import numpy as np
 
 from superserve.client import frontier
 from superserve.client.loadgen import Record
-from superserve.scheduler import policy_names
+from superserve.scheduler.core import policy_names
 
 ADAPTIVE_STYLE = {"slackfit": ("tab:red", "*"), "cascade": ("tab:purple", "D"), "infaas": ("tab:orange", "s"),
                   "clipper": ("tab:brown", "v"), "slackfit-classic": ("tab:pink", "P"),

@@ -11,10 +11,10 @@ import time
 import numpy as np
 
 from superserve.client import results
-from superserve.scheduler.edf_queue import Pending
+from superserve.scheduler.core.edf_queue import Pending
 from superserve.scheduler.policies import SlackFit, WorkerView
-from superserve.scheduler.profile import Profile
-from superserve.scheduler.server import find_profile
+from superserve.scheduler.core.profile import Profile
+from superserve.scheduler.sidecar.server import find_profile
 
 
 def _pct(a, q) -> float:

@@ -1,4 +1,4 @@
-"""``superserve simulate``: policies side by side on one trace, on a virtual clock (scheduler/sim.py):
+"""``superserve simulate``: policies side by side on one trace, on a virtual clock (scheduler/offline/sim.py):
 batch latencies from the profile, each request's answers replayed from the validation record
 (one image per request, drawn with the trace's seed). No Triton, no sockets: a fast way to see how
 a policy or gear plan behaves before running ``superserve bench`` on the real stack."""
@@ -9,15 +9,16 @@ import time
 import numpy as np
 
 from superserve.client import results, traces, triton_fixed
-from superserve.scheduler import paths, policy_names
-from superserve.scheduler.engine import EngineConfig
-from superserve.scheduler.latency_model import LatencyModelConfig
+from superserve.scheduler import paths
+from superserve.scheduler.core import policy_names
+from superserve.scheduler.sidecar.engine import EngineConfig
+from superserve.scheduler.core.latency_model import LatencyModelConfig
 from superserve.scheduler.policies.factories import PolicyOptions, factory_for
 from superserve.scheduler.policies.slackfit import PAPER_BUCKETS
-from superserve.scheduler.profile import Profile
-from superserve.scheduler.server import find_profile
-from superserve.scheduler.sim import SimConfig, SimRequest, simulate
-from superserve.scheduler.summary import describe, summarize
+from superserve.scheduler.core.profile import Profile
+from superserve.scheduler.sidecar.server import find_profile
+from superserve.scheduler.offline.sim import SimConfig, SimRequest, simulate
+from superserve.scheduler.core.summary import describe, summarize
 from superserve.supernet.validation import ValidationRecord, default_path
 
 
@@ -115,8 +116,8 @@ def main_models(args) -> int:
     """``simulate --models supernet,vit``: one trace, each request for one model (a seeded equal share), one queue
     and the same workers for all, as ``serve --models``; a summary over every request and one per model. A model
     without a validation record is simulated without answers (no escalation, real accuracy unknown)."""
-    from superserve.scheduler.lifecycle import ModelSpec
-    from superserve.scheduler.served_models import model_files, parse_models, parse_profiles
+    from superserve.scheduler.core.lifecycle import ModelSpec
+    from superserve.scheduler.sidecar.served_models import model_files, parse_models, parse_profiles
 
     models = parse_models(args.models)
     explicit = parse_profiles(args.profile, models)

@@ -32,7 +32,7 @@ from superserve.client import prometheus_text, results, traces
 from superserve.scheduler import paths
 from superserve.scheduler.provenance import command_line
 from superserve.scheduler.ports import free_ports
-from superserve.scheduler.server import find_profile, serve_subprocess
+from superserve.scheduler.sidecar.server import find_profile, serve_subprocess
 from superserve.supernet.data import load_split
 
 SEGMENT_S = 60.0

@@ -26,10 +26,11 @@ import tritonclient.grpc as grpcclient
 from superserve.client import results
 from superserve.scheduler.provenance import command_line
 from superserve.scheduler.ports import free_ports
-from superserve.scheduler.profiler import latency_stats, measure, timed_infer
-from superserve.scheduler.served_models import InputSpec, model_files
-from superserve.scheduler.variants import build_variant_repository
-from superserve.scheduler.triton_launcher import TritonConfig, TritonProcess
+from superserve.scheduler.offline.profiler import latency_stats, measure, timed_infer
+from superserve.scheduler.core.admission import InputSpec
+from superserve.scheduler.sidecar.served_models import model_files
+from superserve.scheduler.offline.variants import build_variant_repository
+from superserve.scheduler.sidecar.triton_launcher import TritonConfig, TritonProcess
 from superserve.supernet.checkpoint import load_checkpoint
 from superserve.supernet.progress import Progress
 

@@ -44,10 +44,10 @@ from superserve.client.fault_bench import CGROUP_CPU, accounting, cpu_quota_grou
 from superserve.client.loadgen import Target, run_open_loop
 from superserve.client.report import series
 from superserve.scheduler.ports import free_ports
-from superserve.scheduler.profile import Profile
+from superserve.scheduler.core.profile import Profile
 from superserve.scheduler.provenance import command_line
-from superserve.scheduler.server import find_profile, serve_subprocess
-from superserve.scheduler.summary import summarize
+from superserve.scheduler.sidecar.server import find_profile, serve_subprocess
+from superserve.scheduler.core.summary import summarize
 from superserve.supernet.data import load_split
 
 ARMS = ("slackfit-1", "slackfit-autoscale", "slackfit-peak", "fixed-autoscale")

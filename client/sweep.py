@@ -24,9 +24,10 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from superserve.scheduler import paths, policy_names
+from superserve.scheduler import paths
+from superserve.scheduler.core import policy_names
 from superserve.scheduler.provenance import command_line
-from superserve.scheduler.profile import Profile
+from superserve.scheduler.core.profile import Profile
 
 # Seconds of fixed cost on top of each trace, measured here (2 shared cores, load average 6-11, the
 # validation run in results/sweep/validation): a fresh sidecar with its embedded Triton per adaptive
@@ -260,7 +261,7 @@ def bench_command(b) -> str:
 
 
 def run(cfg: SweepConfig, command: str, dry_run: bool = False) -> list[Path]:
-    from superserve.scheduler.server import find_profile
+    from superserve.scheduler.sidecar.server import find_profile
 
     profile_path = str(find_profile(cfg.profile))
     profile = Profile.load(profile_path)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from superserve.scheduler import paths
-from superserve.scheduler.profile import Profile
+from superserve.scheduler.core.profile import Profile
 
 ROLES = ("smallest", "middle", "largest")
 

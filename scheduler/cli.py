@@ -13,7 +13,7 @@ import sys
 from typing import Any, Callable, Sequence
 
 from superserve.client import sweep, sweep_report, traces
-from superserve.scheduler import log_limits
+from superserve.scheduler.sidecar import log_limits
 from superserve.scheduler.commands import benches, offline, serving
 
 FAMILIES: tuple[Callable[[Any], None], ...] = (

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from superserve.scheduler import paths
-from superserve.scheduler.edf_queue import Pending
+from superserve.scheduler.core.edf_queue import Pending
 from superserve.scheduler.ports import free_ports  # noqa: F401  (re-exported for tests)
-from superserve.scheduler.profile import Profile
+from superserve.scheduler.core.profile import Profile
 
 INTEGRATION = Path(__file__).resolve().parent / "integration"
 

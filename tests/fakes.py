@@ -7,13 +7,13 @@ import asyncio
 
 import numpy as np
 
-from superserve.scheduler.dispatcher import SupernetWorker
-from superserve.scheduler.errors import Cancelled, DeadlineInfeasible, WorkerFailed
+from superserve.scheduler.sidecar.triton_worker import SupernetWorker
+from superserve.scheduler.core.errors import Cancelled, DeadlineInfeasible, WorkerFailed
 
 
 class StandIn(SupernetWorker):
     """Answers like a TritonWorker; ``mode`` ok, fail (connection refused), deadline or cancelled (the call's
-    own deadline or cancellation, as dispatcher.map_error reports them) or hang (never answers)."""
+    own deadline or cancellation, as triton_worker.map_error reports them) or hang (never answers)."""
 
     def __init__(self, url: str, mode: str = "ok"):
         self.url, self.mode = url, mode
@@ -26,7 +26,7 @@ class StandIn(SupernetWorker):
         self.calls += 1
         if self.mode == "fail":
             raise WorkerFailed(f"worker {self.url}: StatusCode.UNAVAILABLE: connection refused")
-        if self.mode == "deadline":  # what dispatcher.map_error makes of the call's own DEADLINE_EXCEEDED
+        if self.mode == "deadline":  # what triton_worker.map_error makes of the call's own DEADLINE_EXCEEDED
             raise DeadlineInfeasible(f"worker {self.url}: the call's deadline passed before Triton answered")
         if self.mode == "cancelled":
             raise Cancelled(f"worker {self.url}: the call was cancelled")

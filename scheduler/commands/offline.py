@@ -122,7 +122,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _add_model_arguments(am: argparse.ArgumentParser) -> None:
-    from superserve.scheduler.model_config import add_model
+    from superserve.scheduler.offline.model_config import add_model
 
     am.add_argument("--family", required=True, help="elastic-cnn, elastic-vit or ofa-mobilenetv3")
     am.add_argument("--weights", required=True, help="weights file (.pt with its .json beside it)")
@@ -139,7 +139,7 @@ def _add_model_arguments(am: argparse.ArgumentParser) -> None:
 
 
 def _cmd_add_model(args: argparse.Namespace) -> int:
-    from superserve.scheduler.model_config import add_model
+    from superserve.scheduler.offline.model_config import add_model
 
     try:
         written = add_model(
@@ -207,7 +207,7 @@ def _cmd_import_ofa(args: argparse.Namespace) -> int:
 
 
 def _profile_arguments(pr: argparse.ArgumentParser) -> None:
-    from superserve.scheduler.profiler import build_profile
+    from superserve.scheduler.offline.profiler import build_profile
 
     pr.add_argument("--triton-grpc", help="a running Triton's gRPC host:port (default: start one on free ports)")
     pr.add_argument(
@@ -232,11 +232,11 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     import tritonclient.grpc as grpcclient
 
     from superserve.scheduler import paths
-    from superserve.scheduler.model_config import model_weights
+    from superserve.scheduler.offline.model_config import model_weights
     from superserve.scheduler.ports import free_ports
-    from superserve.scheduler.profiler import BATCH_SIZES, build_profile, write_profile
+    from superserve.scheduler.offline.profiler import BATCH_SIZES, build_profile, write_profile
     from superserve.scheduler.provenance import hardware_name
-    from superserve.scheduler.triton_launcher import TritonConfig, TritonProcess
+    from superserve.scheduler.sidecar.triton_launcher import TritonConfig, TritonProcess
 
     config = paths.model_repository() / args.model / "config.pbtxt"
     if not config.exists():
@@ -308,7 +308,7 @@ def _cmd_record(args: argparse.Namespace) -> int:
 
 
 def _plan_arguments(pl: argparse.ArgumentParser) -> None:
-    from superserve.scheduler.planner import PlanConfig, build_plan
+    from superserve.scheduler.offline.planner import PlanConfig, build_plan
 
     c = PlanConfig()
     pl.add_argument("--profile", help="default profiles/<hardware>.json")
@@ -330,9 +330,10 @@ def _plan_arguments(pl: argparse.ArgumentParser) -> None:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from superserve.scheduler import paths, planner
-    from superserve.scheduler.profile import Profile
-    from superserve.scheduler.server import find_profile
+    from superserve.scheduler import paths
+    from superserve.scheduler.offline import planner
+    from superserve.scheduler.core.profile import Profile
+    from superserve.scheduler.sidecar.server import find_profile
     from superserve.supernet.validation import ValidationRecord, default_path
 
     profile = Profile.load(find_profile(args.profile))
@@ -376,8 +377,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _simulate_arguments(sm: argparse.ArgumentParser) -> None:
-    from superserve.scheduler.engine import EngineConfig
-    from superserve.scheduler.sim import SimConfig
+    from superserve.scheduler.sidecar.engine import EngineConfig
+    from superserve.scheduler.offline.sim import SimConfig
 
     e = EngineConfig()  # simulate plans as superserve serve does by default
     sm.add_argument(
@@ -400,7 +401,7 @@ def _simulate_arguments(sm: argparse.ArgumentParser) -> None:
     sm.add_argument("--margin-ms", type=float, default=e.margin_ms)
     sm.add_argument("--min-confidence", type=float, help="escalation threshold for every request")
     sm.add_argument("--workers", type=int, default=SimConfig().workers)
-    from superserve.scheduler import latency_view
+    from superserve.scheduler.core import latency_view
 
     sm.add_argument(
         "--latency-model",
@@ -438,7 +439,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _baselines_arguments(bl: argparse.ArgumentParser) -> None:
-    from superserve.scheduler.engine import EngineConfig
+    from superserve.scheduler.sidecar.engine import EngineConfig
 
     bl.add_argument("--slo-ms", type=float, default=EngineConfig().default_slo_ms)
     bl.add_argument("--subnets", default="smallest,middle,largest", help="roles or subnet names, comma-separated")
@@ -449,8 +450,8 @@ def _baselines_arguments(bl: argparse.ArgumentParser) -> None:
 def _cmd_baselines(args: argparse.Namespace) -> int:
     from superserve.client import triton_fixed
     from superserve.scheduler import paths
-    from superserve.scheduler.profile import Profile
-    from superserve.scheduler.server import find_profile
+    from superserve.scheduler.core.profile import Profile
+    from superserve.scheduler.sidecar.server import find_profile
 
     profile = Profile.load(find_profile(None))
     out = Path(args.out) if args.out else paths.model_repository()

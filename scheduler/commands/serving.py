@@ -9,9 +9,9 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from superserve.scheduler.auth import AuthConfig, TlsConfig
-    from superserve.scheduler.limits import ConnectionLimits
-    from superserve.scheduler.server import ServeConfig
+    from superserve.scheduler.sidecar.auth import AuthConfig, TlsConfig
+    from superserve.scheduler.sidecar.limits import ConnectionLimits
+    from superserve.scheduler.sidecar.server import ServeConfig
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -29,7 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def _triton_arguments(tr: argparse.ArgumentParser) -> None:
-    from superserve.scheduler.triton_launcher import TritonConfig
+    from superserve.scheduler.sidecar.triton_launcher import TritonConfig
 
     d = TritonConfig()
     tr.add_argument("--host", default=d.host)
@@ -49,7 +49,7 @@ def _triton_arguments(tr: argparse.ArgumentParser) -> None:
 
 
 def _cmd_triton(args: argparse.Namespace) -> int:
-    from superserve.scheduler.triton_launcher import TritonConfig, run_forever
+    from superserve.scheduler.sidecar.triton_launcher import TritonConfig, run_forever
 
     if args.explicit_model_control and not args.control_key:
         print(
@@ -90,13 +90,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _serve_arguments(sv: argparse.ArgumentParser) -> None:
-    from superserve.scheduler import auth, cluster, limits
-    from superserve.scheduler.engine import EngineConfig
-    from superserve.scheduler.health import HealthConfig
-    from superserve.scheduler.server import ServeConfig
-    from superserve.scheduler.triton_launcher import TritonConfig
+    from superserve.scheduler.sidecar import auth, cluster, limits
+    from superserve.scheduler.sidecar.engine import EngineConfig
+    from superserve.scheduler.core.health import HealthConfig
+    from superserve.scheduler.sidecar.server import ServeConfig
+    from superserve.scheduler.sidecar.triton_launcher import TritonConfig
 
-    from superserve.scheduler import latency_view
+    from superserve.scheduler.core import latency_view
 
     s, e, h, t = ServeConfig(), EngineConfig(), HealthConfig(), TritonConfig()
     sv.add_argument("--host", default=s.host)
@@ -291,7 +291,7 @@ def _serve_arguments(sv: argparse.ArgumentParser) -> None:
         "on every worker) or measured (rows the workers cleared under a backlog, recent full batches; "
         "an experiment: better in one of two overload runs, worse in the other)",
     )
-    cluster.add_arguments(sv)  # --ray, --autoscale and their options (scheduler/cluster.py)
+    cluster.add_arguments(sv)  # --ray, --autoscale and their options (scheduler/sidecar/cluster.py)
     limits.add_arguments(sv)
     auth.add_arguments(sv)
     sv.set_defaults(func=_cmd_serve)
@@ -300,8 +300,8 @@ def _serve_arguments(sv: argparse.ArgumentParser) -> None:
 def _cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
 
-    from superserve.scheduler import auth, cluster, limits
-    from superserve.scheduler.server import serve_forever
+    from superserve.scheduler.sidecar import auth, cluster, limits
+    from superserve.scheduler.sidecar.server import serve_forever
 
     if args.worker and args.workers is not None:
         print(
@@ -314,7 +314,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return 2
     try:
         cfg = serve_config(args, auth.from_args(args, args.token_env), limits.from_args(args), auth.tls_from_args(args))
-        # -- cluster and autoscaling (issue 18): serve --ray ADDRESS|auto, --autoscale; see scheduler/cluster.py
+        # -- cluster and autoscaling (issue 18): serve --ray ADDRESS|auto, --autoscale; see scheduler/sidecar/cluster.py
         try:
             cfg = cluster.configure(cfg, args)  # managed workers, supernet instances per Triton
         except ImportError as e:  # --ray without the extra
@@ -330,12 +330,12 @@ def serve_config(
     args: argparse.Namespace, auth_cfg: AuthConfig, limits_cfg: ConnectionLimits, tls_cfg: TlsConfig
 ) -> ServeConfig:
     """The ServeConfig that ``superserve serve``'s options describe (ValueError on a bad combination)."""
-    from superserve.scheduler.engine import EngineConfig
-    from superserve.scheduler.health import HealthConfig
-    from superserve.scheduler.policy_names import serve_policy
-    from superserve.scheduler.served_models import parse_models
-    from superserve.scheduler.server import ServeConfig
-    from superserve.scheduler.triton_launcher import TritonConfig
+    from superserve.scheduler.sidecar.engine import EngineConfig
+    from superserve.scheduler.core.health import HealthConfig
+    from superserve.scheduler.core.policy_names import serve_policy
+    from superserve.scheduler.sidecar.served_models import parse_models
+    from superserve.scheduler.sidecar.server import ServeConfig
+    from superserve.scheduler.sidecar.triton_launcher import TritonConfig
 
     policy, subnet, plan = serve_policy(args.policy, args.subnet, args.plan)
     probe_s = args.probe_interval_ms / 1000

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from ..edf_queue import Pending
-from ..profile import Profile, ProfileError, SubnetProfile
+from ..core.edf_queue import Pending
+from ..core.profile import Profile, ProfileError, SubnetProfile
 
 
 @dataclass(frozen=True)

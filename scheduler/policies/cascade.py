@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from ..edf_queue import Pending
-from ..gears import Gear, GearPlan, GearSwitcher, RateWindow
-from ..profile import Profile, ProfileError, SubnetProfile
+from ..core.edf_queue import Pending
+from ..core.gears import Gear, GearPlan, GearSwitcher, RateWindow
+from ..core.profile import Profile, ProfileError, SubnetProfile
 from .base import Batch, Decision, Policy, WorkerView, drop_infeasible_head, fill
 
 

@@ -12,8 +12,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from ..edf_queue import Pending
-from ..profile import Profile
+from ..core.edf_queue import Pending
+from ..core.profile import Profile
 from .base import Batch, Decision, Policy, WorkerView, fill, one_subnet, one_subnet_fastest_ms
 
 

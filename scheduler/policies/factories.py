@@ -14,10 +14,10 @@ from typing import Awaitable, Callable
 import numpy as np
 
 from .. import paths
-from ..dispatcher import TritonWorker, Worker
-from ..gears import GearPlan
-from ..profile import Profile, ProfileError
-from ..triton_launcher import TritonConfig
+from ..core.gears import GearPlan
+from ..core.profile import Profile, ProfileError
+from ..sidecar.triton_launcher import TritonConfig
+from ..sidecar.triton_worker import TritonWorker, Worker
 from . import PolicyName, make_policy
 from .base import Policy
 
@@ -56,7 +56,7 @@ class PolicyFactory:
     def worker(self, url: str, control_headers: dict | None, http_address: str | None = None) -> Worker:
         """The worker at gRPC ``url``; with ``http_address``, batch calls go over HTTP (triton_http.py)."""
         if http_address:
-            from ..triton_http import TritonHttpWorker
+            from ..sidecar.triton_http import TritonHttpWorker
 
             return TritonHttpWorker(url, http_address, self.opts.models[0])
         return TritonWorker(url, self.opts.models[0])
@@ -133,7 +133,7 @@ class InfaasFactory(PolicyFactory):
         self.load_ms = opts.load_ms
 
     async def prepare(self) -> None:
-        from ..variants import build_variant_repository, default_variant_root
+        from ..offline.variants import build_variant_repository, default_variant_root
 
         self.root = self.root or default_variant_root()
         self.variants = await asyncio.to_thread(build_variant_repository, self.root)
@@ -145,7 +145,7 @@ class InfaasFactory(PolicyFactory):
         return replace(cfg, model_repository=str(self.root), explicit=True, models=())
 
     def worker(self, url: str, control_headers: dict | None, http_address: str | None = None) -> Worker:
-        from ..variants import VariantWorker
+        from ..offline.variants import VariantWorker
 
         if http_address:
             raise ValueError("policy infaas calls its variant models over gRPC only (no --worker-transport http)")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..edf_queue import Pending
-from ..profile import Profile
+from ..core.edf_queue import Pending
+from ..core.profile import Profile
 from .base import Batch, Decision, Policy, WorkerView, feasible_from, fill, one_subnet, one_subnet_fastest_ms
 
 

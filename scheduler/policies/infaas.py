@@ -24,8 +24,8 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..edf_queue import Pending
-from ..profile import Profile, SubnetProfile
+from ..core.edf_queue import Pending
+from ..core.profile import Profile, SubnetProfile
 from .base import Batch, Decision, Policy, WorkerView, drop_infeasible_head, fill
 
 

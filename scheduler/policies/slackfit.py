@@ -21,8 +21,8 @@ import bisect
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from ..edf_queue import Pending
-from ..profile import Profile
+from ..core.edf_queue import Pending
+from ..core.profile import Profile
 from .base import Batch, Decision, Policy, WorkerView, feasible_from, fill
 
 

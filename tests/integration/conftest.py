@@ -8,8 +8,8 @@ import pytest
 
 from superserve.client.fuzz_cases import set_param  # noqa: F401  (re-exported for tests)
 from superserve.scheduler import paths
-from superserve.scheduler.server import serve_subprocess
-from superserve.scheduler.triton_launcher import TritonConfig, TritonProcess
+from superserve.scheduler.sidecar.server import serve_subprocess
+from superserve.scheduler.sidecar.triton_launcher import TritonConfig, TritonProcess
 from tests.conftest import free_ports
 
 

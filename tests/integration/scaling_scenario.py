@@ -22,7 +22,7 @@ import tritonclient.grpc as grpcclient
 
 from superserve.scheduler import paths
 from superserve.scheduler.ports import free_ports
-from superserve.scheduler.server import serve_subprocess
+from superserve.scheduler.sidecar.server import serve_subprocess
 
 SCALE_ARGS = ["--autoscale", "--workers", "1", "--min-workers", "1", "--max-workers", "2",
               "--scale-up-hold-s", "2", "--scale-down-hold-s", "4", "--scale-up-demand", "0.5",

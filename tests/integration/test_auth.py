@@ -21,7 +21,7 @@ from tritonclient.utils import InferenceServerException
 
 from superserve.client.prometheus_text import name_of, parse
 from superserve.scheduler import paths
-from superserve.scheduler.server import serve_subprocess
+from superserve.scheduler.sidecar.server import serve_subprocess
 from tests.conftest import free_ports
 
 TOKEN = "test-token-" + "7f3a9c2e" * 4

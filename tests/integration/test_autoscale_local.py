@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from superserve.scheduler.metered_worker import MeteredWorker
+from superserve.scheduler.sidecar.metered_worker import MeteredWorker
 from tests.integration import scaling_scenario
 
 

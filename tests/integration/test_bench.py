@@ -56,7 +56,7 @@ def test_mixed_bench_end_to_end(tmp_path):
         assert s["requests"] == n == per["supernet"]["requests"] + per["vit"]["requests"], policy
         assert min(per[m]["requests"] for m in per) >= n // 4, per
         assert s["errors"] == 0 and s["slo_attainment"] > 0, (policy, s)
-    from superserve.scheduler.profile import Profile
+    from superserve.scheduler.core.profile import Profile
 
     smallest = {m: Profile.load(paths.repo_root() / f).subnets[0].name for m, f in res["profiles"].items()}
     assert res["policies"]["triton-fixed:smallest"]["fixed_subnets"] == smallest

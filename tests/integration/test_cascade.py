@@ -12,7 +12,7 @@ import tritonclient.grpc as grpcclient
 
 from superserve.client.prometheus_text import scrape
 from superserve.scheduler import paths
-from superserve.scheduler.server import serve_subprocess
+from superserve.scheduler.sidecar.server import serve_subprocess
 from superserve.supernet.data import load_split
 from superserve.supernet.validation import ValidationRecord, default_path
 from tests.conftest import committed_profile, free_ports
@@ -107,9 +107,9 @@ def test_the_record_replays_the_live_answers(cascade_sidecar):
     (their confidences) lead to the same escalations as the record's, request by request. One request at a
     time, so this checks the record, not the scheduling (tests/unit/test_lifecycle_equivalence.py checks
     that the engine and the simulator queue, batch, drop and escalate alike under a bursty load)."""
-    from superserve.scheduler.gears import GearPlan
+    from superserve.scheduler.core.gears import GearPlan
     from superserve.scheduler.policies import CascadePolicy
-    from superserve.scheduler.sim import SimRequest, simulate
+    from superserve.scheduler.offline.sim import SimRequest, simulate
 
     conf = RECORD.confidence(FIRST)
     picks = [int(i) for i in np.flatnonzero(np.abs(conf - 0.5) > 0.05)[:24]]  # clear of the threshold

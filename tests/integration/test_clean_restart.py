@@ -22,8 +22,9 @@ from tritonclient.utils import InferenceServerException
 
 from superserve.client.prometheus_text import scrape
 from superserve.client.soak_bench import children_of
-from superserve.scheduler import paths, shm_regions
-from superserve.scheduler.triton_launcher import TritonConfig, TritonProcess
+from superserve.scheduler import paths
+from superserve.scheduler.sidecar import shm_regions
+from superserve.scheduler.sidecar.triton_launcher import TritonConfig, TritonProcess
 from tests.conftest import free_ports
 
 LARGEST = "d3.3.3-w100.100.100"

@@ -17,9 +17,10 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from superserve.client.soak_bench import children_of
-from superserve.scheduler import hidden_key, paths
-from superserve.scheduler.server import serve_subprocess
-from superserve.scheduler.triton_launcher import TritonConfig, TritonProcess
+from superserve.scheduler import paths
+from superserve.scheduler.sidecar import hidden_key
+from superserve.scheduler.sidecar.server import serve_subprocess
+from superserve.scheduler.sidecar.triton_launcher import TritonConfig, TritonProcess
 from tests.conftest import free_ports
 
 

@@ -21,8 +21,8 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from superserve.scheduler import paths
-from superserve.scheduler.dispatcher import bytes_elements
-from superserve.scheduler.profile import Profile
+from superserve.scheduler.sidecar.triton_worker import bytes_elements
+from superserve.scheduler.core.profile import Profile
 from tests.integration.conftest import set_param
 
 X = np.random.default_rng(3).random((1, 1, 28, 28), dtype=np.float32)

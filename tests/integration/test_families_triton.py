@@ -18,7 +18,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from superserve.scheduler import paths
-from superserve.scheduler.triton_launcher import TritonConfig, TritonProcess
+from superserve.scheduler.sidecar.triton_launcher import TritonConfig, TritonProcess
 from superserve.supernet.checkpoint import load_checkpoint
 from tests.conftest import free_ports
 
@@ -44,7 +44,7 @@ def two_models(tmp_path_factory):
 @pytest.fixture(scope="module")
 def in_process():
     """{model: (network, metadata)} loaded from the weights each config names."""
-    from superserve.scheduler.model_config import model_weights
+    from superserve.scheduler.offline.model_config import model_weights
 
     out = {}
     for name in MODELS:
@@ -144,7 +144,7 @@ def test_mismatched_config_fails_to_load_naming_the_weights(two_models, name, fa
 def test_an_ofa_supernet_is_served_beside_them(two_models, tmp_path):
     """A Once-for-All MobileNetV3 (random weights in OFA's published form, 32x32 RGB) imported, given a
     config by add-model, loaded into the same Triton and answering both protocols as in process."""
-    from superserve.scheduler.model_config import add_model
+    from superserve.scheduler.offline.model_config import add_model
     from superserve.supernet.ofa_adapter import OFASpace, import_checkpoint, ofa_modules
 
     triton, repo, _ = two_models

@@ -1,4 +1,4 @@
-"""Batch calls to Triton over HTTP (scheduler/triton_http.py, `serve --worker-http`): the same answers as
+"""Batch calls to Triton over HTTP (scheduler/sidecar/triton_http.py, `serve --worker-http`): the same answers as
 Triton gives directly, Triton's own refusals mapped as on the gRPC path, the call's deadline not the worker's
 fault, a dead worker an explicit failure, and sockets reused rather than leaked."""
 from __future__ import annotations
@@ -12,9 +12,9 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from superserve.scheduler import paths
-from superserve.scheduler.errors import DeadlineInfeasible, InvalidInput, WorkerFailed
-from superserve.scheduler.server import serve_subprocess
-from superserve.scheduler.triton_http import TritonHttpWorker
+from superserve.scheduler.core.errors import DeadlineInfeasible, InvalidInput, WorkerFailed
+from superserve.scheduler.sidecar.server import serve_subprocess
+from superserve.scheduler.sidecar.triton_http import TritonHttpWorker
 from tests.conftest import free_ports
 
 SMALL, LARGE = "d1.1.1-w25.25.25", "d3.3.3-w100.100.100"
@@ -106,7 +106,7 @@ def test_sidecar_with_http_transport_serves_concurrent_batches(triton_plain, tmp
     (dict(worker_transport="quic"), "grpc or http"),
 ])
 def test_transport_settings_are_checked(kwargs, message):
-    from superserve.scheduler.server import ServeConfig
+    from superserve.scheduler.sidecar.server import ServeConfig
 
     with pytest.raises(ValueError, match=message):
         ServeConfig(**kwargs)

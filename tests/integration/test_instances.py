@@ -10,7 +10,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from superserve.scheduler import paths
-from superserve.scheduler.server import serve_subprocess
+from superserve.scheduler.sidecar.server import serve_subprocess
 from tests.conftest import free_ports
 
 

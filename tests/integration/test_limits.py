@@ -1,4 +1,4 @@
-"""scheduler/limits.py on real loopback sockets (an in-process aiohttp app and grpc.aio server, no Triton):
+"""scheduler/sidecar/limits.py on real loopback sockets (an in-process aiohttp app and grpc.aio server, no Triton):
 the HTTP connection cap refuses cleanly with 503, slow heads and bodies are cut with 408, keep-alive
 requests are re-timed, ordinary requests are untouched; the gRPC settings are accepted by grpc.aio."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ import grpc
 import pytest
 from aiohttp import web
 
-from superserve.scheduler.limits import (ConnectionLimits, GrpcLimits, LimitedTCPSite, default_max_connections,
+from superserve.scheduler.sidecar.limits import (ConnectionLimits, GrpcLimits, LimitedTCPSite, default_max_connections,
                                          grpc_server_kwargs, http_runner_kwargs)
 from tests.conftest import free_ports
 

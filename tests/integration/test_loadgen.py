@@ -11,9 +11,9 @@ import tritonclient.grpc as grpcclient
 from superserve.client.prometheus_text import by_label, scrape
 from superserve.client import traces, triton_fixed
 from superserve.client.loadgen import Target, assign_slos, run_open_loop, slo_classes
-from superserve.scheduler.summary import summarize
+from superserve.scheduler.core.summary import summarize
 from superserve.scheduler import paths
-from superserve.scheduler.profile import Profile
+from superserve.scheduler.core.profile import Profile
 from superserve.supernet.data import load_split
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from superserve.scheduler import paths
-from superserve.scheduler.server import serve_subprocess
+from superserve.scheduler.sidecar.server import serve_subprocess
 from tests.conftest import free_ports
 
 LOCUSTFILE = paths.repo_root() / "client" / "locustfile.py"

@@ -20,9 +20,9 @@ from tritonclient.utils import InferenceServerException
 
 from superserve.client.prometheus_text import scrape
 from superserve.scheduler import paths
-from superserve.scheduler.model_config import model_weights
-from superserve.scheduler.profile import Profile
-from superserve.scheduler.server import serve_subprocess
+from superserve.scheduler.offline.model_config import model_weights
+from superserve.scheduler.core.profile import Profile
+from superserve.scheduler.sidecar.server import serve_subprocess
 from superserve.supernet.checkpoint import load_checkpoint
 from tests.conftest import free_ports
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from superserve.scheduler import local_profile
-from superserve.scheduler.profile import Profile
+from superserve.scheduler.sidecar import local_profile
+from superserve.scheduler.core.profile import Profile
 
 
 def test_quick_profile_measures_every_pareto_subnet_and_loads(tmp_path, weights_path):

@@ -233,8 +233,8 @@ def test_huge_slo_requests_never_switch_serving_off(sidecar, triton_plain):
     assert sum(after.get(k, 0) - before.get(k, 0) for k in after if k.startswith("sched_worker_failures")) == 0
 
     # And a call whose own deadline passes inside Triton is not the worker's fault.
-    from superserve.scheduler.dispatcher import TritonWorker
-    from superserve.scheduler.errors import DeadlineInfeasible
+    from superserve.scheduler.sidecar.triton_worker import TritonWorker
+    from superserve.scheduler.core.errors import DeadlineInfeasible
 
     async def expired_call():
         w = TritonWorker(triton_plain.cfg.grpc_url)

@@ -19,7 +19,7 @@ import tritonclient.http as httpclient
 
 from superserve.client.prometheus_text import scrape
 from superserve.scheduler import paths
-from superserve.scheduler.server import serve_subprocess
+from superserve.scheduler.sidecar.server import serve_subprocess
 from tests.conftest import free_ports
 
 PROFILE = str(sorted((paths.repo_root() / "profiles").glob("*.json"))[0])

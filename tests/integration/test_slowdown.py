@@ -53,7 +53,7 @@ import pytest
 from superserve.client.cpu_quota import CpuQuota
 from superserve.client.loadgen import Record, Target, run_open_loop
 from superserve.scheduler import paths
-from superserve.scheduler.server import serve_subprocess
+from superserve.scheduler.sidecar.server import serve_subprocess
 from superserve.supernet.data import load_split
 from tests.conftest import free_ports
 from tests.integration.conftest import run_triton
@@ -256,7 +256,7 @@ def _ab(argv: list[str]) -> None:
     """Interleaved runs of the latency model and --no-adapt-latency (and the default flags), one Triton;
     writes results/slowdown-ab.json."""
     from superserve.client import results
-    from superserve.scheduler.triton_launcher import TritonConfig, TritonProcess
+    from superserve.scheduler.sidecar.triton_launcher import TritonConfig, TritonProcess
 
     ap = argparse.ArgumentParser(prog="python -m tests.integration.test_slowdown")
     ap.add_argument("--reps", type=int, default=5)

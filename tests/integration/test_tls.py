@@ -19,7 +19,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from superserve.scheduler import paths
-from superserve.scheduler.server import serve_subprocess
+from superserve.scheduler.sidecar.server import serve_subprocess
 from tests.conftest import free_ports
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from superserve.client.soak_bench import children_of
-from superserve.scheduler import hidden_key, paths
-from superserve.scheduler.server import serve_subprocess
-from superserve.scheduler.triton_launcher import TritonConfig, TritonProcess
+from superserve.scheduler import paths
+from superserve.scheduler.sidecar import hidden_key
+from superserve.scheduler.sidecar.server import serve_subprocess
+from superserve.scheduler.sidecar.triton_launcher import TritonConfig, TritonProcess
 from tests.conftest import free_ports
 
 needs_cc = pytest.mark.skipif(hidden_key.build() is None, reason="no C compiler: the key goes on the command line")
@@ -133,7 +134,7 @@ def test_triton_dies_with_a_sigkilled_serve(tmp_path, weights_path):
 
 LAUNCHER = """
 import sys
-from superserve.scheduler.server import serve_subprocess
+from superserve.scheduler.sidecar.server import serve_subprocess
 with serve_subprocess(sys.argv[2:], sys.argv[1]) as proc:
     print(proc.pid, flush=True)
     sys.stdin.read()  # until killed

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from superserve.scheduler.errors import InvalidInput
-from superserve.scheduler.triton_launcher import TritonConfig, TritonProcess
-from superserve.scheduler.variants import VariantWorker, build_variant_repository, load_variant_map
+from superserve.scheduler.core.errors import InvalidInput
+from superserve.scheduler.sidecar.triton_launcher import TritonConfig, TritonProcess
+from superserve.scheduler.offline.variants import VariantWorker, build_variant_repository, load_variant_map
 from superserve.supernet.subnets import SubnetConfig
 from tests.conftest import free_ports
 

@@ -16,11 +16,11 @@ import tritonclient.grpc as grpcclient
 
 from superserve.client.loadgen import Target, run_open_loop
 from superserve.client.prometheus_text import scrape
-from superserve.scheduler.summary import summarize
+from superserve.scheduler.core.summary import summarize
 from superserve.client.traces import poisson
 from superserve.scheduler import paths
-from superserve.scheduler.server import serve_subprocess
-from superserve.scheduler.triton_launcher import TritonConfig, TritonProcess
+from superserve.scheduler.sidecar.server import serve_subprocess
+from superserve.scheduler.sidecar.triton_launcher import TritonConfig, TritonProcess
 from tests.conftest import free_ports
 
 

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from superserve.scheduler.admission import check_input, parse_params
-from superserve.scheduler.errors import InvalidInput
+from superserve.scheduler.core.admission import check_input, parse_params
+from superserve.scheduler.core.errors import InvalidInput
 
 
 def test_defaults_and_numeric_forms():

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from superserve.scheduler.auth import Auth, AuthConfig, AuthError, TlsConfig, load_token
+from superserve.scheduler.sidecar.auth import Auth, AuthConfig, AuthError, TlsConfig, load_token
 
 TOKEN = "unit-token-" + "ab" * 8
 

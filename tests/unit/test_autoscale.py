@@ -1,11 +1,11 @@
-"""The autoscaler policy (scheduler/autoscale.py) on a fake clock: a stand-in pool whose served accuracy and
+"""The autoscaler policy (scheduler/core/autoscale.py) on a fake clock: a stand-in pool whose served accuracy and
 misses follow the demand per worker, one sample per second, workers admitted a few seconds after the target
 rises (as a Triton starts)."""
 from __future__ import annotations
 
 import pytest
 
-from superserve.scheduler.autoscale import AutoscaleConfig, Sample, decide, hot_reason, is_cold
+from superserve.scheduler.core.autoscale import AutoscaleConfig, Sample, decide, hot_reason, is_cold
 
 BEST = 0.939
 CAPACITY_RPS = 300.0

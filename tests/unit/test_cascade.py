@@ -4,13 +4,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from superserve.scheduler.edf_queue import Pending
-from superserve.scheduler.escalation import escalate, threshold_for
-from superserve.scheduler.gears import Gear, GearPlan, Stage
+from superserve.scheduler.core.edf_queue import Pending
+from superserve.scheduler.core.escalation import escalate, threshold_for
+from superserve.scheduler.core.gears import Gear, GearPlan, Stage
 from superserve.scheduler.policies import CascadePolicy, SlackFit, WorkerView, make_policy
-from superserve.scheduler.profile import Profile, ProfileError
-from superserve.scheduler.sim import SimConfig, SimRequest, simulate
-from superserve.scheduler.summary import summarize
+from superserve.scheduler.core.profile import Profile, ProfileError
+from superserve.scheduler.offline.sim import SimConfig, SimRequest, simulate
+from superserve.scheduler.core.summary import summarize
 from superserve.supernet.validation import ValidationRecord
 
 SIZES = (1, 2, 4, 8, 16, 32)

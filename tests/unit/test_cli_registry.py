@@ -93,10 +93,10 @@ def test_every_subcommand_has_a_handler():
 def test_serve_defaults_are_the_config_dataclasses_defaults():
     """``superserve serve`` with no options builds exactly the default ServeConfig (engine, health and Triton
     ports included): the command line adds no default of its own."""
-    from superserve.scheduler.auth import AuthConfig, TlsConfig
+    from superserve.scheduler.sidecar.auth import AuthConfig, TlsConfig
     from superserve.scheduler.commands.serving import serve_config
-    from superserve.scheduler.limits import ConnectionLimits
-    from superserve.scheduler.server import ServeConfig
+    from superserve.scheduler.sidecar.limits import ConnectionLimits
+    from superserve.scheduler.sidecar.server import ServeConfig
 
     args = build_parser().parse_args(["serve"])
     args.control_key = None
@@ -106,12 +106,12 @@ def test_serve_defaults_are_the_config_dataclasses_defaults():
 @pytest.mark.parametrize(
     "command, option, config, field",
     [
-        ("plan", "slo_ms", "superserve.scheduler.planner:PlanConfig", "slo_ms"),
-        ("plan", "margin_ms", "superserve.scheduler.planner:PlanConfig", "margin_ms"),
-        ("plan", "gears", "superserve.scheduler.planner:PlanConfig", "n_gears"),
-        ("simulate", "margin_ms", "superserve.scheduler.engine:EngineConfig", "margin_ms"),
-        ("simulate", "slo_ms", "superserve.scheduler.engine:EngineConfig", "default_slo_ms"),
-        ("triton", "grpc_port", "superserve.scheduler.triton_launcher:TritonConfig", "grpc_port"),
+        ("plan", "slo_ms", "superserve.scheduler.offline.planner:PlanConfig", "slo_ms"),
+        ("plan", "margin_ms", "superserve.scheduler.offline.planner:PlanConfig", "margin_ms"),
+        ("plan", "gears", "superserve.scheduler.offline.planner:PlanConfig", "n_gears"),
+        ("simulate", "margin_ms", "superserve.scheduler.sidecar.engine:EngineConfig", "margin_ms"),
+        ("simulate", "slo_ms", "superserve.scheduler.sidecar.engine:EngineConfig", "default_slo_ms"),
+        ("triton", "grpc_port", "superserve.scheduler.sidecar.triton_launcher:TritonConfig", "grpc_port"),
         ("bench", "cv2", "superserve.client.bench:BenchConfig", "cv2"),
         ("bench-fault", "kill_every", "superserve.client.fault_bench:FaultConfig", "kill_every_s"),
         ("bench-soak", "duration", "superserve.client.soak_bench:SoakConfig", "duration_s"),
@@ -164,9 +164,9 @@ def test_an_unknown_option_is_refused_naming_it(capsys):
 
 
 def test_serve_takes_the_policy_grammar_and_refuses_a_bad_name_before_starting_anything(capsys):
-    from superserve.scheduler.auth import AuthConfig, TlsConfig
+    from superserve.scheduler.sidecar.auth import AuthConfig, TlsConfig
     from superserve.scheduler.commands.serving import serve_config
-    from superserve.scheduler.limits import ConnectionLimits
+    from superserve.scheduler.sidecar.limits import ConnectionLimits
 
     args = build_parser().parse_args(["serve", "--policy", "clipper:d1.1.1-w25.25.25"])
     args.control_key = None

@@ -1,7 +1,7 @@
 """Clipper's AIMD batch cap as pure functions: grow on met batches, cut 10% on a miss, never drop."""
 import pytest
 
-from superserve.scheduler.edf_queue import Pending
+from superserve.scheduler.core.edf_queue import Pending
 from superserve.scheduler.policies import AIMD, Batch, Clipper, WorkerView, make_policy
 from tests.conftest import TOY_PROFILE as PROFILE
 

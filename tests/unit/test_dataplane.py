@@ -3,8 +3,9 @@ interval (never once per request), and answered as a counted 500."""
 import json
 import logging
 
-from superserve.scheduler.dataplane import DataPlane, ModelSurface, bytes_tensor
-from superserve.scheduler.metrics import Stats, render
+from superserve.scheduler.sidecar.dataplane import DataPlane, ModelSurface, bytes_tensor
+from superserve.scheduler.core.stats import Stats
+from superserve.scheduler.sidecar.metrics import render
 
 
 class _Engine:  # only what DataPlane.unexpected reads: the stats the engine publishes
@@ -14,7 +15,7 @@ class _Engine:  # only what DataPlane.unexpected reads: the stats the engine pub
 
 def test_unexpected_errors_counted_each_time_logged_once(caplog):
     plane = DataPlane(_Engine(), ModelSurface("supernet", {}, {}, 64))
-    with caplog.at_level(logging.ERROR, logger="superserve.scheduler.dataplane"):
+    with caplog.at_level(logging.ERROR, logger="superserve.scheduler.sidecar.dataplane"):
         errs = [plane.unexpected(KeyError("x"), "test") for _ in range(50)]
     assert plane.engine.stats.unexpected_errors == 50 and plane.engine.stats.requests["error"] == 50
     assert len(caplog.records) == 1 and caplog.records[0].exc_info is not None
@@ -27,7 +28,7 @@ def test_bytes_tensor_wire_form():
 
 
 def test_info_splice_is_byte_identical_to_json_dumps():
-    from superserve.scheduler.info import annotate, parse
+    from superserve.scheduler.core.info import annotate, parse
     row = {"subnet": "d1.1.1-w25.25.25", "accuracy": 0.8, "confidence": 0.5, "margin": 0.1, "queue_ms": None,
            "infer_ms": 1.25, "batch_size": 3, "escalations": 0, "subnets": ["d1.1.1-w25.25.25"]}
     raw = json.dumps(row).encode()  # the backend's form (supernet/serving.py info_rows)

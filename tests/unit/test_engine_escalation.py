@@ -6,12 +6,12 @@ import asyncio
 
 import numpy as np
 
-from superserve.scheduler.admission import RequestParams
-from superserve.scheduler.dispatcher import SupernetWorker
-from superserve.scheduler.engine import Engine, EngineConfig
-from superserve.scheduler.errors import WorkerFailed
-from superserve.scheduler.gears import Gear, GearPlan, Stage
-from superserve.scheduler.health import HealthConfig
+from superserve.scheduler.core.admission import RequestParams
+from superserve.scheduler.sidecar.triton_worker import SupernetWorker
+from superserve.scheduler.sidecar.engine import Engine, EngineConfig
+from superserve.scheduler.core.errors import WorkerFailed
+from superserve.scheduler.core.gears import Gear, GearPlan, Stage
+from superserve.scheduler.core.health import HealthConfig
 from superserve.scheduler.policies import CascadePolicy
 from tests.conftest import committed_profile as profile
 

@@ -1,4 +1,4 @@
-"""Admission-time shedding wired into the engine (scheduler/shedding.py, EngineConfig.admission_shedding), with
+"""Admission-time shedding wired into the engine (scheduler/core/shedding.py, EngineConfig.admission_shedding), with
 a stand-in worker that never answers and a clock that stands still (no sockets): requests the queue ahead
 certainly makes late get 503 (Overloaded) at arrival and are counted; the others are queued as before."""
 from __future__ import annotations
@@ -7,12 +7,12 @@ import asyncio
 
 import numpy as np
 
-from superserve.scheduler.admission import RequestParams
-from superserve.scheduler.engine import Engine, EngineConfig
-from superserve.scheduler.errors import Overloaded
-from superserve.scheduler.metrics import render
+from superserve.scheduler.core.admission import RequestParams
+from superserve.scheduler.sidecar.engine import Engine, EngineConfig
+from superserve.scheduler.core.errors import Overloaded
+from superserve.scheduler.sidecar.metrics import render
 from superserve.scheduler.policies import make_policy
-from superserve.scheduler.shedding import peak_rows_per_ms
+from superserve.scheduler.core.shedding import peak_rows_per_ms
 from tests.conftest import committed_profile as profile
 from tests.fakes import StandIn
 

@@ -15,15 +15,15 @@ import pytest
 from aiohttp import web
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
-from superserve.scheduler.api_grpc import GrpcFrontend, add_to_server
-from superserve.scheduler.api_http import HttpFrontend
-from superserve.scheduler.dataplane import ModelSurface
-from superserve.scheduler.dispatcher import SupernetWorker
-from superserve.scheduler.engine import Engine, EngineConfig
-from superserve.scheduler.errors import (Cancelled, DeadlineInfeasible, InvalidInput, ModelNotFound, Overloaded,
+from superserve.scheduler.sidecar.api_grpc import GrpcFrontend, add_to_server
+from superserve.scheduler.sidecar.api_http import HttpFrontend
+from superserve.scheduler.sidecar.dataplane import ModelSurface
+from superserve.scheduler.sidecar.triton_worker import SupernetWorker
+from superserve.scheduler.sidecar.engine import Engine, EngineConfig
+from superserve.scheduler.core.errors import (Cancelled, DeadlineInfeasible, InvalidInput, ModelNotFound, Overloaded,
                                          ServeError, WorkerFailed)
-from superserve.scheduler.health import HealthConfig
-from superserve.scheduler.lifecycle import error_outcome
+from superserve.scheduler.core.health import HealthConfig
+from superserve.scheduler.core.lifecycle import error_outcome
 from superserve.scheduler.policies import make_policy
 from superserve.scheduler.ports import free_ports
 from tests.conftest import committed_profile as profile

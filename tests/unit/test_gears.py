@@ -1,7 +1,7 @@
 """Gear plans: lookup by rate, the arrival-rate window and hysteresis, all on a fake clock."""
 import pytest
 
-from superserve.scheduler.gears import Gear, GearPlan, GearSwitcher, PlanError, RateWindow, Stage
+from superserve.scheduler.core.gears import Gear, GearPlan, GearSwitcher, PlanError, RateWindow, Stage
 
 PLAN = GearPlan((
     Gear(0, 100, (Stage("small", 0.9), Stage("big", None)), 8),

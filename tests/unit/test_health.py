@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from superserve.scheduler.health import Event, HealthConfig, Retry, WorkerHealth, retry_decision
+from superserve.scheduler.core.health import Event, HealthConfig, Retry, WorkerHealth, retry_decision
 
 CFG = HealthConfig(probe_interval_s=0.5, max_backoff_s=2.0, hang_factor=10, hang_floor_ms=500, max_attempts=3)
 
@@ -74,7 +74,7 @@ def test_config_rejects_bad_values(kw):
 
 
 def test_worker_names_expand_to_every_address_they_resolve_to():
-    from superserve.scheduler.server import expand_workers
+    from superserve.scheduler.sidecar.server import expand_workers
 
     table = {"triton": ["10.0.0.3", "10.0.0.2", "10.0.0.3"], "one": ["10.0.0.9"]}
     assert expand_workers(["triton:8001", "one:9"], lambda h, p: table[h]) == \

@@ -1,6 +1,6 @@
-"""scheduler/hidden_key.py without Triton: the library builds with the system's C compiler and, run in front of a
-stand-in program named tritonserver, fills the key into argv from the environment and removes both variables; with
-no compiler it reports None (the launcher then falls back to the command line)."""
+"""scheduler/sidecar/hidden_key.py without Triton: the library builds with the system's C compiler and, run in
+front of a stand-in program named tritonserver, fills the key into argv from the environment and removes both
+variables; with no compiler it reports None (the launcher then falls back to the command line)."""
 from __future__ import annotations
 
 import os
@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from superserve.scheduler import hidden_key
+from superserve.scheduler.sidecar import hidden_key
 
 
 def test_no_compiler_means_no_library(monkeypatch):

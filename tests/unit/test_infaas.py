@@ -1,10 +1,10 @@
 """INFaaS variant selection as a pure function of (queue, now, profile, loaded variants)."""
 import pytest
 
-from superserve.scheduler.edf_queue import Pending
+from superserve.scheduler.core.edf_queue import Pending
 from superserve.scheduler.policies.base import WorkerView
 from superserve.scheduler.policies.infaas import InfaasPolicy
-from superserve.scheduler.profile import Profile, SubnetProfile
+from superserve.scheduler.core.profile import Profile, SubnetProfile
 
 BATCHES = (1, 2, 4, 8, 16, 32)
 # Latency grows with batch (base + per-row cost); more accurate is slower.

@@ -5,11 +5,13 @@ import json
 
 import pytest
 
-from superserve.scheduler import cluster, instance_count, paths
+from superserve.scheduler import paths
+from superserve.scheduler.core import instance_count
+from superserve.scheduler.sidecar import cluster
 from superserve.scheduler.cli import build_parser
-from superserve.scheduler.instance_count import WorkerResources, choose, overlap_gain, split_gain
-from superserve.scheduler.profile import Profile
-from superserve.scheduler.triton_launcher import TritonStartError, linked_repository, with_instance_count
+from superserve.scheduler.core.instance_count import WorkerResources, choose, overlap_gain, split_gain
+from superserve.scheduler.core.profile import Profile
+from superserve.scheduler.sidecar.triton_launcher import TritonStartError, linked_repository, with_instance_count
 
 LINEAR = {b: 2.0 * b for b in (1, 2, 4, 8, 16, 32, 64)}
 FLAT = {b: 5.0 + 0.01 * b for b in (1, 2, 4, 8, 16, 32, 64)}
@@ -125,7 +127,7 @@ def test_instances_flag_forces_a_number_or_says_what_is_wrong():
 
 def test_auto_logs_its_reason(caplog):
     profile = str(paths.repo_root() / "profiles" / "cpu-amd-epyc-2c.json")
-    with caplog.at_level("INFO", logger="superserve.scheduler.cluster"):
+    with caplog.at_level("INFO", logger="superserve.scheduler.sidecar.cluster"):
         n = cluster.instances_from_args(serve_args("--profile", profile, "--worker-cores", "8"), None)
     assert n == 2 and "supernet instances per worker: 2:" in caplog.text
     assert cluster.instances_from_args(serve_args("--profile", profile, "--worker-cores", "0.5"), None) == 1
@@ -141,7 +143,7 @@ def test_local_workers_share_the_host(monkeypatch):
 
 
 def test_configure_sets_the_triton_instances_and_prefixes():
-    from superserve.scheduler.server import ServeConfig
+    from superserve.scheduler.sidecar.server import ServeConfig
 
     a = serve_args("--instances", "2", "--local-worker-prefix", '[["taskset", "-c", "0"]]', "--workers", "1")
     cfg = cluster.configure(ServeConfig(), a)
@@ -154,8 +156,8 @@ def test_configure_sets_the_triton_instances_and_prefixes():
 
 
 def test_local_processes_use_the_prefix_of_their_index():
-    from superserve.scheduler.local_workers import LocalProcesses
-    from superserve.scheduler.triton_launcher import TritonConfig
+    from superserve.scheduler.sidecar.local_workers import LocalProcesses
+    from superserve.scheduler.sidecar.triton_launcher import TritonConfig
 
     lp = LocalProcesses(TritonConfig(http_port=0, grpc_port=0, metrics_port=0), (("a",), ("b", "c")))
     assert [lp._config(i).wrapper for i in range(3)] == [("a",), ("b", "c"), ()]

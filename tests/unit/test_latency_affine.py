@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from superserve.scheduler import latency_view
-from superserve.scheduler.latency_affine import AffineLatencyModel
-from superserve.scheduler.latency_model import LatencyModel, LatencyModelConfig
+from superserve.scheduler.core import latency_view
+from superserve.scheduler.core.latency_affine import AffineLatencyModel
+from superserve.scheduler.core.latency_model import LatencyModel, LatencyModelConfig
 from tests.conftest import TOY_PROFILE
 
 CFG = LatencyModelConfig(quantile=0.99, window=400)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from superserve.scheduler.latency_model import LatencyModel, LatencyModelConfig, ScaledProfiles
+from superserve.scheduler.core.latency_model import LatencyModel, LatencyModelConfig, ScaledProfiles
 from tests.conftest import TOY_PROFILE, committed_profile
 
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
@@ -94,8 +94,8 @@ def test_the_simulator_plans_with_the_same_model_through_a_slowdown():
     """A machine that runs 2.5x slower from t = 3 s, with batch-to-batch variance: planning with the
     profile misses; planning with the model keeps attainment."""
     from superserve.scheduler.policies import SlackFit
-    from superserve.scheduler.sim import SimConfig, SimRequest, simulate
-    from superserve.scheduler.summary import summarize
+    from superserve.scheduler.offline.sim import SimConfig, SimRequest, simulate
+    from superserve.scheduler.core.summary import summarize
 
     arrivals = np.cumsum(np.random.default_rng(7).exponential(1000 / 150, 1500))  # 150 req/s, 10 s
     reqs = [SimRequest(float(t), 60.0) for t in arrivals]

@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 
 from superserve.client.traces import bursty
-from superserve.scheduler.admission import RequestParams
-from superserve.scheduler.dispatcher import SupernetWorker
-from superserve.scheduler.engine import Engine, EngineConfig
-from superserve.scheduler.errors import ServeError
-from superserve.scheduler.gears import Gear, GearPlan, Stage
-from superserve.scheduler.latency_model import LatencyModelConfig
+from superserve.scheduler.core.admission import RequestParams
+from superserve.scheduler.sidecar.triton_worker import SupernetWorker
+from superserve.scheduler.sidecar.engine import Engine, EngineConfig
+from superserve.scheduler.core.errors import ServeError
+from superserve.scheduler.core.gears import Gear, GearPlan, Stage
+from superserve.scheduler.core.latency_model import LatencyModelConfig
 from superserve.scheduler.policies import make_policy
-from superserve.scheduler.sim import SimConfig, SimRequest, simulate
+from superserve.scheduler.offline.sim import SimConfig, SimRequest, simulate
 from tests.conftest import committed_profile as profile
 
 PROFILE = profile()

@@ -8,8 +8,8 @@ import logging
 
 import pytest
 
-from superserve.scheduler import local_profile
-from superserve.scheduler.profile import ProfileError
+from superserve.scheduler.sidecar import local_profile
+from superserve.scheduler.core.profile import ProfileError
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from superserve.scheduler.log_limits import RateLimitFilter, install
+from superserve.scheduler.sidecar.log_limits import RateLimitFilter, install
 
 
 class Clock:

@@ -9,7 +9,8 @@ import shutil
 import pytest
 import torch
 
-from superserve.scheduler import model_config, paths
+from superserve.scheduler import paths
+from superserve.scheduler.offline import model_config
 from superserve.scheduler.cli import main
 from superserve.supernet.checkpoint import WeightsMismatch, load_checkpoint, save_checkpoint
 from superserve.supernet.config_check import ConfigMismatch, check_config, differences
@@ -142,7 +143,7 @@ def test_the_transformer_exports_as_separate_variant_models(tmp_path):
     of the backend's runner exactly as the supernet serves that subnet."""
     import numpy as np
 
-    from superserve.scheduler.variants import EXPORTED_FILE, build_variant_repository
+    from superserve.scheduler.offline.variants import EXPORTED_FILE, build_variant_repository
     from superserve.supernet.serving import SupernetRunner
 
     weights = paths.backend_dir() / "weights" / "vit.pt"

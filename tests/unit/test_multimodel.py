@@ -10,17 +10,17 @@ import asyncio
 import numpy as np
 import pytest
 
-from superserve.scheduler.admission import RequestParams
-from superserve.scheduler.engine import Engine, EngineConfig
-from superserve.scheduler.errors import DeadlineInfeasible, InvalidInput, ServeError
-from superserve.scheduler.gears import Gear, GearPlan, Stage
-from superserve.scheduler.latency_model import LatencyModelConfig
-from superserve.scheduler.lifecycle import Lifecycle, LifecycleConfig, ModelSpec
-from superserve.scheduler.metrics import render
+from superserve.scheduler.core.admission import RequestParams
+from superserve.scheduler.sidecar.engine import Engine, EngineConfig
+from superserve.scheduler.core.errors import DeadlineInfeasible, InvalidInput, ServeError
+from superserve.scheduler.core.gears import Gear, GearPlan, Stage
+from superserve.scheduler.core.latency_model import LatencyModelConfig
+from superserve.scheduler.core.lifecycle import Lifecycle, LifecycleConfig, ModelSpec
+from superserve.scheduler.sidecar.metrics import render
 from superserve.scheduler.policies import make_policy
-from superserve.scheduler.profile import Profile, SubnetProfile
-from superserve.scheduler.roster import Roster
-from superserve.scheduler.sim import SimConfig, SimRequest, simulate
+from superserve.scheduler.core.profile import Profile, SubnetProfile
+from superserve.scheduler.core.roster import Roster
+from superserve.scheduler.offline.sim import SimConfig, SimRequest, simulate
 from superserve.scheduler import paths
 from tests.unit import test_lifecycle_equivalence as eq
 
@@ -265,8 +265,8 @@ def test_engine_and_simulator_agree_on_two_models(policy):
 
 # -- input specs from the family: admission and the warm-up ---------------------------------------------------
 def test_admission_takes_the_input_shape_from_the_models_spec():
-    from superserve.scheduler.admission import check_input
-    from superserve.scheduler.served_models import InputSpec
+    from superserve.scheduler.core.admission import check_input
+    from superserve.scheduler.core.admission import InputSpec
 
     spec = InputSpec("INPUT", "FP32", (3, 32, 32))
     x = np.zeros((2, 3, 32, 32), np.float32)
@@ -293,7 +293,7 @@ def test_the_warm_up_sends_each_models_own_input_shape():
 
 
 def test_models_and_profiles_options():
-    from superserve.scheduler.served_models import DEFAULT_MODELS, model_files, parse_models, parse_profiles
+    from superserve.scheduler.sidecar.served_models import DEFAULT_MODELS, model_files, parse_models, parse_profiles
 
     assert parse_models(None) == DEFAULT_MODELS == ("supernet",)
     assert parse_models("supernet, vit") == ("supernet", "vit")

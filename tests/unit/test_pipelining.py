@@ -8,12 +8,12 @@ import asyncio
 import numpy as np
 import pytest
 
-from superserve.scheduler.admission import RequestParams
-from superserve.scheduler.dispatcher import SupernetWorker
-from superserve.scheduler.edf_queue import Pending
-from superserve.scheduler.engine import Engine, EngineConfig
+from superserve.scheduler.core.admission import RequestParams
+from superserve.scheduler.sidecar.triton_worker import SupernetWorker
+from superserve.scheduler.core.edf_queue import Pending
+from superserve.scheduler.sidecar.engine import Engine, EngineConfig
 from superserve.scheduler.policies import Fixed, SlackFit, WorkerView
-from superserve.scheduler.profile import Profile
+from superserve.scheduler.core.profile import Profile
 from tests.conftest import TOY_PROFILE as PROFILE
 from tests.conftest import pending_queue as queue
 
@@ -120,7 +120,7 @@ def test_no_pipelining_below_the_backlog_threshold():
 
 
 def test_a_model_that_judges_everything_infeasible_while_idle_is_forgotten():
-    from superserve.scheduler.errors import DeadlineInfeasible
+    from superserve.scheduler.core.errors import DeadlineInfeasible
 
     worker = Sleeper()
     engine = Engine(EngineConfig(margin_ms=0, latency_quantile=0.99), FLAT, SlackFit(), [worker])

@@ -1,8 +1,8 @@
 """The cascade planner on a small synthetic profile and validation record with a known best cascade."""
 import pytest
 
-from superserve.scheduler import planner
-from superserve.scheduler.gears import GearPlan, Stage
+from superserve.scheduler.offline import planner
+from superserve.scheduler.core.gears import GearPlan, Stage
 from tests.conftest import CASCADE_PROFILE, cascade_record
 
 CFG = planner.PlanConfig(slo_ms=100, margin_ms=0, n_gears=4, peak_rps=4000, max_sim_requests=600)

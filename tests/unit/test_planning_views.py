@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from superserve.client import traces
-from superserve.scheduler.edf_queue import Pending
-from superserve.scheduler.latency_model import LatencyModelConfig
+from superserve.scheduler.core.edf_queue import Pending
+from superserve.scheduler.core.latency_model import LatencyModelConfig
 from superserve.scheduler.policies import make_policy
 from superserve.scheduler.policies.base import WorkerView, drop_infeasible_head
-from superserve.scheduler.sim import SimConfig, SimRequest, simulate
-from superserve.scheduler.summary import summarize
+from superserve.scheduler.offline.sim import SimConfig, SimRequest, simulate
+from superserve.scheduler.core.summary import summarize
 from tests.conftest import TOY_PROFILE, committed_profile
 
 W = WorkerView(0, 0)
@@ -50,8 +50,8 @@ def test_slackfit_drops_at_decide_time_what_fits_only_the_median_view():
 def test_a_request_that_fits_only_the_median_view_is_served_best_effort(name):
     kw = {"fixed": {"subnet": TOY_PROFILE.subnets[0].name}, "cascade": {}, "infaas": {}, "slackfit": {}}[name]
     if name == "cascade":
-        pytest.importorskip("superserve.scheduler.gears")
-        from superserve.scheduler.gears import Gear, GearPlan, Stage
+        pytest.importorskip("superserve.scheduler.core.gears")
+        from superserve.scheduler.core.gears import Gear, GearPlan, Stage
         kw = {"plan": GearPlan((Gear(0, 1e9, (Stage(TOY_PROFILE.subnets[-1].name, None),), 8),))}
     policy = make_policy(name, **kw)
     slack = (fastest(TOY_PROFILE) + fastest(PLAN)) / 2
@@ -84,7 +84,7 @@ def test_a_host_with_stalls_is_not_shed_for_its_tail(kind, caplog):
 
 def test_the_affine_view_plans_long_batches_below_the_ratio_views_plan():
     """The same stalled host: the ratio model's plan for the largest batch runs at several times what it takes."""
-    from superserve.scheduler import latency_view
+    from superserve.scheduler.core import latency_view
     rng = np.random.default_rng(3)
     profile = committed_profile()
     models = {k: latency_view.build(k, profile, LatencyModelConfig(quantile=0.99)) for k in ("quantile", "affine")}

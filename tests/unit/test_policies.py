@@ -1,9 +1,9 @@
 """SlackFit and fixed as pure functions of (queue, now, profile): no clock, no sockets."""
 import pytest
 
-from superserve.scheduler.edf_queue import EDFQueue, Pending
+from superserve.scheduler.core.edf_queue import EDFQueue, Pending
 from superserve.scheduler.policies import Fixed, SlackFit, WorkerView, make_policy
-from superserve.scheduler.profile import Profile, ProfileError
+from superserve.scheduler.core.profile import Profile, ProfileError
 from tests.conftest import TOY_PROFILE as PROFILE
 from tests.conftest import committed_profile
 from tests.conftest import pending_queue as queue
@@ -95,7 +95,7 @@ def test_fixed_takes_the_largest_batch_meeting_the_earliest_deadline():
 def test_decide_is_pure_state_moves_only_in_the_driver_steps(name):
     """A decision depends on its inputs and on the state the driver's steps (on_arrival, advance, observe)
     set, never on earlier decisions; the queue handed in (here a list) is left as it was."""
-    from superserve.scheduler.gears import Gear, GearPlan, Stage
+    from superserve.scheduler.core.gears import Gear, GearPlan, Stage
 
     plan = GearPlan((Gear(0, 100, (Stage("small", 0.9), Stage("big", None)), 8),
                      Gear(100, 1e9, (Stage("small", 0.5), Stage("mid", None)), 32)))

@@ -1,11 +1,11 @@
-"""One policy-name grammar for serve, simulate, bench, the sweep and the reports (scheduler/policy_names.py)."""
+"""One policy-name grammar for serve, simulate, bench, the sweep and the reports (scheduler/core/policy_names.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from superserve.scheduler import policy_names as pn
-from superserve.scheduler.policy_names import PolicyNameError, PolicySpec
+from superserve.scheduler.core import policy_names as pn
+from superserve.scheduler.core.policy_names import PolicyNameError, PolicySpec
 
 
 @pytest.mark.parametrize(

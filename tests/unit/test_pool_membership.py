@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 
 from superserve.scheduler import paths
-from superserve.scheduler.admission import RequestParams
-from superserve.scheduler.dispatcher import SupernetWorker
-from superserve.scheduler.engine import Engine, EngineConfig
-from superserve.scheduler.health import HealthConfig
-from superserve.scheduler.metrics import Stats, render
+from superserve.scheduler.core.admission import RequestParams
+from superserve.scheduler.sidecar.triton_worker import SupernetWorker
+from superserve.scheduler.sidecar.engine import Engine, EngineConfig
+from superserve.scheduler.core.health import HealthConfig
+from superserve.scheduler.core.stats import Stats
+from superserve.scheduler.sidecar.metrics import render
 from superserve.scheduler.policies import make_policy
-from superserve.scheduler.profile import Profile
+from superserve.scheduler.core.profile import Profile
 
 
 class Slow(SupernetWorker):
@@ -123,7 +124,7 @@ def test_fleet_metrics_appear_only_when_the_scheduler_manages_its_workers():
     (["--ray", "auto", "--worker-cpus", "0"], "worker_cpus"),
 ])
 def test_cluster_options_are_checked(argv, message):
-    from superserve.scheduler import cluster
+    from superserve.scheduler.sidecar import cluster
     from superserve.scheduler.cli import build_parser
 
     args = build_parser().parse_args(["serve", *argv])
@@ -132,7 +133,7 @@ def test_cluster_options_are_checked(argv, message):
 
 
 def test_no_cluster_options_keep_the_fixed_workers():
-    from superserve.scheduler import cluster
+    from superserve.scheduler.sidecar import cluster
     from superserve.scheduler.cli import build_parser
 
     assert cluster.from_args(build_parser().parse_args(["serve", "--workers", "2"])) is None
@@ -142,7 +143,7 @@ def test_no_cluster_options_keep_the_fixed_workers():
 
 def test_gpu_repository_moves_the_instance_group_to_the_gpu(tmp_path):
     pytest.importorskip("ray", reason="the extra superserve-triton[ray] is not installed")
-    from superserve.scheduler.ray_workers import gpu_repository
+    from superserve.scheduler.sidecar.ray_workers import gpu_repository
 
     root = gpu_repository(paths.model_repository(), "supernet")
     try:

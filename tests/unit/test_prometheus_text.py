@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from superserve.client import prometheus_text as pt
-from superserve.scheduler.metrics import Stats, render
+from superserve.scheduler.core.stats import Stats
+from superserve.scheduler.sidecar.metrics import render
 
 
 def test_the_schedulers_exposition_reads_back_as_written():

@@ -2,7 +2,7 @@
 recomputed every few observations (not per request)."""
 import pytest
 
-from superserve.scheduler.reply_margin import ReplyMargin
+from superserve.scheduler.core.reply_margin import ReplyMargin
 
 
 def test_quantile_floor_and_cadence():

@@ -1,11 +1,11 @@
-"""Admission-time shedding (scheduler/shedding.py) and the queue counts it reads: it refuses what cannot
+"""Admission-time shedding (scheduler/core/shedding.py) and the queue counts it reads: it refuses what cannot
 finish in time even at peak throughput, and never what an idle or lightly loaded scheduler could serve."""
 import pytest
 
 from superserve.scheduler import paths
-from superserve.scheduler.edf_queue import EDFQueue, Pending
-from superserve.scheduler.profile import Profile
-from superserve.scheduler.shedding import Backlog, earliest_finish_ms, peak_rows_per_ms, shed_reason
+from superserve.scheduler.core.edf_queue import EDFQueue, Pending
+from superserve.scheduler.core.profile import Profile
+from superserve.scheduler.core.shedding import Backlog, earliest_finish_ms, peak_rows_per_ms, shed_reason
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_queue_counts_rows_ahead_by_deadline():
 
 
 def test_drain_rate_counts_only_intervals_with_requests_waiting():
-    from superserve.scheduler.shedding import DrainRate
+    from superserve.scheduler.core.shedding import DrainRate
 
     d = DrainRate(window=4, min_batches=2)
     d.observe(0.0, 10, waiting=True)
@@ -75,7 +75,7 @@ def test_drain_rate_counts_only_intervals_with_requests_waiting():
 def test_drain_rate_ignores_small_batches_so_a_short_queue_cannot_pull_it_down():
     """Shedding keeps the queue short, so batches are small and slow per row: counting them made the rate fall,
     which shed more, which shortened the queue again (a collapse measured at 3x overload)."""
-    from superserve.scheduler.shedding import DrainRate
+    from superserve.scheduler.core.shedding import DrainRate
 
     d = DrainRate(min_batches=2, min_rows=32)
     for i in range(5):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from superserve.scheduler import shm_regions
+from superserve.scheduler.sidecar import shm_regions
 
 
 def fake_proc(root: Path, cmdlines: dict[int, str]) -> Path:

@@ -1,9 +1,9 @@
 """Triton's reserved request parameters, by Triton 2.51's rules (measured; see triton_params.py)."""
 import pytest
 
-from superserve.scheduler.dataplane import check_outputs
-from superserve.scheduler.errors import InvalidInput
-from superserve.scheduler.triton_params import split_reserved
+from superserve.scheduler.sidecar.dataplane import check_outputs
+from superserve.scheduler.core.errors import InvalidInput
+from superserve.scheduler.core.triton_params import split_reserved
 
 OK = [("priority", 0), ("priority", 7), ("timeout", 100), ("sequence_id", 3), ("sequence_id", "c-1"),
       ("sequence_start", True), ("sequence_end", False), ("binary_data_output", True), ("headers", "x")]

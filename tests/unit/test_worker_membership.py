@@ -9,10 +9,10 @@ import asyncio
 import numpy as np
 import pytest
 
-from superserve.scheduler.admission import RequestParams
-from superserve.scheduler.dispatcher import SupernetWorker
-from superserve.scheduler.engine import Engine, EngineConfig
-from superserve.scheduler.errors import Overloaded
+from superserve.scheduler.core.admission import RequestParams
+from superserve.scheduler.sidecar.triton_worker import SupernetWorker
+from superserve.scheduler.sidecar.engine import Engine, EngineConfig
+from superserve.scheduler.core.errors import Overloaded
 from superserve.scheduler.policies import make_policy
 from tests.conftest import committed_profile as profile
 

@@ -7,10 +7,10 @@ import asyncio
 import numpy as np
 import pytest
 
-from superserve.scheduler.admission import RequestParams
-from superserve.scheduler.engine import Engine, EngineConfig
-from superserve.scheduler.errors import ServeError
-from superserve.scheduler.health import HealthConfig
+from superserve.scheduler.core.admission import RequestParams
+from superserve.scheduler.sidecar.engine import Engine, EngineConfig
+from superserve.scheduler.core.errors import ServeError
+from superserve.scheduler.core.health import HealthConfig
 from superserve.scheduler.policies import make_policy
 from tests.conftest import committed_profile as profile
 from tests.fakes import StandIn

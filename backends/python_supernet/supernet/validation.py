@@ -1,7 +1,7 @@
 """Recorded validation behaviour: per Pareto subnet, its prediction and confidence on every image
 of the validation split (held out of training; never the test split the accuracy table reports).
 
-The cascade planner (scheduler/planner.py) and the simulator replay these records instead of
+The cascade planner (scheduler/offline/planner.py) and the simulator replay these records instead of
 running the network, so a cascade's accuracy and escalation rates are estimated on data the
 reported numbers are not scored on. Written by ``superserve record-val`` as one .npz beside the
 profiles, keyed by the weights' sha256.
