@@ -10,9 +10,8 @@ import asyncio
 import numpy as np
 import pytest
 
-from superserve.scheduler.core.admission import RequestParams
 from superserve.scheduler.sidecar.engine import Engine, EngineConfig
-from superserve.scheduler.core.errors import DeadlineInfeasible, InvalidInput, ServeError
+from superserve.scheduler.core.errors import DeadlineInfeasible, InvalidInput
 from superserve.scheduler.core.gears import Gear, GearPlan, Stage
 from superserve.scheduler.core.latency_model import LatencyModelConfig
 from superserve.scheduler.core.lifecycle import Lifecycle, LifecycleConfig, ModelSpec
@@ -22,7 +21,7 @@ from superserve.scheduler.core.profile import Profile, SubnetProfile
 from superserve.scheduler.core.roster import Roster
 from superserve.scheduler.offline.sim import SimConfig, SimRequest, simulate
 from superserve.scheduler import paths
-from tests.unit import test_lifecycle_equivalence as eq
+from tests import virtual_engine as ve
 
 BATCHES = (1, 2, 4, 8)
 CNN = Profile("test", "cnn-sha", BATCHES, (
@@ -145,41 +144,12 @@ def two_model_trace() -> list[SimRequest]:
     with a looser SLO (x1.5)."""
     rng = np.random.default_rng(21)
     out = []
-    for r in eq.trace():
+    for r in ve.bursty_trace():
         vit = bool(rng.random() < 0.5)
         out.append(SimRequest(r.arrival_ms, r.slo_ms * (1.5 if vit else 1.0), r.sample,
                               min(r.min_accuracy, 0.8) if vit and r.min_accuracy < 0.99 else r.min_accuracy,
                               r.min_confidence, "vit" if vit else "supernet"))
     return out
-
-
-class Record2:
-    """Seeded confidence and correctness per (subnet, sample) for the subnets of both models."""
-
-    def __init__(self, n: int):
-        rng = np.random.default_rng(3)
-        self._conf = {s: rng.random(n) for s in OWNER}
-        acc = {s.name: s.accuracy for p in PROFILES.values() for s in p.subnets}
-        self._correct = {s: rng.random(n) < acc[s] for s in OWNER}
-
-    def confidence(self, subnet: str, measure: str) -> np.ndarray:
-        return self._conf[subnet]
-
-    def correct(self, subnet: str) -> np.ndarray:
-        return self._correct[subnet]
-
-
-class Timeline2(eq.Timeline):
-    def ms(self, subnet: str, rows: int) -> float:
-        return PROFILES[OWNER[subnet]].get(subnet).at(rows) * float(self.rng.lognormal(0.0, eq.SIGMA))
-
-
-class StandIn2(eq.StandIn):
-    """A Triton instance serving both models: each call names its model, which must own the subnet."""
-
-    async def infer(self, images, subnet, timeout_s, model=None):
-        assert OWNER[subnet] == model, (subnet, model)
-        return await super().infer(images, subnet, timeout_s)
 
 
 def plans() -> dict[str, GearPlan]:
@@ -201,56 +171,31 @@ def specs(policy: str) -> list[ModelSpec]:
 
 def run_sim2(policy: str, reqs, record):
     batches: list = []
-    cfg = SimConfig(workers=eq.WORKERS, margin_ms=eq.MARGIN_MS, default_min_confidence=0.3, jitter_sigma=eq.SIGMA,
-                    seed=eq.SEED, latency=LatencyModelConfig(quantile=eq.QUANTILE))
+    cfg = SimConfig(workers=ve.WORKERS, margin_ms=ve.MARGIN_MS, default_min_confidence=0.3, jitter_sigma=ve.SIGMA,
+                    seed=ve.SEED, latency=LatencyModelConfig(quantile=ve.QUANTILE))
     outs = simulate(None, None, reqs, {m: record for m in PROFILES}, cfg, batches, models=specs(policy))
-    return [(b.at_ms, b.worker, b.subnet, b.requests) for b in batches], eq.fates_of_sim(outs), outs, batches
+    return [(b.at_ms, b.worker, b.subnet, b.requests) for b in batches], ve.fates_of_sim(outs), outs, batches
 
 
 def run_engine2(policy: str, reqs, record):
-    loop = eq.VirtualLoop()
-    clock, batches, timeline = eq.VirtualClock(loop), [], Timeline2()
-    workers = [StandIn2(k, timeline, record, clock, batches) for k in range(eq.WORKERS)]
-    cfg = EngineConfig(margin_ms=eq.MARGIN_MS, default_min_confidence=0.3, latency_quantile=eq.QUANTILE,
+    cfg = EngineConfig(margin_ms=ve.MARGIN_MS, default_min_confidence=0.3, latency_quantile=ve.QUANTILE,
                        queue_capacity=100_000)
-    fates: list = [None] * len(reqs)
-
-    async def one(i: int, r: SimRequest, engine: Engine) -> None:
-        image = np.full((1, 1, 28, 28), float(i), np.float32)
-        try:
-            a = await engine.infer(image, RequestParams(r.slo_ms, r.min_accuracy, None, r.min_confidence), r.model)
-        except ServeError as e:
-            fates[i] = (type(e).__name__,)
-            return
-        fates[i] = (a.subnet, a.subnets, a.done_ms)
-
-    async def main() -> None:
-        engine = Engine(cfg, None, None, workers, clock=clock, models=specs(policy))
-        tasks = []
-        try:
-            for i, r in enumerate(reqs):
-                if r.arrival_ms / 1000 > loop.time():
-                    await asyncio.sleep(r.arrival_ms / 1000 - loop.time())
-                tasks.append(asyncio.create_task(one(i, r, engine)))
-            await asyncio.wait_for(asyncio.gather(*tasks), 3600)
-        finally:
-            await engine.close()
-
-    try:
-        loop.run_until_complete(main())
-    finally:
-        loop.close()
+    timeline = ve.Timeline(lambda subnet, rows: PROFILES[OWNER[subnet]].get(subnet).at(rows))
+    batches, fates, _ = ve.run_engine(lambda clock, workers: Engine(cfg, None, None, workers, clock=clock,
+                                                                     models=specs(policy)),
+                                      reqs, timeline, record, OWNER)
     return batches, fates
 
 
 @pytest.mark.parametrize("policy", ["slackfit", "clipper", "cascade"])
 def test_engine_and_simulator_agree_on_two_models(policy):
     reqs = two_model_trace()
-    record = Record2(len(reqs))
+    accuracy = {s.name: s.accuracy for p in PROFILES.values() for s in p.subnets}
+    record = ve.SeededRecord({s: accuracy[s] for s in OWNER}, len(reqs))
     eb, ef = run_engine2(policy, reqs, record)
     sb, sf, outs, batches = run_sim2(policy, reqs, record)
-    assert eq.first_difference(eb, sb) is None, "batches differ: " + eq.first_difference(eb, sb)
-    assert eq.first_difference(ef, sf) is None, "fates differ: " + eq.first_difference(ef, sf)
+    assert ve.first_difference(eb, sb) is None, "batches differ: " + ve.first_difference(eb, sb)
+    assert ve.first_difference(ef, sf) is None, "fates differ: " + ve.first_difference(ef, sf)
     # Every batch is one model's, on that model's subnets; both models were served, in batches of several.
     for b in batches:
         assert {reqs[i].model for i in b.requests} == {b.model} and OWNER[b.subnet] == b.model
