@@ -86,8 +86,8 @@ def parse_params(raw: Mapping[str, Any] | None, default_slo_ms: float, max_slo_m
         min_confidence=_fraction("min_confidence", raw["min_confidence"]) if "min_confidence" in raw else None)
 
 
-def check_input(name: str, datatype: str, shape, array: np.ndarray | None, max_rows: int,
-                spec: InputSpec = DEFAULT_INPUT, model: str | None = None) -> np.ndarray:
+def check_input(name: str, datatype: str, shape: Any, array: np.ndarray[Any, Any] | None, max_rows: int,
+                spec: InputSpec = DEFAULT_INPUT, model: str | None = None) -> np.ndarray[Any, Any]:
     """The one input of the model: ``spec``'s name and datatype, shape [B, *spec.dims] with 1 <= B <= max_rows
     (``spec`` comes from the model's family, served_models.py; ``model`` names it in the errors)."""
     of = f" of model {model!r}" if model else ""

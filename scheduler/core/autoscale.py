@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ class AutoscaleConfig:
     after it, stayed at the maximum: SlackFit's accuracy at 0.3x stayed 0.01 below the best, so no sample was
     cold."""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not 1 <= self.min_workers <= self.max_workers:
             raise ValueError(f"need 1 <= min_workers <= max_workers, got {self.min_workers}, {self.max_workers}")
         if not 0 < self.down_demand < self.up_demand:
@@ -182,7 +182,8 @@ def is_cold(s: Sample, cfg: AutoscaleConfig) -> bool:
     return s.demand * s.workers / (s.workers - 1) < cfg.down_demand
 
 
-def _held(window: Sequence[Sample], now_ms: float, hold_s: float, pred) -> list[Sample] | None:
+def _held(window: Sequence[Sample], now_ms: float, hold_s: float,
+          pred: Callable[[Sample], bool]) -> list[Sample] | None:
     """The settled samples of the last ``hold_s`` if they cover it and all satisfy ``pred``, else None."""
     start = now_ms - hold_s * 1000
     recent = [s for s in window if s.t_ms > start]
@@ -240,7 +241,9 @@ def decide(window: Sequence[Sample], now_ms: float, cfg: AutoscaleConfig) -> Dec
     settled = _settled(window, target)
     hot = _held(settled, now_ms, cfg.up_hold_s, lambda s: hot_reason(s, cfg) is not None)
     if hot is not None:
-        kind, why = hot_reason(hot[-1], cfg)
+        reason = hot_reason(hot[-1], cfg)
+        assert reason is not None  # every held sample satisfied it
+        kind, why = reason
         if target >= cfg.max_workers:
             return Decision(target, "hold", f"at the maximum of {cfg.max_workers} workers although {why}", "bound")
         n = wanted(hot, target, cfg)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import bisect
+from typing import Iterable
 from dataclasses import dataclass, field
 
 
@@ -63,7 +64,7 @@ class EDFQueue:
     def snapshot(self) -> tuple[Pending, ...]:
         return tuple(item[2] for item in self._items)
 
-    def remove(self, ids) -> list[Pending]:
+    def remove(self, ids: Iterable[int]) -> list[Pending]:
         """Take these requests out (those still here); returns them in deadline order."""
         ids = set(ids)
         taken = [it[2] for it in self._items if it[1] in ids]

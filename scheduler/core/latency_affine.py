@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from typing import Any
 
 import numpy as np
 
@@ -153,7 +154,7 @@ class AffineLatencyModel:
                 "tail_ms": round(self.tail_ms, 2), "boost": round(self.boost, 3)}
 
 
-def median_line(x: np.ndarray, y: np.ndarray, slope: float = 1.0, offset: float = 0.0,
+def median_line(x: np.ndarray[Any, Any], y: np.ndarray[Any, Any], slope: float = 1.0, offset: float = 0.0,
                 iterations: int = 12) -> tuple[float, float]:
     """(slope, offset) of the least-absolute-deviations line through (x, y): the conditional median,
     which one-sided stalls do not pull up as they pull a least-squares line. Iteratively reweighted

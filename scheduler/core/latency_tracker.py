@@ -21,7 +21,7 @@ class LatencyTracker:
     step: float = 0.05
     factor: float = 1.0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not 0 < self.alpha <= 1 or not 0 < self.lo <= 1 <= self.hi or self.step <= 0:
             raise ValueError(f"LatencyTracker needs 0 < alpha <= 1, 0 < lo <= 1 <= hi, step > 0; got alpha "
                              f"{self.alpha}, lo {self.lo}, hi {self.hi}, step {self.step}")

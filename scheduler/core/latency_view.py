@@ -20,7 +20,8 @@ KINDS = ("affine", "quantile", "ewma", "off")
 
 
 class LatencyView(Protocol):
-    observations: int
+    @property
+    def observations(self) -> int: ...
     forgets: bool
     """Whether the life cycle should make it ``forget`` when it judges every request infeasible while
     nothing runs (a model that learns only from batches would otherwise never see the host recover)."""

@@ -25,7 +25,7 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ..policies.base import Batch, Policy, WorkerView, drop_infeasible_head
 from . import latency_view
@@ -171,12 +171,12 @@ class ServedModel:
         self.latency = latency_view.build(kind if latency is not None else "off", spec.profile, latency)
         self.factor = 1.0
         """Planned/profiled latency of the largest subnet at the largest batch (for metrics)."""
-        self._peak: tuple = (None, 0.0)
+        self._peak: tuple[Profile | None, float] = (None, 0.0)
 
     def observe(self, subnet: str, rows: int, observed_ms: float) -> None:
         """A batch of ``rows`` on ``subnet`` took ``observed_ms`` of service: update the latency model and
         refresh the planning view."""
-        self.latency.observe(rows, observed_ms, self.base_profile.get(subnet).at(rows))
+        self.latency.observe(rows, observed_ms, self.base_profile.subnet(subnet).at(rows))
         self.profile, self.factor = self.latency.view(), self.latency.factor()
 
     @property
@@ -191,7 +191,7 @@ class ServedModel:
 
     def median_ms(self, subnet: str, rows: int) -> float:
         """The median expectation of a batch (the hang rule's yardstick, not the planning quantile)."""
-        return self.latency.median_ms(rows, self.base_profile.get(subnet).at(rows))
+        return self.latency.median_ms(rows, self.base_profile.subnet(subnet).at(rows))
 
     def peak_rows_per_ms(self, fraction: float) -> float:
         """Peak rows/ms at the latency a batch most likely takes (admission shedding refuses only what most
@@ -213,7 +213,12 @@ class Lifecycle:
                  roster: Roster | None = None, stats: Stats | None = None, models: Sequence[ModelSpec] = ()):
         """One model (``profile`` and ``policy``, named DEFAULT_MODEL), or several (``models``, the first the
         default: requests that name no model go to it)."""
-        specs = list(models) or [ModelSpec(DEFAULT_MODEL, profile, policy)]
+        if models:
+            specs = list(models)
+        elif profile is None or policy is None:
+            raise ValueError("Lifecycle needs a profile and a policy, or models")
+        else:
+            specs = [ModelSpec(DEFAULT_MODEL, profile, policy)]
         if len({m.name for m in specs}) != len(specs):
             raise ValueError(f"model names must differ, got {[m.name for m in specs]}")
         self.cfg = cfg
@@ -231,7 +236,8 @@ class Lifecycle:
         """Rows/ms the queue drains at while requests wait (admission shedding, shedding.py)."""
         self.jobs: dict[int, Job] = {}
         self._ids = itertools.count(1)
-        self._sweep_armed, self._sweep_key = False, None
+        self._sweep_armed = False
+        self._sweep_key: tuple[int, float, int] | None = None
 
     @property
     def margin_ms(self) -> float:
@@ -411,7 +417,7 @@ class Lifecycle:
             step.pipeline_changed, step.pipeline_at = True, self._pipeline_at(now)
         return step
 
-    def _by_deadline(self, queue: tuple[Pending, ...]):
+    def _by_deadline(self, queue: tuple[Pending, ...]) -> Iterator[tuple[ServedModel, tuple[Pending, ...]]]:
         """(model, that model's queued requests in deadline order), the model of the earliest deadline first
         (one model: the queue as it is)."""
         if not self.several:
@@ -494,7 +500,7 @@ class Lifecycle:
         """Book ``batch`` of model ``m`` on ``w``: it starts when the batches before it end, and takes the
         planning view's latency at its real number of rows (the policy's point may be a larger batch)."""
         rows = sum(j.pending.rows for j in jobs)
-        planned = m.profile.get(batch.subnet).at(rows)
+        planned = m.profile.subnet(batch.subnet).at(rows)
         start = max(now, w.slots[-1].end_ms) if w.slots else now
         start_median = max(now, w.slots[-1].median_end_ms) if w.slots else now
         median = m.median_ms(batch.subnet, rows)
@@ -502,7 +508,7 @@ class Lifecycle:
         w.slots.append(slot)
         return slot
 
-    def _drop(self, ids, plan_now: float) -> list[Resolution]:
+    def _drop(self, ids: Iterable[int], plan_now: float) -> list[Resolution]:
         out, real_now = [], plan_now - self.margin_ms
         for p in self.queue.remove(ids):
             job = self.jobs.pop(p.id)
@@ -529,7 +535,7 @@ class Lifecycle:
         if w.slots:
             w.slots[0].started(now)
 
-    def complete(self, d: Dispatch, now: float, values: list, confidence: Callable[[Any, str], float],
+    def complete(self, d: Dispatch, now: float, values: list[Any], confidence: Callable[[Any, str], float],
                  load_seconds: float | None = None) -> list[Resolution]:
         """``d`` answered at ``now`` with ``values[i]`` for ``d.jobs[i]``; ``confidence(value, measure)`` is
         that answer's lowest confidence over its rows. Each request is answered, or re-queued for the next
@@ -559,10 +565,10 @@ class Lifecycle:
                     out.append(self._refuse(j, err, now))
         return out
 
-    def _answer_or_escalate(self, d: Dispatch, m: ServedModel, now: float, values: list, confidence,
-                            out: list) -> None:
+    def _answer_or_escalate(self, d: Dispatch, m: ServedModel, now: float, values: list[Any],
+                            confidence: Callable[[Any, str], float], out: list[Resolution]) -> None:
         subnet = d.batch.subnet
-        ran = m.base_profile.get(subnet)
+        ran = m.base_profile.subnet(subnet)
         plan_now, measure = now + self.margin_ms, m.policy.confidence_measure
         for j, value in zip(d.jobs, values):
             j.subnets.append(subnet)
@@ -622,6 +628,7 @@ class Lifecycle:
     def _fallback(self, j: Job, now: float) -> Resolution:
         """An escalated request that cannot go on (no time, no worker) gets its previous stage's answer."""
         self.stats.escalation_fallbacks += 1
+        assert j.fallback is not None  # only escalated jobs fall back
         return self._finish(j, j.fallback, now)
 
     def _finish(self, j: Job, answer: StageAnswer, done: float) -> Resolution:
@@ -635,7 +642,7 @@ class Lifecycle:
         if late:
             self.stats.deadline_misses += 1
         else:
-            self.stats.served_accuracy_sum += m.base_profile.get(subnet).accuracy
+            self.stats.served_accuracy_sum += m.base_profile.subnet(subnet).accuracy
         self.stats.subnet_selected[(m.name, subnet)] += 1
         self.stats.queue_wait_seconds.observe(answer.queue_ms / 1000)
         self.stats.request_latency_seconds.observe((done - p.arrival_ms) / 1000)

@@ -23,10 +23,10 @@ class ReplyMargin:
     every: int = 32
     """Recompute the quantile after this many new observations (not per request)."""
     margin_ms: float = field(init=False)
-    _recent: deque = field(init=False, repr=False)
+    _recent: deque[float] = field(init=False, repr=False)
     _new: int = field(init=False, default=0, repr=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.floor_ms < 0 or not 0 < self.quantile < 1 or self.window < 1 or self.every < 1:
             raise ValueError(f"ReplyMargin needs floor_ms >= 0, 0 < quantile < 1, window and every >= 1; got "
                              f"{self.floor_ms}, {self.quantile}, {self.window}, {self.every}")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 
 @dataclass
@@ -40,7 +40,7 @@ class WorkerState:
     """Batches sent and not answered yet."""
     last_pick: int = 0
     """Pick number of the last batch sent here (0: never)."""
-    slots: deque[Any] = field(default_factory=deque)
+    slots: deque[Slot] = field(default_factory=deque)
     """Batches in flight, in the order the worker runs them."""
     last_done_ms: float = -1e18
     """When its last batch answered."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
+from typing import Any
 from dataclasses import dataclass, field
 
 OUTCOMES = ("ok", "late", "dropped", "invalid", "overloaded", "error")
@@ -17,7 +18,7 @@ class Histogram:
     total: float = 0.0
     n: int = 0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.counts = [0] * len(self.buckets)
 
     def observe(self, v: float) -> None:
@@ -44,15 +45,15 @@ LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.
 
 @dataclass
 class Stats:
-    requests: Counter = field(default_factory=Counter)
+    requests: Counter[Any] = field(default_factory=Counter)
     """By outcome (OUTCOMES)."""
     deadline_misses: int = 0
     served_accuracy_sum: float = 0.0
-    subnet_selected: Counter = field(default_factory=Counter)
+    subnet_selected: Counter[Any] = field(default_factory=Counter)
     """Requests served per (model, subnet)."""
-    model_requests: Counter = field(default_factory=Counter)
+    model_requests: Counter[Any] = field(default_factory=Counter)
     """Requests per (model, outcome), for requests a served model was named for (``requests`` counts all)."""
-    model_latency_factor: dict = field(default_factory=dict)
+    model_latency_factor: dict[str, float] = field(default_factory=dict)
     """Per model: observed/profiled batch latency its policy plans with (``latency_factor``: the default's)."""
     queue_depth: int = 0
     model_loads: int = 0
@@ -64,14 +65,14 @@ class Stats:
     """Escalated requests answered with their previous stage's result (the next could not run in time)."""
     latency_factor: float = 1.0
     """Observed/profiled batch latency the policy currently plans with."""
-    worker_inflight: dict = field(default_factory=dict)
-    worker_healthy: dict = field(default_factory=dict)
+    worker_inflight: dict[str, int] = field(default_factory=dict)
+    worker_healthy: dict[str, int] = field(default_factory=dict)
     """1 while a worker is in rotation, 0 while it is out (worker_pool.py)."""
-    worker_failures: Counter = field(default_factory=Counter)
+    worker_failures: Counter[Any] = field(default_factory=Counter)
     """By (worker, reason): error (a call failed), hang (a call outran the hang rule), probe."""
-    worker_batches: Counter = field(default_factory=Counter)
+    worker_batches: Counter[Any] = field(default_factory=Counter)
     """Batch calls by (worker, outcome): ok, failed, hung, invalid."""
-    worker_readmissions: Counter = field(default_factory=Counter)
+    worker_readmissions: Counter[Any] = field(default_factory=Counter)
     batch_retries: int = 0
     """Failed batches whose requests (some or all) went back to the queue."""
     request_retries: int = 0
@@ -82,9 +83,9 @@ class Stats:
     outcome overloaded)."""
     unexpected_errors: int = 0
     """Exceptions no handler expected (a bug, answered 500 and logged at most every few seconds)."""
-    auth_failures: Counter = field(default_factory=Counter)
+    auth_failures: Counter[Any] = field(default_factory=Counter)
     """Requests refused for a missing or wrong bearer token, by (protocol, reason) (auth.py)."""
-    limit_refusals: Counter = field(default_factory=Counter)
+    limit_refusals: Counter[Any] = field(default_factory=Counter)
     """Requests and connections the front-end limits refused, by (protocol, reason) (limits.REFUSALS)."""
     http_connections: object = None
     """The HTTP front end's ``ConnectionGuard`` (limits.py): its counters are read when rendering."""
@@ -100,7 +101,7 @@ class Stats:
     """Workers dropped from the pool because their process or actor died or moved."""
     worker_demand: float = 0.0
     """The last second's requests on the most accurate subnet over the pool's capacity (autoscale.py)."""
-    scaling_decisions: Counter = field(default_factory=Counter)
+    scaling_decisions: Counter[Any] = field(default_factory=Counter)
     """Changes of the target by (direction, reason): up/accuracy, up/misses, up/demand, down/idle, up|down/bound."""
     batch_size: Histogram = field(default_factory=lambda: Histogram((1, 2, 4, 8, 16, 32, 64)))
     decision_seconds: Histogram = field(default_factory=lambda: Histogram((1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 1e-2)))
