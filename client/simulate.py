@@ -43,13 +43,12 @@ def main(args) -> int:
     result["host"] = host_description(args)
     for spec in specs:
         name = spec.label
-        variant = spec.kind in LATENCY_VARIANTS or spec.kind == "slackfit-paper"  # slackfit with other options
+        variant = spec.kind in policy_names.SERVED_AS  # slackfit with other options (its arg: a quantile)
         subnet, plan = (None, spec.arg) if spec.kind == "cascade" else (None if variant else spec.arg or args.subnet,
                                                                          None)
         if subnet in triton_fixed.ROLES:  # smallest, middle, largest, as bench reads them
             subnet = triton_fixed.pick(profile, subnet)
-        opts = PolicyOptions("slackfit" if variant else spec.kind, subnet=subnet, plan=plan or args.plan,
-                             slackfit_buckets=PAPER_BUCKETS if spec.kind == "slackfit-paper" else 1)
+        opts = policy_options(spec.kind, subnet=subnet, plan=plan or args.plan)
         policy = factory_for(opts).policy(profile)
         t = time.perf_counter()
         s = summarize(simulate(policy, profile, reqs, record, sim_config(args, spec)))
@@ -59,6 +58,12 @@ def main(args) -> int:
     if args.out:
         results.write(result, args.out)
     return 0
+
+
+def policy_options(kind: str, **kw) -> PolicyOptions:
+    """How ``serve`` would run the simulated kind: a SlackFit variant is policy slackfit with its own options."""
+    buckets = PAPER_BUCKETS if kind == "slackfit-paper" else PolicyOptions.slackfit_buckets
+    return PolicyOptions(policy_names.SERVED_AS.get(kind, kind), slackfit_buckets=buckets, **kw)
 
 
 LATENCY_VARIANTS = {"slackfit-affine": "affine", "slackfit-quantile": "quantile"}
@@ -148,9 +153,7 @@ def main_models(args) -> int:
         raise SystemExit(f"superserve simulate: {e}") from None
     for spec in policies:
         name, kind, arg = spec.label, spec.kind, spec.arg
-        factory = factory_for(PolicyOptions(policy_names.SERVED_AS.get(kind, kind), subnet=arg or args.subnet,
-                                            plan=args.plan, models=models,
-                                            slackfit_buckets=PAPER_BUCKETS if kind == "slackfit-paper" else 1))
+        factory = factory_for(policy_options(kind, subnet=arg or args.subnet, plan=args.plan, models=models))
         specs = [ModelSpec(m, profiles[m], factory.policy(profiles[m], m)) for m in models]
         t = time.perf_counter()
         outs = simulate(None, None, reqs, records, sim_config(args),
