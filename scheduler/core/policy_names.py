@@ -49,17 +49,7 @@ KINDS = (
 """Every kind ``superserve bench`` can run."""
 SIMULATED = ("slackfit", "slackfit-paper", "slackfit-affine", "slackfit-quantile", "fixed", "clipper", "cascade")
 """Policies ``superserve simulate`` can replay (no models to load, no Triton batcher)."""
-ADAPTIVE = (
-    "slackfit",
-    "slackfit-classic",
-    "slackfit-paper",
-    "slackfit-affine",
-    "slackfit-quantile",
-    "cascade",
-    "slackfit+escalate",
-    "infaas",
-    "clipper",
-)
+ADAPTIVE = tuple(k for k in KINDS if k not in ("fixed", "triton-fixed"))
 """Policies that choose per batch: a point on the frontier plot and a headline ratio each (``fixed`` is our
 scheduler on one subnet, neither adaptive nor Triton's batcher)."""
 NO_ARG = ("slackfit", "slackfit-classic", "slackfit-paper", "infaas")
