@@ -21,10 +21,11 @@ _INFO_ROWS: dict[str, bytes] = {}
 
 
 def info_row(subnet: str) -> bytes:
-    """One INFO element naming the requested subnet (the scheduler looks it up in its profile)."""
+    """One INFO element naming the requested subnet (the scheduler looks it up in its profile), in the
+    backend's form (supernet/serving.py ``info_rows``), so the scheduler takes its usual path with it."""
     if subnet not in _INFO_ROWS:
         info = json.dumps({"subnet": subnet, "accuracy": 0.9, "confidence": 0.9, "margin": 0.5, "queue_ms": None,
-                           "infer_ms": 0.0, "batch_size": 1, "escalations": 0}).encode()
+                           "infer_ms": 0.0, "batch_size": 1, "escalations": 0, "subnets": [subnet]}).encode()
         _INFO_ROWS[subnet] = struct.pack("<I", len(info)) + info
     return _INFO_ROWS[subnet]
 

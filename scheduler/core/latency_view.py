@@ -43,6 +43,9 @@ class PerBatchQuantile:
     def __init__(self, base: Profile, cfg: LatencyModelConfig):
         self.base, self.model, self._scaled = base, LatencyModel(base.batch_sizes, cfg), ScaledProfiles(base)
         self._view = base
+        self._paired: dict[tuple[int, int], tuple[Profile, Profile, Profile]] = {}
+        """(planning view, median view) -> the planning view carrying that median, memoised: a new profile
+        object per batch would make every policy rebuild its memoised tables per batch."""
 
     @property
     def observations(self) -> int:
@@ -51,7 +54,16 @@ class PerBatchQuantile:
     def observe(self, rows: int, observed_ms: float, profiled_ms: float) -> None:
         self.model.observe(rows, observed_ms, profiled_ms)
         view, median = self._scaled.get(self.model.factors()), self.median_view()
-        self._view = view if view is median else view.with_median(median)
+        if view is median:
+            self._view = view
+            return
+        key = (id(view), id(median))
+        hit = self._paired.get(key)
+        if hit is None:
+            if len(self._paired) >= 64:
+                self._paired.clear()
+            hit = self._paired[key] = (view, median, view.with_median(median))  # holding both keeps the ids unique
+        self._view = hit[2]
 
     def view(self) -> Profile:
         return self._view

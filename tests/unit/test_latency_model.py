@@ -2,6 +2,8 @@
 to a slowdown, deaf to one spike, slow to trust a speed-up, per batch size with a global fallback."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -126,3 +128,45 @@ def test_two_stalled_batches_do_not_raise_the_plan_four_slow_ones_do():
     assert m.factor(8) == pytest.approx(before, rel=0.05)
     feed(m, steady(4, level=3.0, seed=11))  # four slow batches in a row: a new regime
     assert m.factor(8) >= 2.8
+
+
+def test_the_sorted_windows_give_the_quantiles_of_a_full_sort():
+    """The windows are kept sorted incrementally; every read must equal sorting the window's values afresh
+    (ties, evictions of duplicates and the short window's rank included)."""
+    cfg = LatencyModelConfig(window=40, short=12, min_samples=5)
+    m = LatencyModel((1, 4, 16), cfg)
+    rng = np.random.default_rng(7)
+    history: dict[int, list[float]] = {1: [], 4: [], 16: []}
+    everything: list[float] = []
+    for _ in range(600):
+        rows = int(rng.choice([1, 3, 4, 9, 16]))
+        ratio = float(np.round(rng.lognormal(0.2, 0.4), 1))  # rounded: many ties
+        m.observe(rows, ratio, 1.0)
+        b = m.bucket(rows)
+        ratio = min(cfg.hi, max(cfg.lo, ratio))
+        history[b].append(ratio)
+        everything.append(ratio)
+        own, allw = sorted(history[b][-cfg.window:]), sorted(everything[-cfg.window:])
+        assert m.median == allw[(len(allw) - 1) // 2]
+        if len(own) >= cfg.min_samples:
+            short = sorted(history[b][-cfg.short:])
+            i = min(len(short) - cfg.short_rank, math.ceil(cfg.quantile * (len(short) - 1)))
+            want = max(own[min(len(own) - 1, math.ceil(cfg.quantile * (len(own) - 1)))], short[i])
+            assert m.factor(b) == want
+            assert m.median_factor(b) == own[(len(own) - 1) // 2]
+
+
+def test_a_steady_host_keeps_handing_policies_the_same_view_object():
+    """Policies memoise their tables per profile object (slackfit.SlackFit.table): the quantile model must hand
+    out the same object while its quantised factors and median stay put, not a new one per batch."""
+    from superserve.scheduler.core.latency_view import PerBatchQuantile
+    prof = committed_profile()
+    v = PerBatchQuantile(prof, LatencyModelConfig(window=50, min_samples=10))
+    s = prof.subnets[0]
+    ratios = steady(200, level=1.3, seed=3)
+    seen = []
+    for r in ratios:
+        v.observe(8, r * s.latency_ms[8], s.latency_ms[8])
+        seen.append(v.view())
+    assert seen[-1].likely is not seen[-1]  # the planning view carries a distinct median view
+    assert len({id(p) for p in seen[100:]}) <= 10  # a new object per batch before (100)
