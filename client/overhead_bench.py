@@ -2,9 +2,11 @@
 
 Three measurements, each written to one results file with the command, commit and hardware:
 1. **CPU per request**: the same open-loop Poisson stream (one pinned subnet) first straight to
-   ``tritonserver``, then through the sidecar (policy ``fixed`` on that subnet); CPU seconds of each
-   process (``/proc/<pid>/stat``; ``tritonserver`` without its Python backend stub processes) over the
-   requests answered. The ratio sidecar / Triton-direct is the headline.
+   ``tritonserver``, then through a trivial Python gRPC proxy (grpc_proxy.py: the floor of any sidecar
+   written on grpc.aio), then through the sidecar (policy ``fixed`` on that subnet, or ``--policy``, e.g.
+   slackfit, choosing the subnet); CPU seconds of each process (``/proc/<pid>/stat``; ``tritonserver``
+   without its Python backend stub processes) over the requests answered. The ratio sidecar / Triton-direct
+   is the headline; sidecar / proxy is what the scheduler's own Python adds to the library's floor.
 2. **Added latency at low load**: one request at a time, direct and via the sidecar interleaved,
    over gRPC and HTTP (tritonclient), p50 and p99 of each and the difference.
 3. **Dispatch throughput**: the sidecar in front of a zero-cost stand-in worker (standin_worker.py,
@@ -51,12 +53,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def request_bytes(subnet: str, slo_ms: float | None) -> bytes:
+def request_bytes(subnet: str | None, slo_ms: float | None) -> bytes:
+    """One serialised ModelInfer: ``subnet`` pinned (None: the policy chooses), ``slo_ms`` set (None: Triton)."""
     x = np.random.default_rng(0).random((1, 1, 28, 28), dtype=np.float32)
     req = service_pb2.ModelInferRequest(model_name="supernet")
     req.inputs.add(name="INPUT", datatype="FP32", shape=[1, 1, 28, 28])
     req.raw_input_contents.append(x.tobytes())
-    req.parameters["subnet"].string_param = subnet
+    if subnet is not None:
+        req.parameters["subnet"].string_param = subnet
     if slo_ms is not None:
         req.parameters["slo_ms"].double_param = slo_ms
     return req.SerializeToString()
@@ -100,13 +104,14 @@ def _batches(metrics_url: str | None) -> tuple[float, float]:
 
 
 @contextmanager
-def standin(port: int):
-    proc = subprocess.Popen([sys.executable, "-m", "superserve.client.standin_worker", "--port", str(port)],
-                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+def _ready_process(module: str, args: list[str], ready: str):
+    """``python -m module args`` until the block ends; up once it prints a line starting ``ready``."""
+    proc = subprocess.Popen([sys.executable, "-m", module, *args], stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
     try:
         line = proc.stdout.readline()
-        if not line.startswith("standin ready"):
-            raise RuntimeError(f"stand-in worker did not start: {line!r}")
+        if not line.startswith(ready):
+            raise RuntimeError(f"{module} did not start: {line!r}")
         yield proc
     finally:
         proc.send_signal(signal.SIGINT)
@@ -116,23 +121,34 @@ def standin(port: int):
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-def _sidecar(worker: str, subnet: str, python: str | None, extra: tuple = ()):
+def standin(port: int):
+    """The zero-cost stand-in worker (standin_worker.py) on ``port``."""
+    return _ready_process("superserve.client.standin_worker", ["--port", str(port)], "standin ready")
+
+
+def grpc_proxy(port: int, upstream: str):
+    """The trivial gRPC proxy (grpc_proxy.py) on ``port`` in front of ``upstream``: the floor of a Python sidecar."""
+    return _ready_process("superserve.client.grpc_proxy", ["--port", str(port), "--upstream", upstream], "proxy ready")
+
+
+def _sidecar(worker: str, subnet: str, python: str | None, extra: tuple = (), policy: str = "fixed"):
     http, grpc_port = free_ports(2)
     log = tempfile.mkstemp(prefix="superserve-serve-", suffix=".log")[1]
+    pin = ("--subnet", subnet) if policy == "fixed" else ()
     args = ["--http-port", str(http), "--grpc-port", str(grpc_port), "--worker", worker,
-            "--policy", "fixed", "--subnet", subnet, *extra]
+            "--policy", policy, *pin, *extra]
     return serve_subprocess(args, log, python=python), f"127.0.0.1:{http}", f"127.0.0.1:{grpc_port}"
 
 
 @contextmanager
-def sidecars_up(worker: str, subnet: str, pythons: dict):
+def sidecars_up(worker: str, subnet: str, pythons: dict, policy: str = "fixed"):
     """Every sidecar (name -> (interpreter, extra serve options)) in front of ``worker`` at once, so
     measurements of them can be interleaved in time (the machine's other load drifts; interleaving spreads
     it evenly)."""
     with ExitStack() as stack:
         up = {}
         for name, (python, extra) in pythons.items():
-            cm, http_url, grpc_url = _sidecar(worker, subnet, python, extra)
+            cm, http_url, grpc_url = _sidecar(worker, subnet, python, extra, policy)
             up[name] = (stack.enter_context(cm).pid, http_url, grpc_url)
         yield up
 
@@ -168,14 +184,20 @@ def _round(url: str, body: bytes, rate: float, duration_s: float, pids: dict, me
 
 
 def cpu_ratio(triton: TritonProcess, pythons: dict, subnet: str, rate: float, duration_s: float,
-              rounds: int = 4) -> dict:
-    """The same stream straight to Triton and through each sidecar, in ``rounds`` interleaved phases;
-    CPU per request of each process, and sidecar CPU over tritonserver's own when called directly."""
+              rounds: int = 4, policy: str = "fixed") -> dict:
+    """The same stream straight to Triton, through the trivial Python gRPC proxy (the floor of any Python
+    sidecar) and through each sidecar, in ``rounds`` interleaved phases; CPU per request of each process, and
+    sidecar CPU over tritonserver's own when called directly and over the proxy's."""
     tpid = triton.proc.pid
-    with sidecars_up(triton.cfg.grpc_url, subnet, pythons) as up:
-        targets = {"triton_direct": (triton.cfg.grpc_url, request_bytes(subnet, None), {"tritonserver": tpid}, None)}
+    (proxy_port,) = free_ports(1)
+    pinned = subnet if policy == "fixed" else None
+    with sidecars_up(triton.cfg.grpc_url, subnet, pythons, policy) as up, \
+            grpc_proxy(proxy_port, triton.cfg.grpc_url) as proxy:
+        targets = {"triton_direct": (triton.cfg.grpc_url, request_bytes(subnet, None), {"tritonserver": tpid}, None),
+                   "python_grpc_proxy": (f"127.0.0.1:{proxy_port}", request_bytes(subnet, None),
+                                         {"proxy": proxy.pid, "tritonserver": tpid}, None)}
         for name, (pid, http_url, grpc_url) in up.items():
-            targets[name] = (grpc_url, request_bytes(subnet, 1000.0), {"sidecar": pid, "tritonserver": tpid}, http_url)
+            targets[name] = (grpc_url, request_bytes(pinned, 1000.0), {"sidecar": pid, "tritonserver": tpid}, http_url)
         for url, body, _, _ in targets.values():
             asyncio.run(_open_loop(url, body, rate, 2.0, 99))  # warm-up, not measured
         parts = {k: [] for k in targets}
@@ -186,8 +208,12 @@ def cpu_ratio(triton: TritonProcess, pythons: dict, subnet: str, rate: float, du
                 parts[k].append(_round(url, body, rate, duration_s / rounds, pids, metrics, seed=r))
     out = {k: _merge(v) for k, v in parts.items()}
     direct = out["triton_direct"]["cpu_ms_per_request"]["tritonserver"]
+    floor = out["python_grpc_proxy"]["cpu_ms_per_request"]["proxy"]
     for k in up:
-        out[k]["sidecar_over_triton_direct_cpu"] = round(out[k]["cpu_ms_per_request"]["sidecar"] / direct, 3)
+        own = out[k]["cpu_ms_per_request"]["sidecar"]
+        out[k]["sidecar_over_triton_direct_cpu"] = round(own / direct, 3)
+        out[k]["sidecar_over_python_proxy_cpu"] = round(own / floor, 3)
+        out[k]["sidecar_minus_python_proxy_ms"] = round(own - floor, 4)
     return out
 
 
@@ -225,7 +251,8 @@ def added_latency(triton: TritonProcess, pythons: dict, subnet: str, reps: int) 
     return out
 
 
-def dispatch_throughput(pythons: dict, subnet: str, rates: list[float], duration_s: float) -> dict:
+def dispatch_throughput(pythons: dict, subnet: str, rates: list[float], duration_s: float,
+                        policy: str = "fixed") -> dict:
     """Each sidecar in front of the zero-cost stand-in, rates rising, sidecars alternating at each rate."""
     (port,) = free_ports(1)
     out = {}
@@ -233,9 +260,10 @@ def dispatch_throughput(pythons: dict, subnet: str, rates: list[float], duration
         floor = _round(f"127.0.0.1:{port}", request_bytes(subnet, None), rates[0], duration_s, {"standin": worker.pid},
                        None, seed=0)
         out["grpc_server_floor"] = _merge([floor])
-        with sidecars_up(f"127.0.0.1:{port}", subnet, pythons) as up:
+        body = request_bytes(subnet if policy == "fixed" else None, 1000.0)
+        with sidecars_up(f"127.0.0.1:{port}", subnet, pythons, policy) as up:
             for _, _, g in up.values():
-                asyncio.run(_open_loop(g, request_bytes(subnet, 1000.0), rates[0], 1.0, 99))  # warm-up
+                asyncio.run(_open_loop(g, body, rates[0], 1.0, 99))  # warm-up
             state = {k: {"highest_rate_all_within_10ms": None, "highest_rate_p99_within_10ms": None,
                          "highest_rate_sustained": None, "runs": [], "stopped": False} for k in up}
             for i, rate in enumerate(rates):
@@ -244,7 +272,7 @@ def dispatch_throughput(pythons: dict, subnet: str, rates: list[float], duration
                     if st["stopped"]:
                         continue
                     pid, h, g = up[k]
-                    r = _merge([_round(g, request_bytes(subnet, 1000.0), rate, duration_s,
+                    r = _merge([_round(g, body, rate, duration_s,
                                        {"sidecar": pid, "standin": worker.pid}, h, seed=i)])
                     ok = r["errors"] == 0 and r["answered"] > 0
                     r["all_within_10ms"] = ok and r["max_ms"] <= WITHIN_MS
@@ -268,7 +296,7 @@ def dispatch_throughput(pythons: dict, subnet: str, rates: list[float], duration
 def bench_overhead(reps: int = 300, rate: float = 200.0, duration_s: float = 20.0,
                    rates: tuple = (100, 250, 500, 750, 1000, 1500, 2000, 3000), step_s: float = 5.0,
                    compare_python: str | None = None, compare_transport: bool = False,
-                   name: str = "sidecar_overhead") -> int:
+                   name: str = "sidecar_overhead", policy: str = "fixed") -> int:
     profile = Profile.load(find_profile(None))
     subnet = profile.subnets[0].name
     th, tg, tm = free_ports(3)
@@ -277,19 +305,22 @@ def bench_overhead(reps: int = 300, rate: float = 200.0, duration_s: float = 20.
         sidecars["sidecar_http_transport"] = (None, ("--worker-http", f"127.0.0.1:{th}"))
     grpc_only = {k: v for k, v in sidecars.items() if not v[1]}  # the stand-in worker speaks gRPC only
     with TritonProcess(TritonConfig(http_port=th, grpc_port=tg, metrics_port=tm)) as triton:
-        print(f"1. CPU per request at {rate:g} req/s for {duration_s:g} s, subnet {subnet}", flush=True)
-        cpu = cpu_ratio(triton, sidecars, subnet, rate, duration_s)
+        print(f"1. CPU per request at {rate:g} req/s for {duration_s:g} s, sidecar policy {policy}"
+              + (f", subnet {subnet}" if policy == "fixed" else f" (Triton direct and the proxy: {subnet})"), flush=True)
+        cpu = cpu_ratio(triton, sidecars, subnet, rate, duration_s, policy=policy)
         for k, v in cpu.items():
             print(f"  {k}: {v['cpu_ms_per_request']} p50 {v['p50_ms']} p99 {v['p99_ms']}", flush=True)
         print(f"2. added latency, one request at a time, {reps} reps per target", flush=True)
         latency = added_latency(triton, sidecars, subnet, reps)
     print(f"3. dispatch throughput, stand-in worker, {step_s:g} s per rate", flush=True)
-    dispatch = dispatch_throughput(grpc_only, subnet, list(rates), step_s)
+    dispatch = dispatch_throughput(grpc_only, subnet, list(rates), step_s, policy)
     summary = {}
     for k in sidecars:
         c, d = cpu[k], dispatch.get(k, {})
         summary[k] = {"sidecar_cpu_ms_per_request": c["cpu_ms_per_request"]["sidecar"],
                       "sidecar_over_triton_direct_cpu": c["sidecar_over_triton_direct_cpu"],
+                      "python_grpc_proxy_cpu_ms_per_request": cpu["python_grpc_proxy"]["cpu_ms_per_request"]["proxy"],
+                      "sidecar_over_python_proxy_cpu": c["sidecar_over_python_proxy_cpu"],
                       "added_p50_ms": {p: latency[p][k]["added_p50_ms"] for p in latency},
                       "added_p99_ms": {p: latency[p][k]["added_p99_ms"] for p in latency},
                       "dispatch_rps_all_within_10ms": d.get("highest_rate_all_within_10ms"),
@@ -302,7 +333,8 @@ def bench_overhead(reps: int = 300, rate: float = 200.0, duration_s: float = 20.
                           "added_p99<=2ms": max(s["added_p99_ms"].values()) <= 2.0,
                           "dispatch>=3000rps": (s["dispatch_rps_all_within_10ms"] or 0) >= 3000}
         print(f"{k}: {s}", flush=True)
-    result = dict(results.header(), subnet=subnet, compare_python=compare_python, compare_transport=compare_transport,
+    result = dict(results.header(), subnet=subnet, policy=policy, compare_python=compare_python,
+                  compare_transport=compare_transport,
                   load_average=os.getloadavg(), cores=os.cpu_count(),
                   goals={"sidecar_cpu_ms_per_request_max": 0.3, "sidecar_over_triton_cpu_max": 1.0,
                          "added_p50_ms_max": 0.5, "added_p99_ms_max": 2.0, "dispatch_rps_min": 3000},

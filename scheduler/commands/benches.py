@@ -211,6 +211,8 @@ def _overhead_arguments(bo: argparse.ArgumentParser) -> None:
         help="also measure the sidecar with its batch calls to Triton over HTTP (--worker-http)",
     )
     bo.add_argument("--name", default=d("name"), help="results/<name>.json")
+    bo.add_argument("--policy", default=d("policy"), help="the sidecar's policy (fixed: pinned to the smallest subnet, "
+                    "as Triton direct; slackfit: it chooses)")
     bo.set_defaults(func=_cmd_bench_overhead)
 
 
@@ -226,6 +228,7 @@ def _cmd_bench_overhead(args: argparse.Namespace) -> int:
         args.compare_python,
         args.compare_transport,
         args.name,
+        args.policy,
     )
 
 
