@@ -93,7 +93,7 @@ class BenchConfig:
     (e.g. an older checkout's .venv/bin/python): before and after on the same trace, in one results file,
     in the order A B B A (second runs suffixed ``#2``)."""
     noise: float = 0.0
-    """A co-tenant burning this fraction of one core during each policy's run (noise.py)."""
+    """A co-tenant burning this many cores during each policy's run (noise.py; above 1: several processes)."""
     profile: str | None = None
     """Profile file (default: this machine's, see server.find_profile)."""
     frontier_stop: bool = False
@@ -105,8 +105,7 @@ class BenchConfig:
     """Copied into the results file as is (the sweep records its cell here)."""
 
     def __post_init__(self):
-        if not 0 <= self.noise <= 1:
-            raise ValueError(f"noise must be in [0, 1] (a fraction of one core), got {self.noise}")
+        noise.shares(self.noise)  # raises naming the range: [0, this host's cores]
         if self.rate_x <= 0 or self.duration_s <= 0:
             raise ValueError(f"rate_x and duration_s must be > 0, got {self.rate_x}, {self.duration_s}")
         slo_classes(self.slo)
@@ -326,7 +325,7 @@ def run(cfg: BenchConfig, command: str, pool: FixedPool | None = None) -> Path:
                   min_accuracy=cfg.min_accuracy, serve_args=list(cfg.serve_args), capacity=capacity,
                   rate_x=cfg.rate_x, profile=Path(profile_path).name,
                   pareto_accuracy_range=[profile.subnets[0].accuracy, profile.subnets[-1].accuracy],
-                  noise={"fraction_of_core": cfg.noise, "seed": cfg.seed, "cycle_ms": [noise.MIN_CYCLE_MS, noise.MAX_CYCLE_MS],
+                  noise={"fraction_of_core": cfg.noise, "processes": len(noise.shares(cfg.noise)), "seed": cfg.seed, "cycle_ms": [noise.MIN_CYCLE_MS, noise.MAX_CYCLE_MS],
                          "method": "a duty-cycled spinning process, restarted with the same seed for each policy's "
                                    "warm-up and run"},
                   compare_python=cfg.compare_python,

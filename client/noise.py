@@ -1,14 +1,17 @@
-"""A reproducible co-tenant: a process that burns a fraction of one core, duty-cycled, from a seed.
+"""A reproducible co-tenant: processes that burn ``F`` cores between them, duty-cycled, from a seed.
 
 ``superserve bench --noise F`` runs one for each policy's run (warm-up and measurement), started
 the same way with the same seed, so every policy meets the same pressure: "a busy machine" that
-anyone can reproduce. Each cycle lasts a random 20-120 ms (seeded); the process spins for ``F`` of
-it and sleeps the rest, so over any second it uses about ``F`` of a core, in bursts like a real
-neighbour's."""
+anyone can reproduce. Each cycle lasts a random 20-120 ms (seeded); a process spins for its share of
+it and sleeps the rest, so over any second it uses about that share of a core, in bursts like a real
+neighbour's. ``F`` above 1 is split evenly over ceil(F) processes (seeds ``seed``, ``seed + 1``, ...):
+``--noise 1.5`` on a 2-core host is an oversubscribed machine, the case where the sidecar's single
+Python thread competes with everything else (issue 13)."""
 from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import signal
 import subprocess
@@ -42,24 +45,34 @@ def burn(fraction: float, seed: int, seconds: float) -> None:
             time.sleep(idle_ms / 1000)
 
 
+def shares(cores: float) -> list[float]:
+    """The fraction of a core each co-tenant process burns: ``cores`` split evenly over ceil(cores) processes."""
+    limit = os.cpu_count() or 1
+    if not 0 <= cores <= limit:
+        raise ValueError(f"noise must be in [0, {limit}] cores (this host's), got {cores}")
+    n = math.ceil(cores)
+    return [cores / n] * n if n else []
+
+
 @contextlib.contextmanager
-def cotenant(fraction: float, seed: int, max_seconds: float = 3600.0):
-    """Run the co-tenant for the duration of the ``with`` block (nothing if ``fraction`` is 0)."""
-    if fraction <= 0:
-        yield None
-        return
-    proc = subprocess.Popen([sys.executable, "-m", "superserve.client.noise", "--fraction", str(fraction),
-                             "--seed", str(seed), "--seconds", str(max_seconds)], start_new_session=True)
+def cotenant(cores: float, seed: int, max_seconds: float = 3600.0):
+    """Run the co-tenant (``cores`` of CPU, ``shares``) for the duration of the ``with`` block; yields its
+    processes (none if ``cores`` is 0)."""
+    procs = [subprocess.Popen([sys.executable, "-m", "superserve.client.noise", "--fraction", str(f),
+                               "--seed", str(seed + i), "--seconds", str(max_seconds)], start_new_session=True)
+             for i, f in enumerate(shares(cores))]
     try:
-        yield proc
+        yield procs
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 def main(argv=None) -> int:

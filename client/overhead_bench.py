@@ -196,8 +196,9 @@ def cpu_ratio(triton: TritonProcess, pythons: dict, subnet: str, rate: float, du
         targets = {"triton_direct": (triton.cfg.grpc_url, request_bytes(subnet, None), {"tritonserver": tpid}, None),
                    "python_grpc_proxy": (f"127.0.0.1:{proxy_port}", request_bytes(subnet, None),
                                          {"proxy": proxy.pid, "tritonserver": tpid}, None)}
+        body = request_bytes(pinned, 1000.0 if pinned else None)  # a choosing policy plans for the default SLO
         for name, (pid, http_url, grpc_url) in up.items():
-            targets[name] = (grpc_url, request_bytes(pinned, 1000.0), {"sidecar": pid, "tritonserver": tpid}, http_url)
+            targets[name] = (grpc_url, body, {"sidecar": pid, "tritonserver": tpid}, http_url)
         for url, body, _, _ in targets.values():
             asyncio.run(_open_loop(url, body, rate, 2.0, 99))  # warm-up, not measured
         parts = {k: [] for k in targets}
@@ -260,7 +261,7 @@ def dispatch_throughput(pythons: dict, subnet: str, rates: list[float], duration
         floor = _round(f"127.0.0.1:{port}", request_bytes(subnet, None), rates[0], duration_s, {"standin": worker.pid},
                        None, seed=0)
         out["grpc_server_floor"] = _merge([floor])
-        body = request_bytes(subnet if policy == "fixed" else None, 1000.0)
+        body = request_bytes(subnet, 1000.0) if policy == "fixed" else request_bytes(None, None)
         with sidecars_up(f"127.0.0.1:{port}", subnet, pythons, policy) as up:
             for _, _, g in up.values():
                 asyncio.run(_open_loop(g, body, rates[0], 1.0, 99))  # warm-up
@@ -305,8 +306,8 @@ def bench_overhead(reps: int = 300, rate: float = 200.0, duration_s: float = 20.
         sidecars["sidecar_http_transport"] = (None, ("--worker-http", f"127.0.0.1:{th}"))
     grpc_only = {k: v for k, v in sidecars.items() if not v[1]}  # the stand-in worker speaks gRPC only
     with TritonProcess(TritonConfig(http_port=th, grpc_port=tg, metrics_port=tm)) as triton:
-        print(f"1. CPU per request at {rate:g} req/s for {duration_s:g} s, sidecar policy {policy}"
-              + (f", subnet {subnet}" if policy == "fixed" else f" (Triton direct and the proxy: {subnet})"), flush=True)
+        where = f", subnet {subnet}" if policy == "fixed" else f" (Triton direct and the proxy: {subnet})"
+        print(f"1. CPU per request at {rate:g} req/s for {duration_s:g} s, sidecar policy {policy}{where}", flush=True)
         cpu = cpu_ratio(triton, sidecars, subnet, rate, duration_s, policy=policy)
         for k, v in cpu.items():
             print(f"  {k}: {v['cpu_ms_per_request']} p50 {v['p50_ms']} p99 {v['p99_ms']}", flush=True)

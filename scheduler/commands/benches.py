@@ -140,8 +140,9 @@ def _bench_arguments(b: argparse.ArgumentParser) -> None:
         type=float,
         default=c.noise,
         metavar="F",
-        help="run a co-tenant burning fraction F of one core (duty-cycled, seeded by --seed) during every "
-        "policy's run, the same for each; recorded in the results file",
+        help="run a co-tenant burning F cores (duty-cycled, seeded by --seed; above 1 split over ceil(F) "
+        "processes, e.g. 1.5 oversubscribes a 2-core host) during every policy's run, the same for each; "
+        "recorded in the results file",
     )
     b.add_argument("--profile", help="profile JSON for every policy (default: this machine's)")
     b.add_argument(
