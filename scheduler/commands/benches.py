@@ -212,8 +212,11 @@ def _overhead_arguments(bo: argparse.ArgumentParser) -> None:
         help="also measure the sidecar with its batch calls to Triton over HTTP (--worker-http)",
     )
     bo.add_argument("--name", default=d("name"), help="results/<name>.json")
-    bo.add_argument("--policy", default=d("policy"), help="the sidecar's policy (fixed: pinned to the smallest subnet, "
-                    "as Triton direct; slackfit: it chooses)")
+    bo.add_argument(
+        "--policy",
+        default=d("policy"),
+        help="the sidecar's policy (fixed: pinned to the smallest subnet, as Triton direct; slackfit: it chooses)",
+    )
     bo.set_defaults(func=_cmd_bench_overhead)
 
 
