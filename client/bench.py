@@ -8,7 +8,8 @@ Writes ``results/<name>.json`` (docs/design.md format plus per-second series) an
 
 Policies: ``slackfit`` (ours) · ``slackfit-classic`` (SlackFit as before issue 13: mean latency
 scaled by a running mean, one batch in flight per worker, the paper's latency buckets) · ``slackfit-paper``
-(SlackFit looking only in the latency bucket just under the slack, as the paper does) · ``slackfit-affine[:q]`` / ``slackfit-quantile[:q]``
+(SlackFit looking only in the latency bucket just under the slack, as the paper does) · ``slackfit-drop`` (SlackFit
+dropping a request that fits only the likely latency, as before it served them best effort) · ``slackfit-affine[:q]`` / ``slackfit-quantile[:q]``
 (SlackFit with that latency model, latency_view.py, planned at quantile q) · ``clipper[:subnet]`` (AIMD batch on one subnet, default largest)
 · ``infaas`` (cheapest variant per request; separate models loaded on demand) · ``fixed:<subnet>``
 (our scheduler, one subnet) · ``triton-fixed:<subnet>`` (Triton's dynamic batcher, no sidecar).
@@ -32,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from superserve.client import batchlog, frontier, noise, report, results, traces, triton_fixed
+from superserve.client import batchlog, frontier, noise, priority, report, results, traces, triton_fixed
 from superserve.client.loadgen import Target, assign_slos, records_json, run_open_loop, slo_classes
 from superserve.scheduler import paths
 from superserve.scheduler.core import policy_names
@@ -55,6 +56,7 @@ PAPER_ARGS = ("--slackfit-buckets", str(PAPER_BUCKETS))
 CLASSIC_ARGS = ("--latency-model", "ewma", "--no-pipeline", *PAPER_ARGS)
 """slackfit-classic: SlackFit with the latency handling and the bucket rule from before issue 13."""
 SLACKFIT_VARIANTS = {"slackfit-classic": CLASSIC_ARGS, "slackfit-paper": PAPER_ARGS,
+                     "slackfit-drop": ("--slackfit-overflow", "drop"),
                      "slackfit-affine": ("--latency-model", "affine"),
                      "slackfit-quantile": ("--latency-model", "quantile")}
 """SlackFit with another latency model, for A/B runs side by side; ``<variant>:<q>`` also sets
@@ -94,6 +96,9 @@ class BenchConfig:
     in the order A B B A (second runs suffixed ``#2``)."""
     noise: float = 0.0
     """A co-tenant burning this many cores during each policy's run (noise.py; above 1: several processes)."""
+    client_nice: int | None = None
+    """Niceness of the load generator while it measures (priority.py; e.g. -10: a client on a host of its own,
+    emulated on a busy one); None: unchanged."""
     profile: str | None = None
     """Profile file (default: this machine's, see server.find_profile)."""
     frontier_stop: bool = False
@@ -355,7 +360,9 @@ def run(cfg: BenchConfig, command: str, pool: FixedPool | None = None) -> Path:
                 asyncio.run(_warm(target, images, labels, cfg.warmup))
                 before = scheduler_view(target)
                 skip = batchlog.count(target.batch_log)
-                recs = asyncio.run(run_open_loop(target, trace.arrivals_s, slos, images, labels, floors))
+                with priority.client_nice(cfg.client_nice) as applied:
+                    recs = asyncio.run(run_open_loop(target, trace.arrivals_s, slos, images, labels, floors))
+                result["client_nice"] = {"asked": cfg.client_nice, "applied": applied}
                 after = scheduler_view(target)
                 batches = batchlog.summarize(batchlog.read(target.batch_log, skip=skip))
         summary = summarize(recs)
@@ -426,6 +433,7 @@ def main(args) -> int:
                       warmup=QUICK_WARMUP if args.quick else BenchConfig.warmup, records=args.records,
                       compare_python=args.compare_python,
                       serve_args=tuple(shlex.split(args.serve_args or "")), noise=args.noise, profile=args.profile,
+                      client_nice=getattr(args, "client_nice", None),
                       frontier_stop=getattr(args, "frontier_stop", False), one_triton=getattr(args, "one_triton", False),
                       out_dir=Path(args.out_dir) if args.out_dir else paths.repo_root() / "results")
     command = command_line()

@@ -63,7 +63,9 @@ def main(args) -> int:
 def policy_options(kind: str, **kw) -> PolicyOptions:
     """How ``serve`` would run the simulated kind: a SlackFit variant is policy slackfit with its own options."""
     buckets = PAPER_BUCKETS if kind == "slackfit-paper" else PolicyOptions.slackfit_buckets
-    return PolicyOptions(policy_names.SERVED_AS.get(kind, kind), slackfit_buckets=buckets, **kw)
+    overflow = "drop" if kind == "slackfit-drop" else PolicyOptions.slackfit_overflow
+    return PolicyOptions(policy_names.SERVED_AS.get(kind, kind), slackfit_buckets=buckets, slackfit_overflow=overflow,
+                         **kw)
 
 
 LATENCY_VARIANTS = {"slackfit-affine": "affine", "slackfit-quantile": "quantile"}

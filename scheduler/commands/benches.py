@@ -144,6 +144,14 @@ def _bench_arguments(b: argparse.ArgumentParser) -> None:
         "processes, e.g. 1.5 oversubscribes a 2-core host) during every policy's run, the same for each; "
         "recorded in the results file",
     )
+    b.add_argument(
+        "--client-nice",
+        type=int,
+        default=c.client_nice,
+        metavar="N",
+        help="run the load generator at niceness N while it measures (e.g. -10, needs root: a client on a host "
+        "of its own, emulated on a busy one, so its own starvation is not counted as misses); recorded",
+    )
     b.add_argument("--profile", help="profile JSON for every policy (default: this machine's)")
     b.add_argument(
         "--frontier-stop",

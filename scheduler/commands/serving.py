@@ -196,6 +196,13 @@ def _serve_arguments(sv: argparse.ArgumentParser) -> None:
         help="policy slackfit: 1 searches every profiled point under the slack; 16 is the paper's bucket rule",
     )
     sv.add_argument(
+        "--slackfit-overflow",
+        choices=("serve", "drop"),
+        default=s.slackfit_overflow,
+        help="policy slackfit, a request that fits the latency a batch most likely takes but not the planning "
+        "quantile: serve it best effort (largest batch, fastest subnet) or drop it at once with 504",
+    )
+    sv.add_argument(
         "--load-ms",
         type=float,
         default=s.load_ms,
@@ -357,6 +364,7 @@ def serve_config(
         memory_budget=args.memory_budget,
         load_ms=args.load_ms,
         slackfit_buckets=args.slackfit_buckets,
+        slackfit_overflow=args.slackfit_overflow,
         plan=plan,
         drain_timeout_s=args.drain_timeout_s,
         auth=auth_cfg,

@@ -10,6 +10,7 @@ kind                   what runs                                                
 ``slackfit``           our scheduler, SlackFit                                        none
 ``slackfit-classic``   SlackFit with the latency handling from before issue 13        none
 ``slackfit-paper``     SlackFit with the paper's 16 latency buckets                   none
+``slackfit-drop``      SlackFit dropping what fits only the likely latency            none
 ``slackfit-affine``    SlackFit with ``--latency-model affine``                       its quantile, 0.5-1
 ``slackfit-quantile``  SlackFit with ``--latency-model quantile``                     its quantile, 0.5-1
 ``slackfit+escalate``  SlackFit; answers below a confidence go up while slack allows  confidence, 0-1
@@ -37,6 +38,7 @@ KINDS = (
     "slackfit",
     "slackfit-classic",
     "slackfit-paper",
+    "slackfit-drop",
     "slackfit-affine",
     "slackfit-quantile",
     "cascade",
@@ -47,15 +49,25 @@ KINDS = (
     "triton-fixed",
 )
 """Every kind ``superserve bench`` can run."""
-SIMULATED = ("slackfit", "slackfit-paper", "slackfit-affine", "slackfit-quantile", "fixed", "clipper", "cascade")
+SIMULATED = (
+    "slackfit",
+    "slackfit-paper",
+    "slackfit-drop",
+    "slackfit-affine",
+    "slackfit-quantile",
+    "fixed",
+    "clipper",
+    "cascade",
+)
 """Policies ``superserve simulate`` can replay (no models to load, no Triton batcher)."""
 ADAPTIVE = tuple(k for k in KINDS if k not in ("fixed", "triton-fixed"))
 """Policies that choose per batch: a point on the frontier plot and a headline ratio each (``fixed`` is our
 scheduler on one subnet, neither adaptive nor Triton's batcher)."""
-NO_ARG = ("slackfit", "slackfit-classic", "slackfit-paper", "infaas")
+NO_ARG = ("slackfit", "slackfit-classic", "slackfit-paper", "slackfit-drop", "infaas")
 SERVED_AS = {
     "slackfit-classic": "slackfit",
     "slackfit-paper": "slackfit",
+    "slackfit-drop": "slackfit",
     "slackfit-affine": "slackfit",
     "slackfit-quantile": "slackfit",
     "slackfit+escalate": "slackfit",

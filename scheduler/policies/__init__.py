@@ -20,14 +20,14 @@ class PolicyName(str, Enum):
 
 
 def make_policy(name: str, subnet: str | None = None, n_buckets: int = 1, load_ms: float = 5000.0,
-                plan=None) -> Policy:
-    """``plan``: the cascade policy's GearPlan (gears.py)."""
+                plan=None, overflow: str = "serve") -> Policy:
+    """``plan``: the cascade policy's GearPlan (gears.py); ``overflow``: SlackFit's (slackfit.SlackFit.overflow)."""
     try:
         kind = PolicyName(name)
     except ValueError:
         raise ValueError(f"unknown policy {name!r}; choose from {[p.value for p in PolicyName]}") from None
     if kind is PolicyName.SLACKFIT:
-        return SlackFit(n_buckets=n_buckets)
+        return SlackFit(n_buckets=n_buckets, overflow=overflow)
     if kind is PolicyName.INFAAS:
         return InfaasPolicy(load_ms=load_ms)
     if kind is PolicyName.CASCADE:

@@ -38,6 +38,8 @@ class PolicyOptions:
     """The supernet models served (``serve --models``); the first is the workers' own and the default."""
     slackfit_buckets: int = 1
     """SlackFit's latency buckets: 1 searches the whole slack; 16 is the paper's rule (slackfit.py)."""
+    slackfit_overflow: str = "serve"
+    """SlackFit's head that fits only the likely latency: ``serve`` it best effort or ``drop`` it (slackfit.py)."""
 
 
 class PolicyFactory:
@@ -73,7 +75,8 @@ class PolicyFactory:
 
     def policy(self, profile: Profile, model: str = MODEL) -> Policy:
         """The policy instance of served model ``model`` (each model has its own)."""
-        p = make_policy(self.opts.name, subnet=self.subnet_for(model), n_buckets=self.opts.slackfit_buckets)
+        p = make_policy(self.opts.name, subnet=self.subnet_for(model), n_buckets=self.opts.slackfit_buckets,
+                        overflow=self.opts.slackfit_overflow)
         p.check(profile)
         return p
 

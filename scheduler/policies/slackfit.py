@@ -64,11 +64,17 @@ class SlackFit(Policy):
     name: str = "slackfit"
     pipelines: bool = True
     """Plans from the worker's expected free time (WorkerView.free_at_ms): a second batch may be sent early."""
+    overflow: str = "serve"
+    """A head that fits the latency a batch most likely takes but no point of the planning view (its high
+    quantile): ``drop`` it now (a certain miss, answered at once with 504), or ``serve`` it best effort with the
+    largest batch the queue fills on the fastest subnet that fits the likely view (a probable hit)."""
     _tables: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self):
         if self.n_buckets < 1:
             raise ValueError(f"n_buckets must be >= 1, got {self.n_buckets}")
+        if self.overflow not in ("drop", "serve"):
+            raise ValueError(f"overflow must be drop or serve, got {self.overflow!r}")
 
     def table(self, profile: Profile) -> _Table:
         key = id(profile)  # a memo of a pure function of the (immutable) profile
@@ -93,6 +99,19 @@ class SlackFit(Policy):
                 return best
         return best
 
+    @staticmethod
+    def _pick_likely(t: _Table, slack: float, head: Pending, queued_rows: int):
+        """(key, point) for a head that fits only the likely view: the largest batch the queue fills, then the
+        fastest subnet (the best chance of the batch ending in time); None if nothing fits even there."""
+        best = None
+        for bucket in t.buckets:
+            for p in bucket:
+                if p.latency_ms <= slack and p.batch >= head.rows and head.admits(p.subnet, p.accuracy):
+                    key = (min(p.batch, queued_rows), -p.latency_ms)
+                    if best is None or key > best[0]:
+                        best = (key, p)
+        return best
+
     def decide(self, queue: Sequence[Pending], now_ms: float, profile: Profile, worker: WorkerView) -> Decision:
         dropped, start = feasible_from(self, queue, now_ms, profile, worker)
         if start >= len(queue):
@@ -101,6 +120,8 @@ class SlackFit(Policy):
         slack = head.deadline_ms - worker.start_ms(now_ms)
         queued_rows = sum(p.rows for p in queue[start:start + profile.max_batch])
         best = self._pick(self.table(profile), slack, head, queued_rows)
+        if best is None and self.overflow == "serve" and profile.likely is not profile:
+            best = self._pick_likely(self.table(profile.likely), slack, head, queued_rows)
         if best is None:  # fits only at the median latency: dropped now rather than answered late (a best-effort
             # batch here turned the slowdown test's drops into late answers, 0.23 of them under pressure)
             return Decision(None, dropped + (head.id,))

@@ -68,6 +68,7 @@ class ServeConfig:
     load_ms: float = 5000.0
     """Policy infaas: expected time to load a variant (replaced by the warm-up load's measured time)."""
     slackfit_buckets: int = 1
+    slackfit_overflow: str = "serve"
     """Policy slackfit: 1 searches every point under the slack; 16 is the paper's bucket rule."""
     plan: str | None = None
     """Policy cascade: the gear plan (default plans/<hardware>.json, made by 'superserve plan')."""
@@ -217,7 +218,8 @@ class Sidecar:
         profile = profiles[cfg.models[0]]
         several = len(cfg.models) > 1
         factory = factory_for(PolicyOptions(cfg.policy, cfg.subnet, cfg.plan, cfg.load_ms, cfg.memory_budget,
-                                            cfg.variant_repository, cfg.models, cfg.slackfit_buckets))
+                                            cfg.variant_repository, cfg.models, cfg.slackfit_buckets,
+                                            cfg.slackfit_overflow))
         if cfg.subnet:
             for name in cfg.models:
                 pinned = factory.subnet_for(name)

@@ -40,13 +40,13 @@ def test_a_request_is_dropped_only_when_it_most_likely_cannot_be_served():
     assert drop_infeasible_head(policy, q[1:], 0.0, PLAN) == ((2,), 1)
 
 
-def test_slackfit_drops_at_decide_time_what_fits_only_the_median_view():
+def test_slackfit_drops_at_decide_time_what_fits_only_the_median_view_if_told_to():
     slack = (fastest(TOY_PROFILE) + fastest(PLAN)) / 2
-    d = make_policy("slackfit").decide((Pending(1, 0.0, slack),), 0.0, PLAN, W)
+    d = make_policy("slackfit", overflow="drop").decide((Pending(1, 0.0, slack),), 0.0, PLAN, W)
     assert d.batch is None and d.drop == (1,), d
 
 
-@pytest.mark.parametrize("name", ["fixed", "cascade", "infaas"])
+@pytest.mark.parametrize("name", ["slackfit", "fixed", "cascade", "infaas"])
 def test_a_request_that_fits_only_the_median_view_is_served_best_effort(name):
     kw = {"fixed": {"subnet": TOY_PROFILE.subnets[0].name}, "cascade": {}, "infaas": {}, "slackfit": {}}[name]
     if name == "cascade":

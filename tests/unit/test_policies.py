@@ -157,3 +157,22 @@ def test_the_whole_slack_is_searched_not_only_the_bucket_under_it():
     for policy in (SlackFit(), SlackFit(n_buckets=16)):
         b = policy.decide(burst, 0.0, profile, W).batch
         assert (b.subnet, len(b.requests)) == ("d2.2.3-w75.75.75", 64)
+
+
+def test_a_head_that_fits_only_the_likely_latency_is_served_best_effort_or_dropped():
+    # The planning view at 4x the profile (a busy host's p99), the likely view at the profile: at 8 ms of slack
+    # nothing fits the plan (the fastest point is 4 x 2.23 ms), while every subnet's batch of 4 fits what a batch
+    # most likely takes.
+    profile = committed_profile()
+    planned = profile.scaled(4.0).with_median(profile)
+    q = queue(3, slo=8)
+    served = SlackFit().decide(q, 0.0, planned, W)
+    fastest = min(profile.subnets, key=lambda s: s.latency_ms[4])
+    assert served.batch is not None and served.batch.subnet == fastest.name and len(served.batch.requests) == 3
+    assert served.batch.expected_ms == fastest.latency_ms[4]  # planned at the likely latency, which fits
+    dropped = SlackFit(overflow="drop").decide(q, 0.0, planned, W)
+    assert dropped.batch is None and dropped.drop == (q[0].id,)
+    # nothing more than the planning view when the two are one (no latency model): the same as before
+    assert SlackFit().decide(q, 0.0, profile.scaled(4.0), W).batch is None
+    with pytest.raises(ValueError, match="overflow"):
+        SlackFit(overflow="maybe")

@@ -51,7 +51,9 @@ def test_bad_names_fail_naming_the_field_and_the_name(text, message):
 
 def test_each_command_accepts_its_own_kinds_only():
     assert pn.parse("cascade", pn.SIMULATED).kind == "cascade"
-    with pytest.raises(PolicyNameError, match="choose from slackfit, slackfit-paper, slackfit-affine.*, fixed"):
+    with pytest.raises(
+        PolicyNameError, match="choose from slackfit, slackfit-paper, slackfit-drop, slackfit-affine.*, fixed"
+    ):
         pn.parse("infaas", pn.SIMULATED, "--policy")
     with pytest.raises(PolicyNameError, match="unknown policy 'triton-fixed:largest'"):
         pn.parse("triton-fixed:largest", pn.SERVED, "--policy")
