@@ -1,4 +1,4 @@
-"""One request life cycle, driven by both the live engine (engine.py) and the simulator (sim.py).
+"""One request life cycle, driven by both the live engine (sidecar/engine.py) and the simulator (offline/sim.py).
 
 Every rule a request meets between arrival and answer lives here, once: admission (the profile check,
 the feasibility drop, no worker, queue capacity, admission shedding), the EDF queue, the policy's

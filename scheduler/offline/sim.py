@@ -1,4 +1,4 @@
-"""Discrete-event simulator: the live scheduler's request life cycle (lifecycle.py) on a virtual clock,
+"""Discrete-event simulator: the live scheduler's request life cycle (core/lifecycle.py) on a virtual clock,
 with batch latencies taken from the profile and answers (prediction, confidence) replayed from a
 validation record. The gear planner uses it to find each cascade's p95 latency at a given rate;
 ``superserve simulate`` replays a trace with any policy, no Triton needed.

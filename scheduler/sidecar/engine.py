@@ -55,14 +55,14 @@ class EngineConfig:
     """Time reserved after each batch for what the profile does not see (the answer's way back
     through the scheduler and the client's own event loop): policies plan as if it were this much later."""
     adapt_latency: bool = _LIFECYCLE.latency is not None
-    """Plan with the profile scaled by observed/profiled batch latency (latency_model.py)."""
+    """Plan with the profile scaled by observed/profiled batch latency (core/latency_model.py)."""
     measure_margin: bool = False
-    """Plan with max(margin_ms, the 95th percentile of recent reply times measured online), reply_margin.py."""
+    """Plan with max(margin_ms, the 95th percentile of recent reply times measured online), core/reply_margin.py."""
     latency_model: str = _LIFECYCLE.latency_kind
     """``affine``: observed = scale x profiled + offset, planned with ``latency_quantile`` of the residual
-    in ms (latency_affine.py); ``quantile``: plan at ``latency_quantile`` of the observed/profiled ratio,
-    per batch size (latency_model.py); ``ewma``: the profile scaled by a running mean of that ratio (the
-    behaviour before issue 13, latency_tracker.py); ``off``: the profile as measured (latency_view.py)."""
+    in ms (core/latency_affine.py); ``quantile``: plan at ``latency_quantile`` of the observed/profiled ratio,
+    per batch size (core/latency_model.py); ``ewma``: the profile scaled by a running mean of that ratio (the
+    behaviour before issue 13, core/latency_tracker.py); ``off``: the profile as measured (core/latency_view.py)."""
     latency_quantile: float = (_LIFECYCLE.latency or LatencyModelConfig()).quantile
     """The quantile of the ``quantile`` model (about the SLO attainment target)."""
     pipeline: bool = _LIFECYCLE.pipeline
@@ -79,7 +79,7 @@ class EngineConfig:
     """Cascade escalation for requests that set no min_confidence and whose policy sets no threshold
     (e.g. SlackFit picks the first stage, escalation runs on top); None: no escalation by default."""
     admission_shedding: bool = _LIFECYCLE.admission_shedding
-    """Refuse at arrival (503, Overloaded) a request the queue ahead of it certainly makes late (shedding.py),
+    """Refuse at arrival (503, Overloaded) a request the queue ahead of it certainly makes late (core/shedding.py),
     rather than queueing it until it is dropped with 504; False: the old behaviour, for comparison."""
     shed_drain: str = _LIFECYCLE.shed_drain
     """The drain rate admission shedding assumes: ``peak`` (the peak throughput of the profile the policy plans
