@@ -69,19 +69,10 @@ LATENCY_VARIANTS = {"slackfit-affine": "affine", "slackfit-quantile": "quantile"
 """``simulate --policy slackfit-affine[:q]``: SlackFit planning with that latency model (at quantile q)."""
 
 
-def command_line_defaults() -> dict:
-    """``simulate``'s options as its command line defaults them (scheduler/commands/offline.py, which reads them
-    from EngineConfig, so from the life cycle's LifecycleConfig, and from SimConfig), for a namespace built by hand
-    (tests) that leaves some out. Read from the parser itself, so no default is written a second time here."""
-    from superserve.scheduler.cli import build_parser  # at call time: the command line imports this module when run
-
-    return vars(build_parser().parse_args(["simulate"]))
-
-
 def sim_config(args, spec=None) -> SimConfig:
     """The simulated machine and the life cycle's settings from ``simulate``'s options (and a policy variant's
     latency model): the latency model as ``serve`` would run it, unless --no-adapt-latency."""
-    o = {**command_line_defaults(), **vars(args)}  # a namespace built by hand (tests) may leave options out
+    o = vars(args)  # every option, with the defaults of the command line (scheduler/commands/offline.py)
     kind, q = o["latency_model"], o["latency_quantile"]
     if spec is not None and spec.kind in LATENCY_VARIANTS:
         kind, q = LATENCY_VARIANTS[spec.kind], float(spec.arg) if spec.arg else q
@@ -93,7 +84,7 @@ def sim_config(args, spec=None) -> SimConfig:
 
 
 def host_description(args) -> dict:
-    o = {**command_line_defaults(), **vars(args)}
+    o = vars(args)
     return {"scale": o["host_scale"], "jitter_sigma": o["jitter"], "call_ms": o["call_ms"],
             "stall_share": o["stall_share"], "stall_ms": o["stall_ms"],
             "latency_model": o["latency_model"] if o["adapt_latency"] else "off",

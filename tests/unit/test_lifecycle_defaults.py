@@ -7,7 +7,6 @@ LifecycleConfig shows that changing them there changes all the others."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import subprocess
@@ -53,7 +52,6 @@ def mismatches() -> list[str]:
             dataclasses.replace(base, margin_ms=sim.margin_ms, queue_capacity=sim.queue_capacity, latency=sim.latency),
         ),
         "superserve simulate": (sim_config(build_parser().parse_args(["simulate"])).lifecycle(), simulated),
-        "simulate's options in a namespace built by hand": (sim_config(argparse.Namespace()).lifecycle(), simulated),
         "PlanConfig().margin_ms": (PlanConfig().margin_ms, base.margin_ms),
         "superserve plan --margin-ms": (build_parser().parse_args(["plan"]).margin_ms, base.margin_ms),
     }
