@@ -91,7 +91,8 @@ _LIFECYCLE = LifecycleConfig()
 class SimConfig:
     """The simulated machine, and the life cycle's settings it runs with. Those take LifecycleConfig's defaults
     (the engine's), except ``margin_ms``, ``queue_capacity`` and ``latency``, which differ on purpose (said at each).
-    ``superserve simulate`` sets all three as ``serve`` would (client/simulate.py: ``sim_config``)."""
+    ``superserve simulate`` plans with ``serve``'s margin and latency model (client/simulate.py: ``sim_config``);
+    only its queue stays the simulator's."""
 
     workers: int = 1
     margin_ms: float = 0.0
