@@ -9,8 +9,9 @@ Writes ``results/<name>.json`` (docs/design.md format plus per-second series) an
 Policies: ``slackfit`` (ours) · ``slackfit-classic`` (SlackFit as before issue 13: mean latency
 scaled by a running mean, one batch in flight per worker, the paper's latency buckets) · ``slackfit-paper``
 (SlackFit looking only in the latency bucket just under the slack, as the paper does) · ``slackfit-drop`` (SlackFit
-dropping a request that fits only the likely latency, as before it served them best effort) · ``slackfit-affine[:q]`` / ``slackfit-quantile[:q]``
-(SlackFit with that latency model, latency_view.py, planned at quantile q) · ``clipper[:subnet]`` (AIMD batch on one subnet, default largest)
+dropping a request that fits only the likely latency, as before it served them best effort) · ``slackfit-affine[:q]``
+/ ``slackfit-quantile[:q]`` (SlackFit with that latency model, scheduler/core/latency_view.py, planned at quantile q)
+· ``clipper[:subnet]`` (AIMD batch on one subnet, default largest)
 · ``infaas`` (cheapest variant per request; separate models loaded on demand) · ``fixed:<subnet>``
 (our scheduler, one subnet) · ``triton-fixed:<subnet>`` (Triton's dynamic batcher, no sidecar).
 ``<subnet>`` is ``smallest``, ``middle``, ``largest`` or a profiled subnet name; ``triton-fixed:pareto``

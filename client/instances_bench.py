@@ -6,8 +6,8 @@ Two Tritons run side by side on free loopback ports, the same supernet with 1 an
 default: it is what the autoscaler's demand is costed in), for ``seconds`` each, in interleaved rounds (A B A B)
 so that a busy host's drift falls on both alike. Two clients is what the sidecar sends one worker: at most two
 batches in flight (pipelining). The result, rows per second and call latency per (instances, batch), and the
-ratio of 2 to 1 instances per round, goes to ``results/<name>.json``; instance_count.py's ``auto`` must agree with
-it (its tests read this file).
+ratio of 2 to 1 instances per round, goes to ``results/<name>.json``; ``auto`` in scheduler/core/instance_count.py must
+agree with it (its tests read this file).
 
     python -m superserve.client.instances_bench              # about 2 minutes on 2 cores
 """

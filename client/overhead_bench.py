@@ -302,7 +302,7 @@ def bench_overhead(reps: int = 300, rate: float = 200.0, duration_s: float = 20.
     subnet = profile.subnets[0].name
     th, tg, tm = free_ports(3)
     sidecars = {"sidecar": (None, ())} | ({"sidecar_compare": (compare_python, ())} if compare_python else {})
-    if compare_transport:  # the same sidecar with its batch calls over HTTP (triton_http.py)
+    if compare_transport:  # the same sidecar with its batch calls over HTTP (scheduler/sidecar/triton_http.py)
         sidecars["sidecar_http_transport"] = (None, ("--worker-http", f"127.0.0.1:{th}"))
     grpc_only = {k: v for k, v in sidecars.items() if not v[1]}  # the stand-in worker speaks gRPC only
     with TritonProcess(TritonConfig(http_port=th, grpc_port=tg, metrics_port=tm)) as triton:

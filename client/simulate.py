@@ -11,7 +11,6 @@ import numpy as np
 from superserve.client import results, traces, triton_fixed
 from superserve.scheduler import paths
 from superserve.scheduler.core import policy_names
-from superserve.scheduler.sidecar.engine import EngineConfig
 from superserve.scheduler.core.latency_model import LatencyModelConfig
 from superserve.scheduler.policies.factories import PolicyOptions, factory_for
 from superserve.scheduler.policies.slackfit import PAPER_BUCKETS
@@ -72,19 +71,10 @@ LATENCY_VARIANTS = {"slackfit-affine": "affine", "slackfit-quantile": "quantile"
 """``simulate --policy slackfit-affine[:q]``: SlackFit planning with that latency model (at quantile q)."""
 
 
-_E, _S = EngineConfig(), SimConfig()
-SIM_DEFAULTS = {"latency_model": _E.latency_model, "latency_quantile": _E.latency_quantile,
-                "adapt_latency": _E.adapt_latency, "host_scale": 1.0, "jitter": _S.jitter_sigma, "call_ms": _S.call_ms,
-                "stall_share": _S.stall_share, "stall_ms": _S.stall_ms, "seed": 0, "workers": _S.workers,
-                "margin_ms": _E.margin_ms}
-"""``simulate``'s options as its command line defaults them (scheduler/commands/offline.py), for a namespace built
-by hand that leaves some out."""
-
-
 def sim_config(args, spec=None) -> SimConfig:
     """The simulated machine and the life cycle's settings from ``simulate``'s options (and a policy variant's
     latency model): the latency model as ``serve`` would run it, unless --no-adapt-latency."""
-    o = {**SIM_DEFAULTS, **vars(args)}  # a namespace built by hand (tests) may leave the host options out
+    o = vars(args)  # every option, with the defaults of the command line (scheduler/commands/offline.py)
     kind, q = o["latency_model"], o["latency_quantile"]
     if spec is not None and spec.kind in LATENCY_VARIANTS:
         kind, q = LATENCY_VARIANTS[spec.kind], float(spec.arg) if spec.arg else q
@@ -96,7 +86,7 @@ def sim_config(args, spec=None) -> SimConfig:
 
 
 def host_description(args) -> dict:
-    o = {**SIM_DEFAULTS, **vars(args)}
+    o = vars(args)
     return {"scale": o["host_scale"], "jitter_sigma": o["jitter"], "call_ms": o["call_ms"],
             "stall_share": o["stall_share"], "stall_ms": o["stall_ms"],
             "latency_model": o["latency_model"] if o["adapt_latency"] else "off",

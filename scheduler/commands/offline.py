@@ -380,7 +380,7 @@ def _simulate_arguments(sm: argparse.ArgumentParser) -> None:
     from superserve.scheduler.sidecar.engine import EngineConfig
     from superserve.scheduler.offline.sim import SimConfig
 
-    e = EngineConfig()  # simulate plans as superserve serve does by default
+    e, h = EngineConfig(), SimConfig()  # simulate plans as superserve serve does by default, on SimConfig's host
     sm.add_argument(
         "--policy",
         default="slackfit,cascade",
@@ -400,7 +400,7 @@ def _simulate_arguments(sm: argparse.ArgumentParser) -> None:
     )
     sm.add_argument("--margin-ms", type=float, default=e.margin_ms)
     sm.add_argument("--min-confidence", type=float, help="escalation threshold for every request")
-    sm.add_argument("--workers", type=int, default=SimConfig().workers)
+    sm.add_argument("--workers", type=int, default=h.workers)
     from superserve.scheduler.core import latency_view
 
     sm.add_argument(
@@ -412,9 +412,12 @@ def _simulate_arguments(sm: argparse.ArgumentParser) -> None:
     )
     sm.add_argument("--latency-quantile", type=float, default=e.latency_quantile)
     sm.add_argument(
-        "--no-adapt-latency", dest="adapt_latency", action="store_false", help="plan with the profile as measured"
+        "--no-adapt-latency",
+        dest="adapt_latency",
+        action="store_false",
+        default=e.adapt_latency,
+        help="plan with the profile as measured",
     )
-    h = SimConfig()
     sm.add_argument(
         "--host-scale", type=float, default=1.0, help="the simulated host runs every forward at this times the profile"
     )
@@ -427,7 +430,7 @@ def _simulate_arguments(sm: argparse.ArgumentParser) -> None:
         help="share of batches that stall (a shared host descheduling the worker)",
     )
     sm.add_argument("--stall-ms", type=float, default=h.stall_ms, help="mean stall, ms (exponential)")
-    sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument("--seed", type=int, default=h.seed, help="of the trace, the images drawn and the simulated host")
     sm.add_argument("--out", help="write the summaries as JSON here")
     sm.set_defaults(func=_cmd_simulate)
 

@@ -1,6 +1,6 @@
 """Serving commands: ``superserve triton`` (Triton on the model repository), ``serve`` (the scheduler in front of
 it) and ``demo`` (both, with a short burst of requests). Defaults come from TritonConfig, ServeConfig,
-EngineConfig and HealthConfig."""
+EngineConfig (whose request life-cycle defaults are LifecycleConfig's) and HealthConfig."""
 
 from __future__ import annotations
 
@@ -107,6 +107,7 @@ def _serve_arguments(sv: argparse.ArgumentParser) -> None:
     sv.add_argument(
         "--min-confidence",
         type=float,
+        default=e.default_min_confidence,
         help="escalate answers below this confidence to a more "
         "accurate subnet while slack allows, for requests that set no min_confidence (any policy)",
     )
@@ -229,12 +230,14 @@ def _serve_arguments(sv: argparse.ArgumentParser) -> None:
     sv.add_argument(
         "--measure-margin",
         action="store_true",
+        default=e.measure_margin,
         help="plan with max(--margin-ms, the 95th percentile of the reply times measured online)",
     )
     sv.add_argument(
         "--no-adapt-latency",
         dest="adapt_latency",
         action="store_false",
+        default=e.adapt_latency,
         help="plan with the profile as measured, not scaled by the observed/profiled batch latency",
     )
     sv.add_argument(
@@ -256,6 +259,7 @@ def _serve_arguments(sv: argparse.ArgumentParser) -> None:
         "--no-pipeline",
         dest="pipeline",
         action="store_false",
+        default=e.pipeline,
         help="one batch in flight per worker (default: slackfit and fixed send the next batch shortly "
         "before the running one is expected to end, planned from that time)",
     )
@@ -279,6 +283,7 @@ def _serve_arguments(sv: argparse.ArgumentParser) -> None:
         "--no-admission-shedding",
         dest="admission_shedding",
         action="store_false",
+        default=e.admission_shedding,
         help="queue every request the queue has room for, even one the work ahead certainly makes "
         "late (it is then dropped with 504 when infeasible), rather than refusing it at once with 503",
     )

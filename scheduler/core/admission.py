@@ -89,7 +89,7 @@ def parse_params(raw: Mapping[str, Any] | None, default_slo_ms: float, max_slo_m
 def check_input(name: str, datatype: str, shape: Any, array: np.ndarray[Any, Any] | None, max_rows: int,
                 spec: InputSpec = DEFAULT_INPUT, model: str | None = None) -> np.ndarray[Any, Any]:
     """The one input of the model: ``spec``'s name and datatype, shape [B, *spec.dims] with 1 <= B <= max_rows
-    (``spec`` comes from the model's family, served_models.py; ``model`` names it in the errors)."""
+    (``spec`` comes from the model's family, sidecar/served_models.py; ``model`` names it in the errors)."""
     of = f" of model {model!r}" if model else ""
     if name != spec.name:
         raise InvalidInput(f"unexpected input {name!r}; the model{of} takes one input named {spec.name!r}")

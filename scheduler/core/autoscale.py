@@ -3,7 +3,7 @@
 SlackFit absorbs a surge at once by serving smaller subnets; this policy then adds workers until the served
 accuracy is back, and removes them when the surge is over. It is a function of (window, now, config), like
 the scheduling policies: it never sleeps, reads a clock or does I/O, and is tested on a fake clock
-(tests/unit/test_autoscale.py). The loop that samples the engine and applies the target is scaling_loop.py.
+(tests/unit/test_autoscale.py). The loop that samples the engine and applies the target is sidecar/scaling_loop.py.
 
 Signals, per sample (one second of the live engine):
 - **served accuracy**: mean profiled accuracy of the requests answered in time;

@@ -1,5 +1,5 @@
 """Typed errors, mapped once to (HTTP status, gRPC status) at the front ends (docs/design.md, Errors).
-Inner code raises them; api_http.py and api_grpc.py read ``http_status`` and ``grpc_code`` and nothing
+Inner code raises them; sidecar/api_http.py and sidecar/api_grpc.py read ``http_status`` and ``grpc_code`` and nothing
 else (tests/unit/test_error_codes.py sends each one through both front ends)."""
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Gear plans (CascadeServe): which cascade to run at which arrival rate, and switching between
 them online. A *gear* is a cascade (ordered subnets with confidence thresholds) plus the largest
-batch it may form, planned offline (``superserve plan``, planner.py) for a range of arrival rates.
+batch it may form, planned offline (``superserve plan``, offline/planner.py) for a range of arrival rates.
 
 Online, ``RateWindow`` measures the arrival rate over a short sliding window and ``GearSwitcher``
 picks the gear with hysteresis: it shifts to a faster gear at once when the rate leaves the

@@ -1,6 +1,6 @@
 """Worker health as plain state: when a Triton worker is in rotation, when to probe it next, when a
 call counts as hung, and whether a failed batch's request may be retried. Pure: every decision takes
-``now_ms`` as an argument, nothing here sleeps, does I/O or reads a clock (worker_pool.py does).
+``now_ms`` as an argument, nothing here sleeps, does I/O or reads a clock (sidecar/worker_pool.py does).
 
 Rules (the numbers are ``HealthConfig`` fields):
 
@@ -10,7 +10,7 @@ Rules (the numbers are ``HealthConfig`` fields):
   consecutive failure (failed calls and failed probes alike) up to ``max_backoff_s``:
   0.5, 1, 2, 2, ... s with the defaults. The failure count is cleared only by a batch that succeeds,
   so a worker that answers probes but fails every real call backs off instead of flapping at 2 Hz.
-- **Back in rotation** on the first probe that succeeds (worker_pool.py first sends it one small
+- **Back in rotation** on the first probe that succeeds (sidecar/worker_pool.py first sends it one small
   warm-up inference, so the first real batch on a restarted Triton does not pay its lazy start-up).
 - **Hang**: a batch call unanswered after ``max(hang_factor * expected_ms, hang_floor_ms)`` is
   abandoned (the call is cancelled) and the worker is taken out as suspect. ``expected_ms`` is the

@@ -1,4 +1,4 @@
-"""One request life cycle, driven by both the live engine (engine.py) and the simulator (sim.py).
+"""One request life cycle, driven by both the live engine (sidecar/engine.py) and the simulator (offline/sim.py).
 
 Every rule a request meets between arrival and answer lives here, once: admission (the profile check,
 the feasibility drop, no worker, queue capacity, admission shedding), the EDF queue, the policy's
@@ -48,22 +48,36 @@ WAKE_AFTER_MS = 0.05
 
 @dataclass(frozen=True)
 class LifecycleConfig:
+    """The request life cycle's settings. Its defaults are THE defaults, written only here: the engine's
+    (``sidecar/engine.py``: EngineConfig, so ``superserve serve`` and every ``bench`` that starts it), the
+    simulator's (``offline/sim.py``: SimConfig) and ``superserve simulate``'s take theirs from these fields
+    (tests/unit/test_lifecycle_defaults.py compares them), so changing one here changes all of them. Where the
+    simulator deliberately differs (margin, queue capacity, latency model), SimConfig says so and why."""
+
     margin_ms: float = 10.0
     """Policies plan as if it were this much later (the answer's way back, see EngineConfig.margin_ms)."""
     queue_capacity: int = 4096
+    """Queued requests beyond this are refused (Overloaded)."""
     max_inflight_per_worker: int = 1
+    """Batches sent to one worker before it answers (1: the profile's latencies hold)."""
     latency: LatencyModelConfig | None = field(default_factory=LatencyModelConfig)
     """Plan with the profile scaled by observed/profiled batch latency; None: with the profile as it is."""
     latency_kind: str = "quantile"
-    """``affine``, ``quantile``, ``ewma`` or ``off`` (latency_view.py)."""
+    """``affine``, ``quantile``, ``ewma`` or ``off`` (core/latency_view.py)."""
     pipeline: bool = True
+    """Book a second batch on a busy worker shortly before its batch is expected to end."""
     pipeline_lead_ms: float = 3.0
+    """How long before that expected end (median estimate) the next batch is sent."""
     pipeline_min_rows: int = 8
+    """Pipeline only while at least this many requests wait."""
     default_min_confidence: float | None = None
+    """Escalation threshold of requests that set none and whose policy sets none; None: no escalation."""
     admission_shedding: bool = True
+    """Refuse at arrival a request the queue ahead of it certainly makes late (core/shedding.py)."""
     shed_drain: str = "peak"
     """``peak`` or ``measured`` (EngineConfig.shed_drain)."""
     shed_peak_fraction: float = 1.0
+    """Admission shedding assumes the queue drains at this fraction of the profile's peak rows/ms."""
     health: HealthConfig = field(default_factory=HealthConfig)
     """Its retry rule (max_attempts) decides what a failed batch's requests do."""
 

@@ -1,6 +1,6 @@
 """The scheduler's own record of each worker: in rotation or not, batches in flight, when it was last
 picked, and the batches booked on it (for pipelining). Plain state, no I/O: the worker pool
-(worker_pool.py) keeps it for the live engine, the simulator keeps one for its virtual workers, and the
+(sidecar/worker_pool.py) keeps it for the live engine, the simulator keeps one for its virtual workers, and the
 request life cycle (lifecycle.py) reads and books on it. Transport objects (triton_worker.TritonWorker,
 variants.VariantWorker) carry none of it."""
 from __future__ import annotations

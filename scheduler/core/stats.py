@@ -67,7 +67,7 @@ class Stats:
     """Observed/profiled batch latency the policy currently plans with."""
     worker_inflight: dict[str, int] = field(default_factory=dict)
     worker_healthy: dict[str, int] = field(default_factory=dict)
-    """1 while a worker is in rotation, 0 while it is out (worker_pool.py)."""
+    """1 while a worker is in rotation, 0 while it is out (sidecar/worker_pool.py)."""
     worker_failures: Counter[Any] = field(default_factory=Counter)
     """By (worker, reason): error (a call failed), hang (a call outran the hang rule), probe."""
     worker_batches: Counter[Any] = field(default_factory=Counter)
@@ -84,13 +84,14 @@ class Stats:
     unexpected_errors: int = 0
     """Exceptions no handler expected (a bug, answered 500 and logged at most every few seconds)."""
     auth_failures: Counter[Any] = field(default_factory=Counter)
-    """Requests refused for a missing or wrong bearer token, by (protocol, reason) (auth.py)."""
+    """Requests refused for a missing or wrong bearer token, by (protocol, reason) (sidecar/auth.py)."""
     limit_refusals: Counter[Any] = field(default_factory=Counter)
     """Requests and connections the front-end limits refused, by (protocol, reason) (limits.REFUSALS)."""
     http_connections: object = None
-    """The HTTP front end's ``ConnectionGuard`` (limits.py): its counters are read when rendering."""
+    """The HTTP front end's ``ConnectionGuard`` (sidecar/limits.py): its counters are read when rendering."""
     workers_target: int | None = None
-    """Workers the scheduler wants (serve --autoscale / --ray, fleet.py); None: it does not manage its workers."""
+    """Workers the scheduler wants (serve --autoscale / --ray, sidecar/fleet.py); None: it does not manage its
+    workers."""
     workers_actual: int = 0
     """Workers of the fleet in the pool (admitted, not draining)."""
     workers_draining: int = 0

@@ -26,6 +26,7 @@ import numpy as np
 from superserve.supernet.progress import Progress
 
 from ..core.gears import Gear, GearPlan, Stage
+from ..core.lifecycle import LifecycleConfig
 from ..core.profile import Profile
 from ..core.summary import summarize
 from .sim import DROPPED_MS, SimConfig, SimRequest, simulate
@@ -118,8 +119,9 @@ def peak_rps(profile: Profile, workers: int = 1) -> float:
 @dataclass(frozen=True)
 class PlanConfig:
     slo_ms: float = 100.0
-    margin_ms: float = 10.0
-    """As the live scheduler's reply margin: the simulated batches must end this much before the deadline."""
+    margin_ms: float = LifecycleConfig().margin_ms
+    """As the live scheduler's reply margin (its default, LifecycleConfig's): the simulated batches must end this
+    much before the deadline."""
     workers: int = 1
     n_gears: int = 8
     peak_rps: float | None = None

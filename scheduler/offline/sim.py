@@ -1,4 +1,4 @@
-"""Discrete-event simulator: the live scheduler's request life cycle (lifecycle.py) on a virtual clock,
+"""Discrete-event simulator: the live scheduler's request life cycle (core/lifecycle.py) on a virtual clock,
 with batch latencies taken from the profile and answers (prediction, confidence) replayed from a
 validation record. The gear planner uses it to find each cascade's p95 latency at a given rate;
 ``superserve simulate`` replays a trace with any policy, no Triton needed.
@@ -83,17 +83,32 @@ class SimOutcome:
         return max(0, len(self.subnets) - 1)
 
 
+_LIFECYCLE = LifecycleConfig()
+"""The request life cycle's defaults (core/lifecycle.py): the simulator's, but for the three it sets apart below."""
+
+
 @dataclass(frozen=True)
 class SimConfig:
+    """The simulated machine, and the life cycle's settings it runs with. Those take LifecycleConfig's defaults
+    (the engine's), except ``margin_ms``, ``queue_capacity`` and ``latency``, which differ on purpose (said at each).
+    ``superserve simulate`` plans with ``serve``'s margin and latency model (client/simulate.py: ``sim_config``);
+    only its queue stays the simulator's."""
+
     workers: int = 1
     margin_ms: float = 0.0
-    """As the engine's: policies plan as if it were this much later."""
-    default_min_confidence: float | None = None
+    """As the engine's: policies plan as if it were this much later. 0, not the engine's margin, on purpose: a
+    simulated answer is ready the moment its batch ends (no reply path, no client event loop, which the engine's
+    margin is for), and the cascade planner (offline/planner.py) passes its own."""
+    default_min_confidence: float | None = _LIFECYCLE.default_min_confidence
     queue_capacity: int = 100_000
+    """Larger than the engine's on purpose: a simulation (the planner's rate sweeps, a trace replayed at any
+    rate) measures the policy's own drops, not refusals of a queue sized for one server's memory."""
     latency: LatencyModelConfig | None = None
-    """Plan with the latency model's view, as the engine does (None: with the profile as it is)."""
-    latency_kind: str = "quantile"
-    """Which latency model (latency_view.KINDS), as the engine's ``latency_model``."""
+    """Plan with the latency model's view, as the engine does (None: with the profile as it is). None by default,
+    unlike the engine, on purpose: the default simulated machine runs exactly the profile (no ``slowdown``,
+    jitter or stalls), so there is nothing to learn; ``superserve simulate`` turns it on as serve has it."""
+    latency_kind: str = _LIFECYCLE.latency_kind
+    """Which latency model (core/latency_view.py KINDS), as the engine's ``latency_model``."""
     slowdown: Callable[[float], float] | None = None
     """The simulated machine: batch latency is the profile's times ``slowdown(start_ms)`` ..."""
     jitter_sigma: float = 0.0
@@ -105,13 +120,13 @@ class SimConfig:
     """... plus, in a share ``stall_share`` of batches, a stall of exponential(``stall_ms``) ms (a shared host
     descheduling the worker): additive, the same for a short batch as for a long one."""
     seed: int = 0
-    pipeline: bool = True
-    pipeline_lead_ms: float = 3.0
-    pipeline_min_rows: int = 8
-    admission_shedding: bool = True
-    shed_drain: str = "peak"
-    shed_peak_fraction: float = 1.0
-    """As EngineConfig's (the engine's defaults)."""
+    pipeline: bool = _LIFECYCLE.pipeline
+    pipeline_lead_ms: float = _LIFECYCLE.pipeline_lead_ms
+    pipeline_min_rows: int = _LIFECYCLE.pipeline_min_rows
+    admission_shedding: bool = _LIFECYCLE.admission_shedding
+    shed_drain: str = _LIFECYCLE.shed_drain
+    shed_peak_fraction: float = _LIFECYCLE.shed_peak_fraction
+    """As EngineConfig's (all from LifecycleConfig)."""
 
     def __post_init__(self):
         if self.workers < 1:

@@ -21,7 +21,7 @@ class PolicyName(str, Enum):
 
 def make_policy(name: str, subnet: str | None = None, n_buckets: int = 1, load_ms: float = 5000.0,
                 plan=None, overflow: str = "serve") -> Policy:
-    """``plan``: the cascade policy's GearPlan (gears.py); ``overflow``: SlackFit's (slackfit.SlackFit.overflow)."""
+    """``plan``: the cascade policy's GearPlan (core/gears.py); ``overflow``: SlackFit's (slackfit.SlackFit.overflow)."""
     try:
         kind = PolicyName(name)
     except ValueError:

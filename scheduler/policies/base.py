@@ -44,7 +44,7 @@ class WorkerView:
 class Policy:
     """The interface every policy implements, with the defaults of the optional hooks.
 
-    Drivers (the live engine and the simulator, through lifecycle.py) call, in this order:
+    Drivers (the live engine and the simulator, through core/lifecycle.py) call, in this order:
     ``on_arrival`` when a request arrives, ``advance`` right before every ``decide``, ``decide`` for
     the next batch of a worker, ``observe`` when a batch completes. ``decide`` and ``fastest_ms`` are
     pure functions of their arguments and the policy's state; only ``on_arrival``, ``advance`` and

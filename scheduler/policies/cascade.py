@@ -1,9 +1,9 @@
 """Cascade policy (CascadeServe) on the supernet, driven by an offline gear plan.
 
 Each request starts on the current gear's first stage; the engine escalates an unsure answer
-(escalation.py, with this policy's stage thresholds) and the re-queued request then runs on the
+(core/escalation.py, with this policy's stage thresholds) and the re-queued request then runs on the
 gear's next stage. Batches hold requests bound for the same subnet, first-stage and escalated
-alike, up to the gear's batch trigger. The gear follows the arrival rate (gears.py): accurate
+alike, up to the gear's batch trigger. The gear follows the arrival rate (core/gears.py): accurate
 cascades when load is low, cheap ones in bursts.
 
 Deadlines stay the law: if a request's planned stage no longer fits its slack, it runs on the

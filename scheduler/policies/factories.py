@@ -1,7 +1,7 @@
 """How each policy is deployed by ``superserve serve``: which models its Tritons load, which worker class
 talks to them, what is set up before the first request (INFaaS exports its variants and times a load;
 the cascade loads its gear plan), and the policy object itself. Start-up code (files, Triton calls);
-the policies stay pure. The composition root (server.py) asks ``factory_for(name)`` and has no policy
+the policies stay pure. The composition root (sidecar/server.py) asks ``factory_for(name)`` and has no policy
 branches of its own; a new policy with its own set-up adds a factory here."""
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ class PolicyFactory:
         return cfg if cfg.models else replace(cfg, models=self.opts.models)
 
     def worker(self, url: str, control_headers: dict | None, http_address: str | None = None) -> Worker:
-        """The worker at gRPC ``url``; with ``http_address``, batch calls go over HTTP (triton_http.py)."""
+        """The worker at gRPC ``url``; with ``http_address``, batch calls go over HTTP (sidecar/triton_http.py)."""
         if http_address:
             from ..sidecar.triton_http import TritonHttpWorker
 
@@ -90,7 +90,7 @@ class PolicyFactory:
 
     def warmup(self, profile: Profile, timeout_s: float,
                models: dict | None = None) -> Callable[[Worker], Awaitable] | None:
-        """The small inference sent to a worker before it rejoins the rotation (worker_pool.py): one row of
+        """The small inference sent to a worker before it rejoins the rotation (sidecar/worker_pool.py): one row of
         the input shape of each model's family, on its smallest subnet. ``models``: {name: (profile, input
         dims)} when several are served (each call names its model); None: the one model, 28x28 grey."""
         if not models:

@@ -1,5 +1,5 @@
 """``serve``'s options for workers it manages itself: ``--ray ADDRESS|auto`` (Triton workers as Ray actors) and
-``--autoscale`` (a target worker count chosen by autoscale.py), and the wiring of a fleet (fleet.py) into the
+``--autoscale`` (a target worker count chosen by core/autoscale.py), and the wiring of a fleet (fleet.py) into the
 sidecar. Without either flag ``serve`` keeps its fixed workers exactly as before."""
 from __future__ import annotations
 

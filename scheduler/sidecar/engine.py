@@ -32,53 +32,60 @@ from .worker_pool import WorkerPool
 log = logging.getLogger(__name__)
 
 
+_LIFECYCLE = LifecycleConfig()
+"""The request life cycle's defaults (core/lifecycle.py), which are this configuration's: written once, there."""
+
+
 @dataclass(frozen=True)
 class EngineConfig:
+    """The live engine's settings; ``superserve serve``'s options default to these (commands/serving.py). Those of
+    the request life cycle take their defaults from LifecycleConfig's, so serve, bench and simulate share them."""
+
     default_slo_ms: float = 100.0
     """Latency target of requests that set no slo_ms."""
     max_slo_ms: float = MAX_SLO_MS
     """Requests asking for a longer latency target get 400."""
-    queue_capacity: int = 4096
+    queue_capacity: int = _LIFECYCLE.queue_capacity
     """Queued requests beyond this get 503."""
-    max_inflight_per_worker: int = 1
+    max_inflight_per_worker: int = _LIFECYCLE.max_inflight_per_worker
     """Batches sent to one Triton worker before it answers (1: the profile's latencies hold)."""
     worker_timeout_grace_ms: float = 2000.0
     """A batch still unanswered this long after its latest deadline fails with 500."""
-    margin_ms: float = 10.0
+    margin_ms: float = _LIFECYCLE.margin_ms
     """Time reserved after each batch for what the profile does not see (the answer's way back
     through the scheduler and the client's own event loop): policies plan as if it were this much later."""
-    adapt_latency: bool = True
-    """Plan with the profile scaled by observed/profiled batch latency (latency_model.py)."""
+    adapt_latency: bool = _LIFECYCLE.latency is not None
+    """Plan with the profile scaled by observed/profiled batch latency (core/latency_model.py)."""
     measure_margin: bool = False
-    """Plan with max(margin_ms, the 95th percentile of recent reply times measured online), reply_margin.py."""
-    latency_model: str = "quantile"
+    """Plan with max(margin_ms, the 95th percentile of recent reply times measured online), core/reply_margin.py."""
+    latency_model: str = _LIFECYCLE.latency_kind
     """``affine``: observed = scale x profiled + offset, planned with ``latency_quantile`` of the residual
-    in ms (latency_affine.py); ``quantile``: plan at ``latency_quantile`` of the observed/profiled ratio,
-    per batch size (latency_model.py); ``ewma``: the profile scaled by a running mean of that ratio (the
-    behaviour before issue 13, latency_tracker.py); ``off``: the profile as measured (latency_view.py)."""
-    latency_quantile: float = 0.99
+    in ms (core/latency_affine.py); ``quantile``: plan at ``latency_quantile`` of the observed/profiled ratio,
+    per batch size (core/latency_model.py); ``ewma``: the profile scaled by a running mean of that ratio (the
+    behaviour before issue 13, core/latency_tracker.py); ``off``: the profile as measured (core/latency_view.py)."""
+    latency_quantile: float = (_LIFECYCLE.latency or LatencyModelConfig()).quantile
     """The quantile of the ``quantile`` model (about the SLO attainment target)."""
-    pipeline: bool = True
+    pipeline: bool = _LIFECYCLE.pipeline
     """Send a second batch to a busy worker shortly before its batch is expected to end, so Triton
     does not wait for the scheduler between batches (policies that plan from ``WorkerView.free_at_ms``)."""
-    pipeline_lead_ms: float = 3.0
+    pipeline_lead_ms: float = _LIFECYCLE.pipeline_lead_ms
     """How long before a worker's batch is expected to end (median estimate) the next one is sent."""
-    pipeline_min_rows: int = 8
+    pipeline_min_rows: int = _LIFECYCLE.pipeline_min_rows
     """Pipeline only while at least this many requests wait: at low load the next batch is better
     formed when the worker frees (more requests per Triton call, less scheduler CPU per request)."""
     batch_log: str | None = None
     """Write one JSON line per finished batch here (timings, planned and observed latency)."""
-    default_min_confidence: float | None = None
+    default_min_confidence: float | None = _LIFECYCLE.default_min_confidence
     """Cascade escalation for requests that set no min_confidence and whose policy sets no threshold
     (e.g. SlackFit picks the first stage, escalation runs on top); None: no escalation by default."""
-    admission_shedding: bool = True
-    """Refuse at arrival (503, Overloaded) a request the queue ahead of it certainly makes late (shedding.py),
+    admission_shedding: bool = _LIFECYCLE.admission_shedding
+    """Refuse at arrival (503, Overloaded) a request the queue ahead of it certainly makes late (core/shedding.py),
     rather than queueing it until it is dropped with 504; False: the old behaviour, for comparison."""
-    shed_drain: str = "peak"
+    shed_drain: str = _LIFECYCLE.shed_drain
     """The drain rate admission shedding assumes: ``peak`` (the peak throughput of the profile the policy plans
     with, on every worker, times ``shed_peak_fraction``) or ``measured`` (shedding.DrainRate: what the workers
     cleared under a backlog, the peak bound until enough batches are seen; an experiment, see README, Overload)."""
-    shed_peak_fraction: float = 1.0
+    shed_peak_fraction: float = _LIFECYCLE.shed_peak_fraction
     """Admission shedding assumes the queue drains at this fraction of the profile's peak rows/ms (1: the
     optimistic bound, which never refuses what the profile could serve; below 1 it refuses earlier, at the risk
     of refusing what could have been served)."""

@@ -44,7 +44,7 @@ class RayWorkersConfig:
     """GPUs each worker asks Ray for: 0 (CPU) or 1 (the supernet on that GPU)."""
     model: str = "supernet"
     instances: int | None = None
-    """Supernet instances per worker's Triton (instance_count.py; None: the committed config's)."""
+    """Supernet instances per worker's Triton (core/instance_count.py; None: the committed config's)."""
 
     def __post_init__(self):
         if not self.address:

@@ -81,7 +81,7 @@ class TritonConfig:
     which inherit the affinity) to core 1; it must exec the server, so the process stays ours to stop."""
     instances: int | None = None
     """Model instances per loaded model (its ``instance_group`` count), written into the linked repository's
-    copy of each model's config (instance_count.py chooses it for ``serve``); None: the committed configs'."""
+    copy of each model's config (core/instance_count.py chooses it for ``serve``); None: the committed configs'."""
 
     def __post_init__(self):
         if self.instances is not None and not 1 <= self.instances <= 64:

@@ -1,5 +1,5 @@
 """The workers behind the scheduler: who is in rotation, the readiness probe loop, batch calls watched for
-failure and hangs, and workers joining or leaving at run time. The rules live in health.py (pure); this
+failure and hangs, and workers joining or leaving at run time. The rules live in core/health.py (pure); this
 module applies them with asyncio and publishes them in ``Stats`` (``sched_worker_*``, metrics.py).
 
 The pool owns the scheduler's state of each worker (roster.WorkerState: in rotation, batches in flight,

@@ -277,16 +277,13 @@ def test_a_batch_is_pipelined_only_behind_a_batch_of_the_same_model():
 
 
 def test_simulate_command_with_two_models(tmp_path, capsys):
-    import argparse
     import json
 
-    from superserve.client.simulate import main
+    from superserve.scheduler.cli import main
 
     out = tmp_path / "sim.json"
-    args = argparse.Namespace(models="supernet,vit", profile=None, policy="slackfit", subnet=None, plan=None,
-                              trace=None, rate=300.0, duration=2.0, slo_ms="supernet=40,vit=80", margin_ms=5.0,
-                              min_confidence=None, workers=1, seed=0, out=str(out))
-    assert main(args) == 0
+    assert main(["simulate", "--models", "supernet,vit", "--policy", "slackfit", "--rate", "300", "--duration", "2",
+                 "--slo-ms", "supernet=40,vit=80", "--margin-ms", "5", "--out", str(out)]) == 0
     r = json.loads(out.read_text())
     s = r["policies"]["slackfit"]
     assert r["models"] == ["supernet", "vit"] and r["slo_ms"] == {"supernet": 40.0, "vit": 80.0}

@@ -1,6 +1,6 @@
 """Serving-side logic with no Triton import, for any supernet family: resolve subnet names, check
 inputs against the family's input spec, run grouped batched forwards, build the per-row INFO.
-``model.py`` adapts this to Triton; tests call it directly."""
+``backends/python_supernet/model.py`` adapts this to Triton; tests call it directly."""
 from __future__ import annotations
 
 import json
