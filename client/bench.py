@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from superserve.client import batchlog, frontier, noise, priority, report, results, traces, triton_fixed
+from superserve.client import batchlog, frontier, noise, priority, prometheus_text, report, results, traces, triton_fixed
 from superserve.client.loadgen import Target, assign_slos, records_json, run_open_loop, slo_classes
 from superserve.scheduler import paths
 from superserve.scheduler.core import policy_names
@@ -222,16 +222,9 @@ def scheduler_view(target: Target) -> dict:
     profile error from client and transport time."""
     if not target.metrics_url:
         return {}
-    import urllib.request
-
-    text = urllib.request.urlopen(target.metrics_url, timeout=10).read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line.startswith(("sched_requests_total{", "sched_model_load", "sched_profile_latency_scale",
-                            "sched_escalation")):
-            key, value = line.rsplit(" ", 1)
-            out[key.replace("sched_requests_total{outcome=", "").strip('"}')] = float(value)
-    return out
+    samples = prometheus_text.scrape(target.metrics_url, ("sched_requests_total{", "sched_model_load",
+                                                          "sched_profile_latency_scale", "sched_escalation"))
+    return {k.replace("sched_requests_total{outcome=", "").strip('"}'): v for k, v in samples.items()}
 
 
 async def _warm(target: Target, images, labels, n: int) -> None:

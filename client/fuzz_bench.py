@@ -23,9 +23,9 @@ from pathlib import Path
 
 import grpc
 
-from superserve.client import fuzz_cases
+from superserve.client import fuzz_cases, results
 from superserve.scheduler import paths
-from superserve.scheduler.provenance import command_line, git_commit, hardware_name
+from superserve.scheduler.provenance import command_line
 from superserve.scheduler.ports import free_ports
 from superserve.scheduler.sidecar.server import find_profile, serve_subprocess
 
@@ -158,8 +158,7 @@ def run(cfg: FuzzConfig, command: str) -> tuple[Path, bool]:
     errors_delta = after.get("sched_unexpected_errors_total", 0) - before.get("sched_unexpected_errors_total", 0)
     passed = (not unexpected["http"] and not unexpected["grpc"] and counted == sent_before_checks
               and all(health.values()) and fz.good["ok"] == good_sent and errors_delta == 0)
-    result = {"command": command, "commit": git_commit(paths.repo_root()), "hardware": hardware_name(),
-              "cores": len(os.sched_getaffinity(0)),
+    result = {**results.header(command), "cores": len(os.sched_getaffinity(0)),
               "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
               "serve": "superserve serve on free loopback ports with an embedded Triton and default options"
                        + (f", plus {' '.join(cfg.serve_args)}" if cfg.serve_args else ""),
@@ -179,10 +178,7 @@ def run(cfg: FuzzConfig, command: str) -> tuple[Path, bool]:
               "listed_by_code": dict(Counter(f"{x['protocol']} {x['code']}: "
                                              + re.sub(r"[\d.]+", "N", x["message"][:70]) for x in fz.listed)),
               "log_bytes": {f.name: f.stat().st_size for f in d.iterdir() if f.is_file()}}
-    out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{cfg.name}.json"
-    path.write_text(json.dumps(result, indent=1) + "\n")
+    path = results.write(result, results.named(cfg.name, cfg.out_dir))
     print(f"{fuzzed} fuzzed + {good_sent} good requests in {duration:.0f} s; http {result['codes']['http']}, grpc "
           f"{result['codes']['grpc']}; unexpected codes {unexpected}; /metrics counted {counted:g} of "
           f"{sent_before_checks} sent; healthy after: {all(health.values())}; "
