@@ -29,6 +29,8 @@ KNOWN = ("slo_ms", "min_accuracy", "subnet", "min_confidence")
 RESERVED = ("priority", "timeout")  # Triton's own; accepted and ignored
 DEFAULT_INPUT = InputSpec()
 """The built-in CNN's input (FP32 [B, 1, 28, 28]); a served model's own comes from its family's spec."""
+DEFAULT_SLO_MS = 100.0
+"""The latency target of a request that sets no slo_ms (``serve --default-slo-ms``), and what the planner plans for."""
 MAX_SLO_MS = 60_000.0
 """Default upper bound of ``slo_ms``: a latency target, not a batch job's time budget. Without a bound
 one request with slo_ms 1e13 overflowed the gRPC timeout of the call to Triton (issue 12)."""

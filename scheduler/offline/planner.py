@@ -25,6 +25,7 @@ import numpy as np
 
 from superserve.supernet.progress import Progress
 
+from ..core.admission import DEFAULT_SLO_MS
 from ..core.gears import Gear, GearPlan, Stage
 from ..core.lifecycle import LifecycleConfig
 from ..core.profile import Profile
@@ -118,7 +119,8 @@ def peak_rps(profile: Profile, workers: int = 1) -> float:
 
 @dataclass(frozen=True)
 class PlanConfig:
-    slo_ms: float = 100.0
+    slo_ms: float = DEFAULT_SLO_MS
+    """The latency target planned for: the one requests without their own get (core/admission.py)."""
     margin_ms: float = LifecycleConfig().margin_ms
     """As the live scheduler's reply margin (its default, LifecycleConfig's): the simulated batches must end this
     much before the deadline."""

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..core import info
 from ..core import latency_view
-from ..core.admission import MAX_SLO_MS, RequestParams
+from ..core.admission import DEFAULT_SLO_MS, MAX_SLO_MS, RequestParams
 from ..core.clock import Clock, MonotonicClock
 from ..core.errors import ServeError, WorkerFailed
 from ..core.escalation import MEASURES
@@ -41,7 +41,7 @@ class EngineConfig:
     """The live engine's settings; ``superserve serve``'s options default to these (commands/serving.py). Those of
     the request life cycle take their defaults from LifecycleConfig's, so serve, bench and simulate share them."""
 
-    default_slo_ms: float = 100.0
+    default_slo_ms: float = DEFAULT_SLO_MS
     """Latency target of requests that set no slo_ms."""
     max_slo_ms: float = MAX_SLO_MS
     """Requests asking for a longer latency target get 400."""

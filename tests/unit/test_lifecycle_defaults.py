@@ -54,6 +54,8 @@ def mismatches() -> list[str]:
         "superserve simulate": (sim_config(build_parser().parse_args(["simulate"])).lifecycle(), simulated),
         "PlanConfig().margin_ms": (PlanConfig().margin_ms, base.margin_ms),
         "superserve plan --margin-ms": (build_parser().parse_args(["plan"]).margin_ms, base.margin_ms),
+        "PlanConfig().slo_ms": (PlanConfig().slo_ms, EngineConfig().default_slo_ms),
+        "superserve serve --default-slo-ms": (serve.engine.default_slo_ms, EngineConfig().default_slo_ms),
     }
     return [f"{name}: {differences(got, want)}" for name, (got, want) in found.items() if got != want]
 
