@@ -325,6 +325,14 @@ def _overload_arguments(o: argparse.ArgumentParser) -> None:
     )
     o.add_argument("--out-dir", help="default results/")
     o.add_argument("--serve-args", help='extra options for every superserve serve, e.g. "--workers 2"')
+    o.add_argument(
+        "--client-nice",
+        type=int,
+        default=c.client_nice,
+        metavar="N",
+        help="run the load generator at niceness N while it measures (e.g. -10, needs root), so its own starvation "
+        "is not counted as refusal latency; recorded in the config",
+    )
     o.set_defaults(func=main)
 
 
