@@ -26,7 +26,9 @@ OFA_SKIP = pytest.mark.skipif(not HAVE_OFA, reason="the optional 'ofa' package i
 SMALL = {"elastic-cnn": {}, "elastic-vit": {},
          "ofa-mobilenetv3": {"resolution": 32, "num_classes": 10}}
 PARAMS = [pytest.param("elastic-cnn"), pytest.param("elastic-vit"),
-          pytest.param("ofa-mobilenetv3", marks=OFA_SKIP)]
+          pytest.param("ofa-mobilenetv3", marks=[OFA_SKIP, pytest.mark.slow])]
+"""The OFA MobileNetV3 builds a network of OFA's own per test (a third of `make unit`'s time): it runs in
+`make test`, not in the quick loop."""
 
 
 def test_every_registered_family_is_tested():
