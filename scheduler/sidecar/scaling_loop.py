@@ -1,12 +1,16 @@
 """The autoscaler's clock: once a second, a sample of the engine's counters (autoscale.Sample), the policy's
 decision on the window (autoscale.decide), and the target handed to the fleet. Every change of target is
-logged with its reason and counted in ``sched_scaling_decisions_total{direction,reason}``."""
+logged with its reason and counted in ``sched_scaling_decisions_total{direction,reason}``.
+
+With several served models (``serve --models``) the sample is built per model (its requests answered in time,
+the rows the fleet's workers ran of it, its most accurate subnet's accuracy and cost) and combined into one
+(autoscale.combined_sample: demand adds up, the accuracy gap is weighted by each model's requests)."""
 from __future__ import annotations
 
 import asyncio
 import logging
 
-from ..core.autoscale import AutoscaleConfig, Sample, decide
+from ..core.autoscale import AutoscaleConfig, ModelLoad, Sample, combined_sample, decide
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +30,17 @@ class ScalingLoop:
         self._last = None
         self._task: asyncio.Task | None = None
 
-    def _counters(self) -> tuple[int, int, float, float]:
+    def _models(self) -> list:
+        """The served models' planning states (lifecycle.ServedModel), the default first."""
+        return list(self.engine.lifecycle.models.values())
+
+    def _counters(self) -> tuple[dict[str, int], int, float, dict[str, int]]:
+        """Cumulative: requests answered in time per model, requests missed, the served accuracy's sum, and the
+        rows the fleet's workers ran per model (fleet.rows: the rows of every batch call, whichever worker)."""
         s = self.engine.stats
-        return s.requests["ok"], sum(s.requests[o] for o in MISSED), s.served_accuracy_sum, s.batch_size.total
+        names = [m.name for m in self._models()]
+        return ({n: s.model_requests[(n, "ok")] for n in names}, sum(s.requests[o] for o in MISSED),
+                s.served_accuracy_sum, {n: self.fleet.rows[n] for n in names})
 
     def sample(self) -> Sample:
         """The interval since the last sample, read from the engine's counters (its clock)."""
@@ -36,10 +48,12 @@ class ScalingLoop:
         ok, missed, acc, rows = self._counters()
         last = self._last or (now - self.interval_s * 1000, ok, missed, acc, rows)
         self._last = (now, ok, missed, acc, rows)
-        profile = self.engine.profile  # the profile the engine plans with (scaled by observed latency)
-        return Sample(now, now - last[0], self.fleet.target, self.fleet.actual, ok=ok - last[1],
-                      missed=missed - last[2], accuracy_sum=acc - last[3], rows=int(rows - last[4]),
-                      best_accuracy=self.engine.base_profile.subnets[-1].accuracy, best_cost_ms=best_cost_ms(profile))
+        loads = [ModelLoad(ok=ok[m.name] - last[1].get(m.name, 0), rows=rows[m.name] - last[4].get(m.name, 0),
+                           best_accuracy=m.base_profile.subnets[-1].accuracy,
+                           # the profile the model plans with (scaled by its observed latency)
+                           best_cost_ms=best_cost_ms(m.profile)) for m in self._models()]
+        return combined_sample(now, now - last[0], self.fleet.target, self.fleet.actual, missed=missed - last[2],
+                               accuracy_sum=acc - last[3], loads=loads)
 
     def step(self) -> None:
         s = self.sample()
