@@ -2,14 +2,14 @@
 ``superserve-triton[ray]``).
 
 Each worker is one actor, ``TritonActor``: it starts the wheel's ``tritonserver`` on its node with the project's
-repository (only the served supernet models, ``serve --models``, model control off, the restricted APIs locked by a fresh key), bound to the
-node's address on free ports, and reports where it serves. It asks Ray for ``worker_cpus`` CPUs, or one GPU
-(``worker_gpus``), in which case every model's instance group runs on that GPU (``KIND_GPU``; Ray sets
-``CUDA_VISIBLE_DEVICES``). Actors are spread over the nodes and restarted by Ray without limit when their
+repository (only the served supernet models, ``serve --models``; model control off, the restricted APIs locked by a
+fresh key), bound to the node's address on free ports, and reports where it serves. It asks Ray for ``worker_cpus``
+CPUs, or one GPU (``worker_gpus``), in which case every model's instance group runs on that GPU (``KIND_GPU``; Ray
+sets ``CUDA_VISIBLE_DEVICES``). Actors are spread over the nodes and restarted by Ray without limit when their
 process or node dies (``max_restarts=-1``): the restarted actor starts a new Triton, on new ports, with a new
-incarnation, and the fleet (fleet.py) drops the old address and admits the new one. A Triton whose actor died
-is killed by its guard (orphan_guard.py). The data path does not go through Ray: the sidecar calls each Triton
-over gRPC, as it does a local one.
+incarnation, and the fleet (fleet.py) drops the old address and admits the new one. A Triton whose actor died is
+killed by its guard (orphan_guard.py). The data path does not go through Ray: the sidecar calls each Triton over
+gRPC, as it does a local one.
 """
 from __future__ import annotations
 

@@ -3,6 +3,7 @@ supernet,vit --autoscale`` with real Tritons. The first worker loads both models
 makes the autoscaler (its demand summed over the models) ask for a second worker, which the fleet admits with
 both models ready and warmed up; every request of either model is answered once, by its own model; and each model
 answers as its in-process forward over HTTP and gRPC before and after the pool grew."""
+
 from __future__ import annotations
 
 import json
@@ -25,9 +26,25 @@ from tests.conftest import free_ports
 from tests.integration.scaling_scenario import scrape, wait_for, worker_urls
 
 MODELS = ("supernet", "vit")
-SCALE_ARGS = ["--autoscale", "--workers", "1", "--min-workers", "1", "--max-workers", "2",
-              "--scale-up-hold-s", "2", "--scale-down-hold-s", "600", "--scale-up-demand", "0.4",
-              "--scale-down-demand", "0.2", "--default-slo-ms", "5000"]
+SCALE_ARGS = [
+    "--autoscale",
+    "--workers",
+    "1",
+    "--min-workers",
+    "1",
+    "--max-workers",
+    "2",
+    "--scale-up-hold-s",
+    "2",
+    "--scale-down-hold-s",
+    "600",
+    "--scale-up-demand",
+    "0.4",
+    "--scale-down-demand",
+    "0.2",
+    "--default-slo-ms",
+    "5000",
+]
 """A short up hold and a demand threshold the closed-loop clients cross with room to spare; no step down within
 the test (the down path is scaling_scenario.py's)."""
 MAX_REQUESTS = 5_000
@@ -122,9 +139,23 @@ def test_an_autoscaled_local_fleet_serves_both_models(tmp_path):
     nets, rng = in_process(), np.random.default_rng(17)
     http, grpc = free_ports(2)
     log = tmp_path / "serve.log"
-    args = ["--http-port", str(http), "--grpc-port", str(grpc), "--models", ",".join(MODELS),
-            "--profile", ",".join(f"{m}={profile_file(m)}" for m in MODELS),
-            "--triton-http-port", "0", "--triton-grpc-port", "0", "--triton-metrics-port", "0", *SCALE_ARGS]
+    args = [
+        "--http-port",
+        str(http),
+        "--grpc-port",
+        str(grpc),
+        "--models",
+        ",".join(MODELS),
+        "--profile",
+        ",".join(f"{m}={profile_file(m)}" for m in MODELS),
+        "--triton-http-port",
+        "0",
+        "--triton-grpc-port",
+        "0",
+        "--triton-metrics-port",
+        "0",
+        *SCALE_ARGS,
+    ]
     with serve_subprocess(args, str(log)) as proc:
         h, g = f"127.0.0.1:{http}", f"127.0.0.1:{grpc}"
         m = scrape(h)
@@ -138,8 +169,12 @@ def test_an_autoscaled_local_fleet_serves_both_models(tmp_path):
             ups = {k: v for k, v in m.items() if k.startswith('sched_scaling_decisions_total{direction="up"')}
             assert sum(ups.values()) == 1, ups
             assert m["sched_worker_admissions_total"] == 1
-            wait_for(h, f"the new worker {second} serves batches",
-                     lambda m: m.get(f'sched_worker_batches_total{{worker="{second}",outcome="ok"}}', 0) > 0, 30)
+            wait_for(
+                h,
+                f"the new worker {second} serves batches",
+                lambda m: m.get(f'sched_worker_batches_total{{worker="{second}",outcome="ok"}}', 0) > 0,
+                30,
+            )
         finally:
             outcomes = load.stop()
         # the new worker's Triton has every served model loaded (it was admitted with both ready)
@@ -159,4 +194,3 @@ def test_an_autoscaled_local_fleet_serves_both_models(tmp_path):
     assert sum(outcomes.values()) == sum(load.sent.values()), outcomes
     assert "autoscale up 1 -> 2 workers" in log.read_text()
     assert "autoscale step failed" not in log.read_text()
-

@@ -1,5 +1,6 @@
 """Which deployments may serve several models (``serve --models``): fixed and managed workers (``--autoscale``,
 ``--ray``) may; policy infaas (one variant model per subnet of a single model) may not, with a clear message."""
+
 from __future__ import annotations
 
 import pytest
@@ -23,8 +24,9 @@ def test_policy_infaas_with_several_models_is_refused_naming_why():
 
 
 def test_ray_workers_load_every_served_model():
-    ray_workers = pytest.importorskip("superserve.scheduler.sidecar.ray_workers",
-                                      reason="Ray is not installed (the extra superserve-triton[ray])")
+    ray_workers = pytest.importorskip(
+        "superserve.scheduler.sidecar.ray_workers", reason="Ray is not installed (the extra superserve-triton[ray])"
+    )
     assert ray_workers.RayWorkersConfig().models == ("supernet",)
     with pytest.raises(ValueError, match="at least one model"):
         ray_workers.RayWorkersConfig(models=())
