@@ -48,3 +48,17 @@ def test_a_gpu_worker_gets_every_served_model_on_its_gpu():
             assert "KIND_CPU" in (paths.model_repository() / m / "config.pbtxt").read_text(), "source untouched"
     finally:
         shutil.rmtree(root)
+
+
+def test_rows_dispatched_are_split_over_the_models_by_the_workers_count():
+    from superserve.scheduler.sidecar.scaling_loop import split_rows
+
+    # one model: the engine's count, whatever the workers saw (warm-ups included)
+    assert split_rows(100, {"supernet": 101}, "supernet") == {"supernet": 100}
+    assert split_rows(100, {"vit": 0}, "vit") == {"vit": 100}
+    # several: in proportion, adding up to the engine's count
+    assert split_rows(100, {"supernet": 30, "vit": 10}, "supernet") == {"supernet": 75, "vit": 25}
+    parts = split_rows(10, {"supernet": 1, "vit": 1, "ofa": 1}, "supernet")
+    assert sum(parts.values()) == 10 and sorted(parts.values()) == [3, 3, 4]
+    # no call seen yet (the interval's batches still starting): the default model's
+    assert split_rows(8, {"supernet": 0, "vit": 0}, "supernet") == {"supernet": 8, "vit": 0}
