@@ -18,7 +18,7 @@ FORMATTED := client/results.py client/prometheus_text.py client/slo_classes.py s
 	scheduler/commands/offline.py scheduler/commands/benches.py scheduler/core/policy_names.py tests/fakes.py \
 	tests/unit/test_cli_registry.py tests/unit/test_policy_names.py \
 	scheduler/core/__init__.py scheduler/sidecar/__init__.py scheduler/offline/__init__.py tests/unit/test_layout.py \
-	tests/unit/test_lifecycle_defaults.py
+	tests/unit/test_lifecycle_defaults.py tests/unit/test_cluster_models.py tests/integration/test_autoscale_models.py
 lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check $(FORMATTED)

@@ -33,6 +33,9 @@ Rules (the numbers are ``AutoscaleConfig`` fields, defaults justified there):
   taken after the last change of target. While a worker starts, drains or is restarted, nothing is decided
   (``waiting``); each hold starts afresh after every change.
 - **Bounds**: the target stays within [``min_workers``, ``max_workers``].
+- **Several models** on the same workers: one sample for the pool, each model weighted by its traffic (demand
+  adds up, the accuracy gap is the mean per-request shortfall against each request's own model's best subnet):
+  ``combined_sample`` says how and why.
 
 No flapping under a steady load: a step up at ``n`` workers needs demand above ``up_demand * n`` (or lost
 accuracy or misses at that demand), a step down from ``n + 1`` needs demand below ``down_demand * n`` and below
@@ -149,6 +152,55 @@ class Sample:
 
     def accuracy(self, min_requests: int) -> float | None:
         return self.accuracy_sum / self.ok if self.ok >= min_requests else None
+
+
+@dataclass(frozen=True)
+class ModelLoad:
+    """One served model's part of an interval, when one pool serves several models (``serve --models``)."""
+    ok: int
+    """Its requests answered in time."""
+    rows: int
+    """Rows of it the workers ran."""
+    best_accuracy: float
+    """Its most accurate subnet's profiled accuracy."""
+    best_cost_ms: float
+    """Per-row time of its most accurate subnet at that subnet's most efficient batch."""
+
+
+def combined_sample(t_ms: float, interval_ms: float, target: int, workers: int, missed: int, accuracy_sum: float,
+                    loads: Sequence[ModelLoad]) -> Sample:
+    """One Sample of an interval in which the pool served several models, so that every rule above reads it
+    unchanged. With one model it is that model's Sample, exactly.
+
+    The workers are shared (every worker loads every model), so a worker added or removed changes the capacity
+    of all of them at once; the rules therefore judge the pool as a whole, each model weighted by its traffic:
+
+    - **demand** adds up: the time every model's rows would take on that model's most accurate subnet, over the
+      workers' time (``rows`` is the total, ``best_cost_ms`` the row-weighted mean cost). 1.0 still means the pool
+      could just serve everything on the most accurate subnets, and ``demand * n / (n - 1)`` still predicts one
+      worker fewer, so the up, down and regret rules keep their meaning.
+    - **accuracy gap**: each request answered in time is measured against its own model's best subnet, and the
+      shortfalls are averaged over those requests: ``best_accuracy`` is the mean best accuracy of the ``ok``
+      requests, so ``best_accuracy - accuracy`` is the mean per-request shortfall. With one model this is the
+      single-model rule. A per-model rule combined by "any model" was rejected: a model with a handful of
+      requests a second (``min_requests`` would then be per model, or counted on too few requests) could alone
+      hold the shared pool at its maximum, and a worker added for it serves mostly the other models.
+    - **misses** are counted over every request of every model, as before.
+    """
+    if len(loads) == 1:
+        m = loads[0]
+        return Sample(t_ms, interval_ms, target, workers, ok=m.ok, missed=missed, accuracy_sum=accuracy_sum,
+                      rows=m.rows, best_accuracy=m.best_accuracy, best_cost_ms=m.best_cost_ms)
+    if not loads:
+        raise ValueError("a sample needs at least one model")
+    ok = sum(m.ok for m in loads)
+    rows = sum(m.rows for m in loads)
+    best = (sum(m.ok * m.best_accuracy for m in loads) / ok if ok
+            else max(m.best_accuracy for m in loads))
+    cost = (sum(m.rows * m.best_cost_ms for m in loads) / rows if rows
+            else max(m.best_cost_ms for m in loads))
+    return Sample(t_ms, interval_ms, target, workers, ok=ok, missed=missed, accuracy_sum=accuracy_sum, rows=rows,
+                  best_accuracy=best, best_cost_ms=cost)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """``serve``'s options for workers it manages itself: ``--ray ADDRESS|auto`` (Triton workers as Ray actors) and
 ``--autoscale`` (a target worker count chosen by core/autoscale.py), and the wiring of a fleet (fleet.py) into the
-sidecar. Without either flag ``serve`` keeps its fixed workers exactly as before."""
+sidecar. Without either flag ``serve`` keeps its fixed workers exactly as before. Every managed worker loads every
+served model (``serve --models``) and is admitted once each of them is ready and warmed up (fleet.py)."""
 from __future__ import annotations
 
 import argparse
@@ -101,7 +102,8 @@ def from_args(args: argparse.Namespace) -> ClusterConfig | None:
     if args.worker:
         raise ValueError("--ray, --autoscale and --local-worker-prefix start their own workers; not with --worker URL")
     if args.policy == "infaas":
-        raise ValueError("--ray and --autoscale serve the supernet; policy infaas needs its variant workers")
+        raise ValueError("--ray and --autoscale serve the supernet models; policy infaas needs its variant "
+                         "workers (one Triton model per subnet)")
     ray_cfg = None
     if args.ray:
         from .ray_workers import RayWorkersConfig  # needs the extra: import only when asked for
@@ -182,21 +184,22 @@ def configure(cfg, args: argparse.Namespace):
 
 
 class ClusterWorkers:
-    """The sidecar's part: start the fleet's first workers, then hand it the engine's pool and run the autoscaler."""
+    """The sidecar's part: start the fleet's first workers, then hand it the engine's pool and run the autoscaler.
+    ``models``: the served models, every one loaded on every worker (the first is the workers' default)."""
 
-    def __init__(self, cfg: ClusterConfig, triton_cfg, warmup):
+    def __init__(self, cfg: ClusterConfig, triton_cfg, warmup, models: tuple[str, ...] = ("supernet",)):
         self.cfg = cfg
         if cfg.ray is not None:
             from .ray_workers import RayActors
 
-            backend = RayActors(cfg.ray)
+            backend = RayActors(replace(cfg.ray, models=tuple(models)))
         else:
             from .local_workers import LocalProcesses
 
             backend = LocalProcesses(triton_cfg, cfg.prefixes)
         from ..core.stats import Stats
 
-        self.fleet = Fleet(backend, cfg.fleet, Stats(), warmup=warmup)
+        self.fleet = Fleet(backend, cfg.fleet, Stats(), models=tuple(models), warmup=warmup)
         self.scaling: ScalingLoop | None = None
 
     async def start(self) -> list:

@@ -7,8 +7,8 @@ address; the only calls it makes into the scheduler's pool are ``add_worker(work
 ``remove_worker(url)`` (worker_pool.WorkerPool).
 
 - **Admission**: a new worker, or one that came back under a new address or incarnation (Ray restarted the
-  actor, or a local process was started again), joins the pool after a readiness probe and one warm-up
-  inference, as the pool re-admits a worker that was down.
+  actor, or a local process was started again), joins the pool after a readiness probe of every served model
+  and a warm-up inference of each, as the pool re-admits a worker that was down.
 - **Loss**: a worker whose address changed or is gone is taken out of the pool at once, without waiting for
   its calls (they fail, and the engine retries their requests on the others).
 - **Drain on scale-down**: the worker chosen (one still starting if any, else the newest) leaves the pool first,
@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
@@ -61,11 +62,16 @@ class _Unit:
 
 
 class Fleet:
-    def __init__(self, backend, cfg: FleetConfig, stats: Stats, model: str = "supernet",
+    def __init__(self, backend, cfg: FleetConfig, stats: Stats, models: tuple[str, ...] = ("supernet",),
                  warmup: Callable[[MeteredWorker], Awaitable] | None = None):
-        self.backend, self.cfg, self.stats, self.model = backend, cfg, stats, model
+        self.backend, self.cfg, self.stats = backend, cfg, stats
+        self.models = tuple(models)
+        """Every model each worker serves (``serve --models``): a worker is admitted once all are ready."""
         self.warmup = warmup
-        """A small inference sent to a worker before it joins (None: readiness only)."""
+        """A small inference sent to a worker before it joins (None: readiness only); with several models, one
+        per model (factories.PolicyFactory.warmup)."""
+        self.rows: Counter[str] = Counter()
+        """Rows every worker of the fleet ran, per model, since the start (the autoscaler's demand)."""
         self.target = 0
         self.units: list[_Unit] = []
         self.membership = None
@@ -109,7 +115,7 @@ class Fleet:
         while True:
             ep = await self.backend.address(u.handle, self.cfg.address_timeout_s)
             if ep is not None:
-                w = MeteredWorker(ep.url, self.model, self.cfg.drain_timeout_s)
+                w = MeteredWorker(ep.url, self.models, self.cfg.drain_timeout_s, self.rows)
                 if await self._ready(w):
                     u.worker, u.incarnation = w, ep.incarnation
                     log.info("worker %s ready (%s)", ep.url, self.backend.describe(u.handle))
@@ -203,7 +209,7 @@ class Fleet:
             return False
 
     async def _admit(self, u: _Unit, ep) -> None:
-        w = MeteredWorker(ep.url, self.model, self.cfg.drain_timeout_s)
+        w = MeteredWorker(ep.url, self.models, self.cfg.drain_timeout_s, self.rows)
         if not await self._ready(w) or u.retiring or self._closing:
             await w.close()
             return

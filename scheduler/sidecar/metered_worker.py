@@ -3,12 +3,20 @@ when its last call in flight ended (the drain before it is stopped).
 
 It counts the batch calls made through it, not the engine's bookkeeping, so it holds under today's pool and
 the next one alike: removed from the pool, it gets no new batches, and ``close`` waits for the calls already
-sent (answered, or failed and retried elsewhere by the engine) before it closes its channel."""
+sent (answered, or failed and retried elsewhere by the engine) before it closes its channel.
+
+It also serves every model the scheduler serves (``serve --models``): it is ready only when each of them is
+(so a new or restarted Triton is admitted with all its models loaded), and it counts the rows it ran per model
+into the fleet's counter (the autoscaler's demand, scaling_loop.py)."""
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections import Counter
+from typing import Sequence
+
+from tritonclient.utils import InferenceServerException
 
 from .triton_worker import TritonWorker
 
@@ -16,8 +24,16 @@ log = logging.getLogger(__name__)
 
 
 class MeteredWorker(TritonWorker):
-    def __init__(self, url: str, model: str = "supernet", drain_timeout_s: float = 30.0):
-        super().__init__(url, model)
+    def __init__(self, url: str, model: str | Sequence[str] = "supernet", drain_timeout_s: float = 30.0,
+                 rows: Counter | None = None):
+        models = (model,) if isinstance(model, str) else tuple(model)
+        if not models:
+            raise ValueError(f"worker {url}: name at least one model")
+        super().__init__(url, models[0])
+        self.models = models
+        """Every model this worker serves; the first is its default (``infer`` without ``model``)."""
+        self.rows = rows if rows is not None else Counter()
+        """Rows of every batch call made through this worker, per model (shared with the fleet)."""
         self.drain_timeout_s = drain_timeout_s
         """``close`` waits this long at most for calls in flight (the engine's hang rule cancels a hung one
         much sooner)."""
@@ -29,7 +45,18 @@ class MeteredWorker(TritonWorker):
         self.abandoned = False
         """Set when the worker is known dead (its process or actor is gone): ``close`` does not wait."""
 
+    async def ready(self) -> bool:
+        """Every model it serves is ready (Triton loads them one after another)."""
+        for m in self.models:
+            try:
+                if not await self.client.is_model_ready(m):
+                    return False
+            except InferenceServerException:
+                return False
+        return True
+
     async def infer(self, images, subnet: str, timeout_s: float, model: str | None = None):
+        self.rows[model or self.model] += len(images)
         self._begin()
         try:
             return await super().infer(images, subnet, timeout_s, model)

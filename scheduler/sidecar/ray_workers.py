@@ -2,14 +2,14 @@
 ``superserve-triton[ray]``).
 
 Each worker is one actor, ``TritonActor``: it starts the wheel's ``tritonserver`` on its node with the project's
-repository (only the supernet, model control off, the restricted APIs locked by a fresh key), bound to the
-node's address on free ports, and reports where it serves. It asks Ray for ``worker_cpus`` CPUs, or one GPU
-(``worker_gpus``), in which case the supernet's instance group runs on that GPU (``KIND_GPU``; Ray sets
-``CUDA_VISIBLE_DEVICES``). Actors are spread over the nodes and restarted by Ray without limit when their
+repository (only the served supernet models, ``serve --models``; model control off, the restricted APIs locked by a
+fresh key), bound to the node's address on free ports, and reports where it serves. It asks Ray for ``worker_cpus``
+CPUs, or one GPU (``worker_gpus``), in which case every model's instance group runs on that GPU (``KIND_GPU``; Ray
+sets ``CUDA_VISIBLE_DEVICES``). Actors are spread over the nodes and restarted by Ray without limit when their
 process or node dies (``max_restarts=-1``): the restarted actor starts a new Triton, on new ports, with a new
-incarnation, and the fleet (fleet.py) drops the old address and admits the new one. A Triton whose actor died
-is killed by its guard (orphan_guard.py). The data path does not go through Ray: the sidecar calls each Triton
-over gRPC, as it does a local one.
+incarnation, and the fleet (fleet.py) drops the old address and admits the new one. A Triton whose actor died is
+killed by its guard (orphan_guard.py). The data path does not go through Ray: the sidecar calls each Triton over
+gRPC, as it does a local one.
 """
 from __future__ import annotations
 
@@ -42,11 +42,14 @@ class RayWorkersConfig:
     """CPUs each worker asks Ray for (the supernet uses one intra-op thread per instance)."""
     worker_gpus: float = 0.0
     """GPUs each worker asks Ray for: 0 (CPU) or 1 (the supernet on that GPU)."""
-    model: str = "supernet"
+    models: tuple[str, ...] = ("supernet",)
+    """The models each worker's Triton loads (``serve --models``; the sidecar sets them)."""
     instances: int | None = None
     """Supernet instances per worker's Triton (core/instance_count.py; None: the committed config's)."""
 
     def __post_init__(self):
+        if not self.models:
+            raise ValueError("a Ray worker must load at least one model")
         if not self.address:
             raise ValueError("--ray needs an address: auto, HOST:PORT or ray://HOST:PORT")
         if self.worker_cpus < 0 or self.worker_gpus not in (0, 1) or (self.worker_cpus == 0 and not self.worker_gpus):
@@ -54,29 +57,34 @@ class RayWorkersConfig:
                              f"{self.worker_cpus}, {self.worker_gpus}")
 
 
-def gpu_repository(source: Path, model: str) -> Path:
-    """A temporary repository holding ``model`` with its instance group on the GPU (the caller removes it)."""
-    text = (source / model / "config.pbtxt").read_text()
-    if "KIND_CPU" not in text:
-        raise ValueError(f"{source / model / 'config.pbtxt'} has no KIND_CPU instance group to move to the GPU")
+def gpu_repository(source: Path, models: str | tuple[str, ...]) -> Path:
+    """A temporary repository holding ``models`` with their instance groups on the GPU (the caller removes
+    it)."""
+    models = (models,) if isinstance(models, str) else models
+    texts = {m: (source / m / "config.pbtxt").read_text() for m in models}
+    for m, text in texts.items():  # checked before anything is written
+        if "KIND_CPU" not in text:
+            raise ValueError(f"{source / m / 'config.pbtxt'} has no KIND_CPU instance group to move to the GPU")
     root = Path(tempfile.mkdtemp(prefix="superserve-gpu-repo-"))
-    (root / model).mkdir()
-    (root / model / "config.pbtxt").write_text(text.replace("KIND_CPU", "KIND_GPU"))
-    for item in (source / model).iterdir():
-        if item.name != "config.pbtxt":
-            (root / model / item.name).symlink_to(item.resolve(), target_is_directory=item.is_dir())
+    for m, text in texts.items():
+        (root / m).mkdir()
+        (root / m / "config.pbtxt").write_text(text.replace("KIND_CPU", "KIND_GPU"))
+        for item in (source / m).iterdir():
+            if item.name != "config.pbtxt":
+                (root / m / item.name).symlink_to(item.resolve(), target_is_directory=item.is_dir())
     return root
 
 
 class TritonActor:
     """One Triton worker on the node Ray placed this actor on (made remote by ``actor_class``)."""
 
-    def __init__(self, model: str = "supernet", instances: int | None = None):
-        self.repo = gpu_repository(paths.model_repository(), model) if ray.get_gpu_ids() else None
+    def __init__(self, models: tuple[str, ...] = ("supernet",), instances: int | None = None):
+        models = (models,) if isinstance(models, str) else tuple(models)
+        self.repo = gpu_repository(paths.model_repository(), models) if ray.get_gpu_ids() else None
         host = ray.util.get_node_ip_address()
         repo = str(self.repo) if self.repo else None
         self.triton = TritonProcess(TritonConfig(host=host, http_port=0, grpc_port=0, metrics_port=0,
-                                                 models=(model,), model_repository=repo, instances=instances))
+                                                 models=models, model_repository=repo, instances=instances))
         self.triton.start()
         self.guard = orphan_guard.start(self.triton.proc.pid)
         self.incarnation = uuid.uuid4().hex[:12]
@@ -119,7 +127,7 @@ class RayActors:
 
     async def start(self):
         opts = dict(num_cpus=self.cfg.worker_cpus, num_gpus=self.cfg.worker_gpus, scheduling_strategy="SPREAD")
-        actor = actor_class().options(**opts).remote(self.cfg.model, self.cfg.instances)
+        actor = actor_class().options(**opts).remote(self.cfg.models, self.cfg.instances)
         self._actors.append(actor)
         return actor
 

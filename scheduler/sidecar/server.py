@@ -112,13 +112,12 @@ class ServeConfig:
             raise ValueError("--worker-http cannot be paired with --resolve-workers (addresses found at start)")
         if self.cluster is not None and (self.workers or self.policy == "infaas" or self.worker_transport != "grpc"):
             raise ValueError("a cluster of managed workers (--ray, --autoscale) takes no --worker URLs, serves "
-                             "the supernet (not policy infaas) and calls its workers over gRPC")
+                             "the supernet models (not policy infaas) and calls its workers over gRPC")
         if not self.models:
             raise ValueError("serve at least one model")
-        if len(self.models) > 1 and (self.policy == "infaas" or self.cluster is not None):
-            raise ValueError("several models (--models) are served by the supernet deployment on fixed workers: not "
-                             "with policy infaas (one variant model per subnet) nor --ray/--autoscale (their workers "
-                             "load only the supernet)")
+        if len(self.models) > 1 and self.policy == "infaas":
+            raise ValueError("several models (--models) are served by the supernet deployment: not with policy "
+                             "infaas, whose workers load one variant model per subnet of a single model")
         if self.workers and self.local_workers != 1:
             raise ValueError(f"give running workers ({len(self.workers)} URLs) or a number of local workers "
                              f"({self.local_workers}), not both")
@@ -237,7 +236,7 @@ class Sidecar:
         if cfg.cluster is not None:  # workers the sidecar starts, watches and scales (cluster.py)
             from .cluster import ClusterWorkers
 
-            self.cluster = ClusterWorkers(cfg.cluster, triton_cfg, warmup)
+            self.cluster = ClusterWorkers(cfg.cluster, triton_cfg, warmup, cfg.models)
             workers = await self.cluster.start()
             urls = [w.url for w in workers]
         elif not urls:

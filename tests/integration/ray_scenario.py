@@ -1,5 +1,6 @@
 """The autoscaler's scenario (scaling_scenario.py) with Triton workers as Ray actors on a local Ray cluster of two
-simulated nodes, one CPU each, so each worker (one CPU) gets a node of its own.
+simulated nodes, one CPU each, so each worker (one CPU) gets a node of its own; and a Ray worker serving two
+models (``serve --models supernet,vit --ray``).
 
 Not collected on its own: test_ray_cluster.py runs this file with pytest inside a network namespace whose only
 interface is loopback (Ray binds the machine's interface address otherwise)."""
@@ -72,3 +73,33 @@ def scaling_scenario_triton_pid(url: str) -> int:
     pids = tritonserver_pids(int(url.rsplit(":", 1)[1]))
     assert len(pids) == 1, pids
     return pids[0]
+
+
+def test_ray_workers_serve_every_model(ray_cluster, tmp_path):
+    """``serve --models supernet,vit --ray``: the actor's Triton loads both models, the fleet admits it with both
+    ready and warmed up, and each model answers as its in-process forward over HTTP and gRPC."""
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    from superserve.scheduler.ports import free_ports
+    from superserve.scheduler.sidecar.server import serve_subprocess
+    from tests.integration.test_autoscale_models import MODELS, check_answers, in_process, profile_file
+
+    http, grpc = free_ports(2)
+    log = tmp_path / "serve.log"
+    args = ["--http-port", str(http), "--grpc-port", str(grpc), "--models", ",".join(MODELS),
+            "--profile", ",".join(f"{m}={profile_file(m)}" for m in MODELS),
+            "--ray", ray_cluster.address, "--worker-cpus", "1", "--workers", "1"]
+    with serve_subprocess(args, str(log)) as proc:
+        m = scaling_scenario.scrape(f"127.0.0.1:{http}")
+        assert m["sched_workers"] == 1
+        (worker,) = scaling_scenario.worker_urls(m)
+        check_answers(f"127.0.0.1:{http}", f"127.0.0.1:{grpc}", in_process(), np.random.default_rng(18))
+        direct = grpcclient.InferenceServerClient(worker)
+        try:
+            assert all(direct.is_model_ready(name) for name in MODELS)
+        finally:
+            direct.close()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
+    assert "Ray actor pid" in log.read_text()

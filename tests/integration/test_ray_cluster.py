@@ -32,4 +32,4 @@ def test_ray_cluster_scenario_in_a_loopback_namespace(tmp_path):
         why = next((line for line in out.splitlines() if "SKIPPED" in line), out[-300:])
         pytest.skip("inside the namespace: " + why)
     assert r.returncode == 0, out[-6000:]
-    assert "1 passed" in out, out[-3000:]
+    assert "2 passed" in out, out[-3000:]

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from superserve.scheduler.core.autoscale import AutoscaleConfig, Sample, decide, hot_reason, is_cold
+from superserve.scheduler.core.autoscale import (AutoscaleConfig, ModelLoad, Sample, combined_sample, decide,
+                                                  hot_reason, is_cold)
 
 BEST = 0.939
 CAPACITY_RPS = 300.0
@@ -166,3 +167,92 @@ def test_signals():
 def test_config_rejects_bad_values(kwargs):
     with pytest.raises(ValueError):
         AutoscaleConfig(**kwargs)
+
+
+# -- several models on the same workers (combined_sample) ---------------------------------------------------
+
+VIT_BEST, VIT_COST_MS = 0.90, 2 * COST_MS
+"""A second model: less accurate at its best, twice the cost per row."""
+
+
+def two_model_second(t_ms: float, target: int, workers: int, cnn_rps: float, vit_rps: float,
+                     cnn_loss: float = 0.0, vit_loss: float = 0.0):
+    """One second of a pool serving both models, each answered in full, each ``*_loss`` below its own best."""
+    cnn, vit = int(cnn_rps), int(vit_rps)
+    acc = cnn * (BEST - cnn_loss) + vit * (VIT_BEST - vit_loss)
+    return combined_sample(t_ms, 1000.0, target, workers, missed=0, accuracy_sum=acc,
+                           loads=[ModelLoad(cnn, cnn, BEST, COST_MS), ModelLoad(vit, vit, VIT_BEST, VIT_COST_MS)])
+
+
+def drive(second, seconds: int, cfg: AutoscaleConfig, start: int = 1, admit_s: int = 3):
+    """decide() once a second on ``second(now, target, workers)``; workers follow a rise after ``admit_s``."""
+    window, target, workers, since, targets = [], start, start, None, []
+    for sec in range(1, seconds + 1):
+        now = sec * 1000.0
+        if workers < target:
+            since = now if since is None else since
+            if now - since >= admit_s * 1000:
+                workers, since = workers + 1, None
+        workers = min(workers, target)
+        window.append(second(now, target, workers))
+        target = decide(window, now, cfg).target
+        targets.append(target)
+    return targets
+
+
+def test_one_model_combined_is_that_models_sample():
+    loads = [ModelLoad(ok=90, rows=120, best_accuracy=BEST, best_cost_ms=COST_MS)]
+    s = combined_sample(5000, 1000, 2, 2, missed=10, accuracy_sum=90 * 0.93, loads=loads)
+    assert s == Sample(5000, 1000, 2, 2, ok=90, missed=10, accuracy_sum=90 * 0.93, rows=120, best_accuracy=BEST,
+                       best_cost_ms=COST_MS)
+    with pytest.raises(ValueError, match="at least one model"):
+        combined_sample(5000, 1000, 2, 2, missed=0, accuracy_sum=0.0, loads=[])
+
+
+def test_demand_of_several_models_adds_up():
+    # each model alone is 0.5 of one worker's capacity on its best subnet (150 rows at 1/300 s, 75 at 2/300 s):
+    # together the one worker is full
+    s = two_model_second(1000, 1, 1, cnn_rps=150, vit_rps=75)
+    assert s.demand == pytest.approx(1.0)
+    assert s.ok == 225 and s.rows == 225
+    assert hot_reason(s, AutoscaleConfig())[0] == "demand"
+    # neither model alone would ask for a worker
+    for rps in ((150, 0), (0, 75)):
+        assert hot_reason(two_model_second(1000, 1, 1, *rps), AutoscaleConfig()) is None
+
+
+def test_the_accuracy_gap_is_each_request_against_its_own_models_best():
+    cfg = AutoscaleConfig(up_demand=0.95)
+    # both at their own best: no gap, although the transformer's best is far below the CNN's
+    s = two_model_second(1000, 1, 1, cnn_rps=150, vit_rps=60)
+    assert s.accuracy(cfg.min_requests) == pytest.approx((150 * BEST + 60 * VIT_BEST) / 210)
+    assert s.best_accuracy - s.accuracy(cfg.min_requests) == pytest.approx(0.0)
+    assert hot_reason(s, cfg) is None
+    # the transformer 0.03 below its best on 60 of 210 requests: a mean shortfall of 0.0086 < 0.01
+    assert hot_reason(two_model_second(1000, 1, 1, 150, 60, vit_loss=0.03), cfg) is None
+    # both models 0.015 below their own best: hot for accuracy
+    assert hot_reason(two_model_second(1000, 1, 1, 150, 60, 0.015, 0.015), cfg)[0] == "accuracy"
+
+
+def test_two_models_scale_up_on_their_joint_surge_and_back_down_after_it():
+    """Fake clock: each model at 0.25 of a worker (together 0.5); then each surges to 0.7 (together 1.4, the CNN
+    losing accuracy as SlackFit trades it); then back. The pool grows to 2 within the up hold plus a start, and
+    after the surge returns to 1 after the down hold; it never flaps."""
+    cfg = AutoscaleConfig()
+
+    def second(now, target, workers):
+        sec = now / 1000
+        share = 0.7 if 10 < sec <= 60 else 0.25  # of one worker's capacity, per model
+        per_worker = 2 * share / workers
+        loss = 0.02 if per_worker > cfg.up_demand else 0.0
+        return two_model_second(now, target, workers, share * CAPACITY_RPS, share * CAPACITY_RPS / 2, cnn_loss=loss)
+
+    targets = drive(second, 130, cfg)
+    assert targets[:10] == [1] * 10, "0.5 of one worker: nothing to add"
+    first_up = targets.index(2)
+    assert 10 + cfg.up_hold_s <= first_up + 1 <= 10 + cfg.up_hold_s + 2, targets
+    assert max(targets) == 2, "1.4 on two workers is 0.7 each: no third"
+    assert targets[59] == 2, "the pool holds through the surge"
+    assert targets[-1] == 1, "the surge over, one worker removed"
+    changes = [b - a for a, b in zip(targets, targets[1:]) if a != b]
+    assert changes == [1, -1], f"no flapping: {changes}"
