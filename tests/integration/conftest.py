@@ -59,3 +59,17 @@ def sidecar(triton_plain, tmp_path_factory):
         yield f"127.0.0.1:{http}", f"127.0.0.1:{grpc}"
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=15) == 0, (tmp / "serve.log").read_text()
+
+
+def tritonserver_pids(grpc_port: int) -> list[int]:
+    """tritonserver processes listening on ``grpc_port`` (from their command lines)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if cmd and cmd[0].endswith(b"tritonserver") and f"--grpc-port={grpc_port}".encode() in cmd:
+                out.append(int(d.name))
+    return out

@@ -68,7 +68,7 @@ def test_ray_workers_scale_up_restart_and_drain(ray_cluster, tmp_path):
 
 
 def scaling_scenario_triton_pid(url: str) -> int:
-    from tests.integration.test_autoscale_local import tritonserver_pids
+    from tests.integration.conftest import tritonserver_pids
 
     pids = tritonserver_pids(int(url.rsplit(":", 1)[1]))
     assert len(pids) == 1, pids

@@ -6,26 +6,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from pathlib import Path
 
 import numpy as np
 
 from superserve.scheduler.sidecar.metered_worker import MeteredWorker
 from tests.integration import scaling_scenario
-
-
-def tritonserver_pids(grpc_port: int) -> list[int]:
-    """tritonserver processes listening on ``grpc_port`` (from their command lines)."""
-    out = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                cmd = (d / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if cmd and cmd[0].endswith(b"tritonserver") and f"--grpc-port={grpc_port}".encode() in cmd:
-                out.append(int(d.name))
-    return out
+from tests.integration.conftest import tritonserver_pids
 
 
 def test_autoscale_local_processes(tmp_path):
