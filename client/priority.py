@@ -34,11 +34,15 @@ def client_nice(nice: int | None):
     if nice is None:
         yield None
         return
-    old = {t: os.getpriority(os.PRIO_PROCESS, t) for t in _threads()}
+    old = {}
+    for t in _threads():
+        with contextlib.suppress(ProcessLookupError):  # a thread that ended since the listing
+            old[t] = os.getpriority(os.PRIO_PROCESS, t)
     applied: int | None = nice
     try:
         for t in old:
-            os.setpriority(os.PRIO_PROCESS, t, nice)
+            with contextlib.suppress(ProcessLookupError):
+                os.setpriority(os.PRIO_PROCESS, t, nice)
     except PermissionError:
         applied = None
         log.warning("--client-nice %d not permitted (needs CAP_SYS_NICE): the load generator runs at its normal "
