@@ -9,7 +9,8 @@ Writes ``results/<name>.json`` (docs/design.md format plus per-second series) an
 Policies: ``slackfit`` (ours) · ``slackfit-classic`` (SlackFit as before issue 13: mean latency
 scaled by a running mean, one batch in flight per worker, the paper's latency buckets) · ``slackfit-paper``
 (SlackFit looking only in the latency bucket just under the slack, as the paper does) · ``slackfit-drop`` (SlackFit
-dropping a request that fits only the likely latency, as before it served them best effort) · ``slackfit-affine[:q]``
+dropping a request that fits only the likely latency, as before it served them best effort) · ``slackfit-margin``
+(SlackFit with ``serve --measure-margin``: the reply time's and the event loop's lag measured) · ``slackfit-affine[:q]``
 / ``slackfit-quantile[:q]`` (SlackFit with that latency model, scheduler/core/latency_view.py, planned at quantile q)
 · ``clipper[:subnet]`` (AIMD batch on one subnet, default largest)
 · ``infaas`` (cheapest variant per request; separate models loaded on demand) · ``fixed:<subnet>``
@@ -57,7 +58,7 @@ PAPER_ARGS = ("--slackfit-buckets", str(PAPER_BUCKETS))
 CLASSIC_ARGS = ("--latency-model", "ewma", "--no-pipeline", *PAPER_ARGS)
 """slackfit-classic: SlackFit with the latency handling and the bucket rule from before issue 13."""
 SLACKFIT_VARIANTS = {"slackfit-classic": CLASSIC_ARGS, "slackfit-paper": PAPER_ARGS,
-                     "slackfit-drop": ("--slackfit-overflow", "drop"),
+                     "slackfit-drop": ("--slackfit-overflow", "drop"), "slackfit-margin": ("--measure-margin",),
                      "slackfit-affine": ("--latency-model", "affine"),
                      "slackfit-quantile": ("--latency-model", "quantile")}
 """SlackFit with another latency model, for A/B runs side by side; ``<variant>:<q>`` also sets

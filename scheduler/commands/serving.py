@@ -231,7 +231,8 @@ def _serve_arguments(sv: argparse.ArgumentParser) -> None:
         "--measure-margin",
         action="store_true",
         default=e.measure_margin,
-        help="plan with max(--margin-ms, the 95th percentile of the reply times measured online)",
+        help="plan with max(--margin-ms, the 95th percentiles of the reply times and of the event loop's lag, "
+        "measured online)",
     )
     sv.add_argument(
         "--no-adapt-latency",

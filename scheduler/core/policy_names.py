@@ -11,6 +11,7 @@ kind                   what runs                                                
 ``slackfit-classic``   SlackFit with the latency handling from before issue 13        none
 ``slackfit-paper``     SlackFit with the paper's 16 latency buckets                   none
 ``slackfit-drop``      SlackFit dropping what fits only the likely latency            none
+``slackfit-margin``    SlackFit with the reply margin measured online                 none
 ``slackfit-affine``    SlackFit with ``--latency-model affine``                       its quantile, 0.5-1
 ``slackfit-quantile``  SlackFit with ``--latency-model quantile``                     its quantile, 0.5-1
 ``slackfit+escalate``  SlackFit; answers below a confidence go up while slack allows  confidence, 0-1
@@ -39,6 +40,7 @@ KINDS = (
     "slackfit-classic",
     "slackfit-paper",
     "slackfit-drop",
+    "slackfit-margin",
     "slackfit-affine",
     "slackfit-quantile",
     "cascade",
@@ -63,11 +65,12 @@ SIMULATED = (
 ADAPTIVE = tuple(k for k in KINDS if k not in ("fixed", "triton-fixed"))
 """Policies that choose per batch: a point on the frontier plot and a headline ratio each (``fixed`` is our
 scheduler on one subnet, neither adaptive nor Triton's batcher)."""
-NO_ARG = ("slackfit", "slackfit-classic", "slackfit-paper", "slackfit-drop", "infaas")
+NO_ARG = ("slackfit", "slackfit-classic", "slackfit-paper", "slackfit-drop", "slackfit-margin", "infaas")
 SERVED_AS = {
     "slackfit-classic": "slackfit",
     "slackfit-paper": "slackfit",
     "slackfit-drop": "slackfit",
+    "slackfit-margin": "slackfit",
     "slackfit-affine": "slackfit",
     "slackfit-quantile": "slackfit",
     "slackfit+escalate": "slackfit",

@@ -57,7 +57,8 @@ class EngineConfig:
     adapt_latency: bool = _LIFECYCLE.latency is not None
     """Plan with the profile scaled by observed/profiled batch latency (core/latency_model.py)."""
     measure_margin: bool = False
-    """Plan with max(margin_ms, the 95th percentile of recent reply times measured online), core/reply_margin.py."""
+    """Plan with max(margin_ms, the 95th percentile of recent reply times plus that of the event loop's lag, both
+    measured online), core/reply_margin.py."""
     latency_model: str = _LIFECYCLE.latency_kind
     """``affine``: observed = scale x profiled + offset, planned with ``latency_quantile`` of the residual
     in ms (core/latency_affine.py); ``quantile``: plan at ``latency_quantile`` of the observed/profiled ratio,
@@ -166,6 +167,7 @@ class Engine:
         """Per job (by id()), the future its caller awaits."""
         self._sweep: asyncio.TimerHandle | None = None
         self._pipe_timer: asyncio.TimerHandle | None = None
+        self._lag_probe: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
         self._running: dict[int, set] = {}
         """Batch tasks in flight per worker state."""
@@ -324,6 +326,23 @@ class Engine:
             self._deliver(resolved)
             self._apply(self.lifecycle.pump(self.clock.now_ms()))
 
+    LAG_PROBE_S = 0.01
+    """With ``measure_margin``: how often the event loop's lag is probed (a timer's lateness; 100 a second cost
+    about 0.2% of a core)."""
+
+    def start_lag_probe(self) -> None:
+        """With ``measure_margin``, probe the event loop's lag from now on (once a loop runs, server.py)."""
+        if self.cfg.measure_margin and self._lag_probe is None:
+            loop = asyncio.get_running_loop()
+            self._lag_probe = loop.call_later(self.LAG_PROBE_S, self._probe_lag, loop.time() + self.LAG_PROBE_S)
+
+    def _probe_lag(self, due: float) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self.lifecycle.reply.observe_lag((now - due) * 1000)
+        self.stats.reply_margin_ms = self.lifecycle.reply.margin_ms
+        self._lag_probe = loop.call_later(self.LAG_PROBE_S, self._probe_lag, now + self.LAG_PROBE_S)
+
     def observe_reply(self, reply_ms: float) -> None:
         """A front end encoded an answer ``reply_ms`` after the engine had it."""
         self.stats.reply_seconds.observe(reply_ms / 1000)
@@ -346,6 +365,8 @@ class Engine:
             "factor": self.lifecycle.served(d.model).factor}) + "\n")
 
     async def close(self) -> None:
+        if self._lag_probe:
+            self._lag_probe.cancel()
         if self._sweep:
             self._sweep.cancel()
         if self._pipe_timer:

@@ -267,6 +267,7 @@ class Sidecar:
                 max_rows=profiles[name].max_batch, input=files[name].input, metadata_pb=meta_pb, config_pb=config_pb))
         self.engine = Engine(cfg.engine, None, None, workers, health=cfg.health, models=specs)
         self.engine.pool.start(warmup)
+        self.engine.start_lag_probe()
         if self.cluster is not None:
             self.cluster.attach(self.engine)
         app = HttpFrontend(self.engine, surfaces).app

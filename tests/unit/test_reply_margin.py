@@ -23,3 +23,16 @@ def test_quantile_floor_and_cadence():
 def test_bad_config_refused():
     with pytest.raises(ValueError):
         ReplyMargin(floor_ms=-1)
+
+
+def test_the_event_loops_lag_adds_to_the_reply_time():
+    m = ReplyMargin(floor_ms=10.0, every=4, window=8)
+    for v in (12.0, 12.0, 12.0, 12.0):
+        m.observe(v)
+    assert m.margin_ms == 12.0
+    for lag in (20.0, 20.0, 20.0, 20.0):
+        m.observe_lag(lag)
+    assert m.margin_ms == 32.0  # a request waits for the loop before it is read, its answer after
+    for lag in (-1.0,) * 8:  # a timer a hair early is no lag
+        m.observe_lag(lag)
+    assert m.margin_ms == 12.0
