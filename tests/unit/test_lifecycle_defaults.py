@@ -13,6 +13,8 @@ import subprocess
 import sys
 from typing import Any
 
+import pytest
+
 from superserve.scheduler import paths
 
 
@@ -83,6 +85,7 @@ OTHER_DEFAULTS = """dict(margin_ms=7.0, queue_capacity=1234, max_inflight_per_wo
     shed_peak_fraction=0.8)"""
 
 
+@pytest.mark.slow  # a fresh interpreter importing the whole CLI: in `make test`, not the quick loop
 def test_changing_a_default_in_lifecycle_config_changes_it_everywhere():
     """In a fresh interpreter, LifecycleConfig is given other defaults before any other module reads it; the
     engine, the simulator, the planner and the command lines then all follow it."""

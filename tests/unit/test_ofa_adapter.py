@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("ofa") is None,
-                                reason="the optional 'ofa' package is not installed (pip install "
-                                "'superserve-triton[ofa]'); the OFA adapter cannot be tested")
+pytestmark = [pytest.mark.skipif(importlib.util.find_spec("ofa") is None,
+                                 reason="the optional 'ofa' package is not installed (pip install "
+                                 "'superserve-triton[ofa]'); the OFA adapter cannot be tested"),
+              pytest.mark.slow]  # OFA's own networks are built per test: in `make test`, not the quick loop
 
 RES, CLASSES = 32, 10
 
