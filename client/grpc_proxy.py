@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 
 import grpc
+
+from superserve.client.standin_worker import serve_until_signalled
 
 SERVICE = "inference.GRPCInferenceService"
 
@@ -29,14 +30,7 @@ async def serve(host: str, port: int, upstream: str) -> None:
         model_infer)})
     server = grpc.aio.server()
     server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port(f"{host}:{port}")
-    await server.start()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-    print(f"proxy ready {port}", flush=True)
-    await stop.wait()
-    await server.stop(0)
+    await serve_until_signalled(server, f"{host}:{port}", "proxy ready")
     await channel.close()
 
 

@@ -63,17 +63,23 @@ class StandIn(service_pb2_grpc.GRPCInferenceServiceServicer):
         return r
 
 
-async def serve(host: str, port: int) -> None:
-    server = grpc.aio.server()
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(StandIn(), server)
-    port = server.add_insecure_port(f"{host}:{port}")
+async def serve_until_signalled(server: grpc.aio.Server, address: str, ready: str) -> None:
+    """Bind ``server`` to ``address``, start it, print ``<ready> <port>`` (what the bench waits for), serve until
+    SIGINT or SIGTERM, then stop (the stand-in's and the proxy's process body, client/grpc_proxy.py)."""
+    port = server.add_insecure_port(address)
     await server.start()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-    print(f"standin ready {port}", flush=True)
+    print(f"{ready} {port}", flush=True)
     await stop.wait()
     await server.stop(0)
+
+
+async def serve(host: str, port: int) -> None:
+    server = grpc.aio.server()
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(StandIn(), server)
+    await serve_until_signalled(server, f"{host}:{port}", "standin ready")
 
 
 def main() -> None:
