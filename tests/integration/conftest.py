@@ -73,3 +73,22 @@ def tritonserver_pids(grpc_port: int) -> list[int]:
             if cmd and cmd[0].endswith(b"tritonserver") and f"--grpc-port={grpc_port}".encode() in cmd:
                 out.append(int(d.name))
     return out
+
+
+def profile_file(model: str):
+    """The committed profile of served model ``model`` (the one the sidecar plans with here)."""
+    folder = paths.repo_root() / "profiles" / ("" if model == "supernet" else model)
+    return sorted(folder.glob("*.json"))[0]
+
+
+def models_in_process(models) -> dict:
+    """{model: (network, profile)}: the weights each model's config names, and the profile the sidecar plans with."""
+    from superserve.scheduler.core.profile import Profile
+    from superserve.scheduler.offline.model_config import model_weights
+    from superserve.supernet.checkpoint import load_checkpoint
+
+    out = {}
+    for m in models:
+        text = (paths.model_repository() / m / "config.pbtxt").read_text()
+        out[m] = (load_checkpoint(paths.backend_dir() / model_weights(text))[0], Profile.load(profile_file(m)))
+    return out

@@ -17,12 +17,9 @@ import torch
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from superserve.scheduler import paths
-from superserve.scheduler.core.profile import Profile
-from superserve.scheduler.offline.model_config import model_weights
 from superserve.scheduler.sidecar.server import serve_subprocess
-from superserve.supernet.checkpoint import load_checkpoint
 from tests.conftest import free_ports
+from tests.integration.conftest import models_in_process, profile_file
 from tests.integration.scaling_scenario import scrape, wait_for, worker_urls
 
 MODELS = ("supernet", "vit")
@@ -51,18 +48,8 @@ MAX_REQUESTS = 5_000
 MAX_SECONDS = 150.0
 
 
-def profile_file(model: str):
-    folder = paths.repo_root() / "profiles" / ("" if model == "supernet" else model)
-    return sorted(folder.glob("*.json"))[0]
-
-
 def in_process():
-    """{model: (network, profile)}: the weights each config names, and the profile the sidecar plans with."""
-    out = {}
-    for m in MODELS:
-        text = (paths.model_repository() / m / "config.pbtxt").read_text()
-        out[m] = (load_checkpoint(paths.backend_dir() / model_weights(text))[0], Profile.load(profile_file(m)))
-    return out
+    return models_in_process(MODELS)
 
 
 def infer(protocol: str, address: str, model: str, x: np.ndarray):

@@ -19,21 +19,14 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from superserve.client.prometheus_text import scrape
-from superserve.scheduler import paths
-from superserve.scheduler.offline.model_config import model_weights
 from superserve.scheduler.core.profile import Profile
 from superserve.scheduler.sidecar.server import serve_subprocess
-from superserve.supernet.checkpoint import load_checkpoint
 from tests.conftest import free_ports
+from tests.integration.conftest import models_in_process, profile_file
 
 MODELS = ("supernet", "vit")
 MARGIN_MS = 2.0
 RNG = np.random.default_rng(5)
-
-
-def profile_file(model: str):
-    folder = paths.repo_root() / "profiles" / ("" if model == "supernet" else model)
-    return sorted(folder.glob("*.json"))[0]
 
 
 @pytest.fixture(scope="module")
@@ -54,12 +47,7 @@ def two_model_sidecar(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def in_process():
-    """{model: (network, profile)}: the weights each config names, and the profile the sidecar plans with."""
-    out = {}
-    for m in MODELS:
-        text = (paths.model_repository() / m / "config.pbtxt").read_text()
-        out[m] = (load_checkpoint(paths.backend_dir() / model_weights(text))[0], Profile.load(profile_file(m)))
-    return out
+    return models_in_process(MODELS)
 
 
 def url(sidecar, protocol):
