@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from superserve.client import batchlog, frontier, noise, priority, prometheus_text, report, results, traces, triton_fixed
+from superserve.client import batchlog, frontier, noise, phases, priority, prometheus_text, report, results, traces, triton_fixed
 from superserve.client.loadgen import Target, assign_slos, records_json, run_open_loop, slo_classes
 from superserve.scheduler import paths
 from superserve.scheduler.core import policy_names
@@ -200,8 +200,8 @@ def policy_server(policy: str, profile: Profile, slo_ms: float, workdir: Path, s
             "--triton-grpc-port", str(tg), "--triton-metrics-port", str(tm),
             "--policy", str(spec.served_as),
             "--default-slo-ms", str(slo_ms), "--triton-log-file", str(workdir / "triton.log")]
-    if python is None:  # another checkout's serve may not know --batch-log
-        args += ["--batch-log", str(workdir / "batches.jsonl")]
+    if python is None:  # another checkout's serve may not know --batch-log or --request-log
+        args += ["--batch-log", str(workdir / "batches.jsonl"), "--request-log", str(workdir / "requests.jsonl")]
     if profile_path:
         args += ["--profile", str(profile_path)]
     if kind in SLACKFIT_VARIANTS:
@@ -215,7 +215,8 @@ def policy_server(policy: str, profile: Profile, slo_ms: float, workdir: Path, s
     args += list(serve_args)
     with serve_subprocess(args, str(workdir / "serve.log"), python=python):
         yield Target(f"127.0.0.1:{grpc}", metrics_url=f"http://127.0.0.1:{http}/metrics",
-                     batch_log=None if python else str(workdir / "batches.jsonl"))
+                     batch_log=None if python else str(workdir / "batches.jsonl"),
+                     request_log=None if python else str(workdir / "requests.jsonl"))
 
 
 def scheduler_view(target: Target) -> dict:
@@ -354,12 +355,13 @@ def run(cfg: BenchConfig, command: str, pool: FixedPool | None = None) -> Path:
                                cfg.serve_args, python, profile_path, pool) as target, noise.cotenant(cfg.noise, cfg.seed):
                 asyncio.run(_warm(target, images, labels, cfg.warmup))
                 before = scheduler_view(target)
-                skip = batchlog.count(target.batch_log)
+                skip, skip_requests = batchlog.count(target.batch_log), batchlog.count(target.request_log)
                 with priority.client_nice(cfg.client_nice) as applied:
                     recs = asyncio.run(run_open_loop(target, trace.arrivals_s, slos, images, labels, floors))
                 result["client_nice"] = {"asked": cfg.client_nice, "applied": applied}
                 after = scheduler_view(target)
                 batches = batchlog.summarize(batchlog.read(target.batch_log, skip=skip))
+                where = phases.from_files(recs, target.request_log, skip=skip_requests)
         summary = summarize(recs)
         spec = policy_names.parse(policy)
         if spec.triton_fixed and not spec.compare:
@@ -369,6 +371,8 @@ def run(cfg: BenchConfig, command: str, pool: FixedPool | None = None) -> Path:
             result["frontier"]["run"].append(policy)
         if batches:
             summary["batches"] = batches
+        if where:
+            summary["phases"] = where
         if after:
             summary["scheduler_view"] = {k: round(v - before.get(k, 0), 3) if not k.endswith("scale") else v
                                          for k, v in after.items()}
@@ -382,6 +386,11 @@ def run(cfg: BenchConfig, command: str, pool: FixedPool | None = None) -> Path:
                   f"p99 {batches['observed_over_planned']['p99']}  over plan {batches['over_plan_share']}  "
                   f"worker idle {batches['worker_idle_ms_per_batch']} ms/batch ({batches['worker_idle_share']} of "
                   f"backlogged time)  final factor {batches['final_factor']}", flush=True)
+        if where and where["late"]:
+            lp = where["late_answers"]
+            print(f"{'':28} {where['late']} late at the client: p50 ms to scheduler {lp['to_scheduler']['p50']}, "
+                  f"in it {lp['in_scheduler']['p50']}, back to client {lp['to_client']['p50']}; most time lost "
+                  f"{where['late_blame']}", flush=True)
     result["arrivals_per_s"] = report.arrival_series(trace, 1.0)
     if any(policy_names.parse(p).triton_fixed for p in result["policies"]):
         result["headline"] = _headlines(result, accuracy_of)

@@ -43,6 +43,8 @@ class Target:
     """The sidecar's Prometheus endpoint, if any (for the scheduler's own view of a run)."""
     batch_log: str | None = None
     """The sidecar's per-batch log file (``serve --batch-log``), if any."""
+    request_log: str | None = None
+    """The sidecar's per-request log file (``serve --request-log``), if any."""
 
 
 @dataclass
@@ -64,6 +66,9 @@ class Record:
     escalations: int = 0
     """Cascade stages run after the first (INFO's escalations)."""
     message: str = ""
+    sent_ms: float | None = None
+    """When it was sent, CLOCK_MONOTONIC ms (the sidecar's clock too: client/phases.py joins the two by request id,
+    which is the record's index)."""
 
 
 def slo_classes(spec: str, allow_zero: bool = False) -> list[tuple[float, float]]:
@@ -102,8 +107,10 @@ async def _one(client, target: Target, rec: Record, x: np.ndarray, label: int, s
     kwargs = {"timeout": int(rec.slo_ms * 1000)} if target.triton_timeout else {}
     t = time.perf_counter()
     rec.lag_ms = round((t - start - rec.send_s) * 1000, 3)
+    rec.sent_ms = round(t * 1000, 3)
     try:
-        r = await client.infer(target.model, [inp], parameters=params, client_timeout=rec.slo_ms / 1000 + 30, **kwargs)
+        r = await client.infer(target.model, [inp], parameters=params, client_timeout=rec.slo_ms / 1000 + 30,
+                               request_id=str(rec.index), **kwargs)
     except InferenceServerException as e:
         rec.latency_ms = (time.perf_counter() - t) * 1000
         rec.status, rec.message = str(e.status()).replace("StatusCode.", ""), (e.message() or "")[:200]

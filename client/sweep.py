@@ -24,6 +24,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from superserve.client import noise
 from superserve.scheduler import paths
 from superserve.scheduler.core import policy_names
 from superserve.scheduler.provenance import command_line
@@ -81,6 +82,8 @@ class SweepConfig:
     warmup: int = 40
     serve_args: tuple[str, ...] = ()
     frontier_stop: bool = True
+    client_nice: int | None = None
+    """The load generator's niceness while it measures (``bench --client-nice``; client/priority.py)."""
 
     def __post_init__(self):
         for t in self.traces:
@@ -93,8 +96,10 @@ class SweepConfig:
             raise ValueError(f"design must be star or grid, got {self.design!r}")
         if not self.seeds or not self.rates or not self.traces or not self.slos or not self.noises:
             raise ValueError("every axis (traces, rates, slos, noises, seeds) needs at least one value")
-        if any(r <= 0 for r in self.rates) or any(not 0 <= n <= 1 for n in self.noises):
-            raise ValueError(f"rates must be > 0 and noises in [0, 1]: {self.rates}, {self.noises}")
+        if any(r <= 0 for r in self.rates):
+            raise ValueError(f"rates must be > 0: {self.rates}")
+        for n in self.noises:
+            noise.shares(n)  # raises naming the range: [0, this host's cores]
         if self.duration_s is not None and self.duration_s <= 0:
             raise ValueError(f"duration_s must be > 0, got {self.duration_s}")
 
@@ -237,7 +242,7 @@ def bench_config(cfg: SweepConfig, cell: Cell, profile: Profile, cap: dict, dura
         name=cell.name, policies=tuple(cfg.policies) + (bench.PARETO,), kind=kind, rate_x=cell.rate_x,
         cv2=cv2 or 8.0, duration_s=duration_s, seed=cell.seed, slo=f"{slo_ms(cell.slo, profile):g}",
         capacity_rps=cap["rps"], warmup=cfg.warmup, out_dir=Path(cfg.out_dir), serve_args=tuple(cfg.serve_args),
-        noise=cell.noise, profile=cfg.profile, frontier_stop=cfg.frontier_stop,
+        noise=cell.noise, profile=cfg.profile, frontier_stop=cfg.frontier_stop, client_nice=cfg.client_nice,
         extra={"sweep": dict(asdict(cell), point=list(cell.point), design=cfg.design,
                              largest_b1_ms=profile.subnets[-1].latency_ms[1], capacity_method=cap.get("method"))})
 
@@ -255,6 +260,8 @@ def bench_command(b) -> str:
         args += ["--noise", f"{b.noise:g}"]
     if b.frontier_stop:
         args += ["--frontier-stop"]
+    if b.client_nice is not None:
+        args += ["--client-nice", str(b.client_nice)]
     if b.serve_args:
         args += ["--serve-args", " ".join(b.serve_args)]
     return "superserve bench " + " ".join(shlex.quote(a) for a in args)
@@ -326,7 +333,7 @@ def config_from_args(args) -> SweepConfig:
     return SweepConfig(**base, budget_min=args.budget_min, capacity_rps=args.capacity_rps, profile=args.profile,
                        out_dir=Path(args.out_dir) if args.out_dir else
                        paths.repo_root() / "results" / ("sweep-quick" if args.quick else "sweep"),
-                       serve_args=tuple(shlex.split(args.serve_args or "")))
+                       serve_args=tuple(shlex.split(args.serve_args or "")), client_nice=args.client_nice)
 
 
 def main(args) -> int:
@@ -358,5 +365,7 @@ def add_parser(sub) -> None:
     s.add_argument("--profile", help="profile JSON (default: this machine's)")
     s.add_argument("--out-dir", help="default results/sweep/ (--quick: results/sweep-quick/)")
     s.add_argument("--serve-args", help="extra options for every superserve serve")
+    s.add_argument("--client-nice", type=int, metavar="N", help="run the load generator at niceness N while it "
+                   "measures (bench --client-nice; e.g. -10, needs root): a client on a host of its own")
     s.add_argument("--dry-run", action="store_true", help="print the plan and its estimated time, run nothing")
     s.set_defaults(func=main)

@@ -281,6 +281,11 @@ def _serve_arguments(sv: argparse.ArgumentParser) -> None:
         help="append one JSON line per finished batch to this file (timings, planned and observed latency)",
     )
     sv.add_argument(
+        "--request-log",
+        help="append one JSON line per answered request to this file: its id and when (CLOCK_MONOTONIC ms) it "
+        "was decoded, answered and encoded, to join with a client's own times (docs/data-path.md)",
+    )
+    sv.add_argument(
         "--no-admission-shedding",
         dest="admission_shedding",
         action="store_false",
@@ -402,6 +407,7 @@ def serve_config(
             pipeline_lead_ms=args.pipeline_lead_ms,
             pipeline_min_rows=args.pipeline_min_rows,
             batch_log=args.batch_log,
+            request_log=args.request_log,
             default_min_confidence=args.min_confidence,
         ),
         # a worker that is down is probed at growing gaps, up to HealthConfig's longest (2 s)

@@ -9,6 +9,7 @@ unexpected exceptions, so a bug costs a 500 and a metric, never a log line per r
 """
 from __future__ import annotations
 
+import json
 import logging
 import struct
 import time
@@ -127,6 +128,7 @@ class DataPlane:
     async def infer(self, req: InferRequest) -> InferResponse:
         """Answer ``req`` or raise a ServeError (counted once, whoever raised it)."""
         model = None
+        decoded_ms = self.engine.clock.now_ms()
         try:
             model = self.models.get(req.model, req.version)
             wanted = check_outputs(req.outputs)
@@ -140,7 +142,12 @@ class DataPlane:
                                 model.name if several else None)
             answer = await self.engine.infer(image, params, model.name if several else None)
             resp = self._response(req, wanted, answer, model)
-            self.engine.observe_reply(self.engine.clock.now_ms() - answer.done_ms)
+            encoded_ms = self.engine.clock.now_ms()
+            self.engine.observe_reply(encoded_ms - answer.done_ms)
+            if self.engine.request_log is not None:
+                self.engine.request_log.write(json.dumps(
+                    {"id": req.id, "protocol": req.protocol, "decoded": round(decoded_ms, 3),
+                     "answered": round(answer.done_ms, 3), "encoded": round(encoded_ms, 3)}) + "\n")
             return resp
         except ServeError as e:
             self.engine.record_rejection(e, None if model is None else model.name)

@@ -32,6 +32,16 @@ def test_bench_quick_end_to_end(tmp_path):
         assert s["errors"] == 0, (name, s)
         assert 0 < s["slo_attainment"] <= 1 and 0.8 < s["mean_served_accuracy"] < 0.95, (name, s)
         assert sum(res["series"][name]["sent"]) == n
+    # Where each answer's time went, on one clock: every answered request of the sidecar's policies is joined with
+    # the sidecar's request log (none of the warm-up's), each phase is a duration, and the warm-up is not counted.
+    for name in ("slackfit", "clipper"):
+        s, ph = res["policies"][name], res["policies"][name]["phases"]
+        answered = s["requests"] - s["dropped"] - s["rejected"] - s["errors"]
+        assert ph["n"] == answered and ph["late"] == s["late"], (name, ph)
+        for phase in ("to_scheduler", "in_scheduler", "encode", "to_client"):
+            assert 0 <= ph["all"][phase]["p50"] <= ph["all"][phase]["p99"], (name, phase, ph)
+        assert sum(ph["late_blame"].values()) == ph["late"], ph
+    assert "phases" not in res["policies"]["triton-fixed:largest"]
     # The fixed baseline served only the largest subnet; SlackFit is free to choose.
     assert list(res["policies"]["triton-fixed:largest"]["subnets"]) == [res["capacity"]["subnet"]]
     for what in ("summary", "timeline", "latency_cdf"):

@@ -115,9 +115,25 @@ def test_star_and_grid_plans():
     grid = sweep.cells(sweep.SweepConfig(**{**cfg.__dict__, "design": "grid"}))
     assert len(grid) == 2 * 2 * 2 * 2 and len({c.name for c in grid}) == len(grid)
     assert sweep.trace_kind("cv4") == ("bursty", 4.0) and sweep.trace_kind("azure") == ("azure", 0.0)
-    for bad in ({"traces": ("cvx",)}, {"slos": ("fast",)}, {"design": "cube"}, {"seeds": ()}, {"noises": (2.0,)}):
+    for bad in ({"traces": ("cvx",)}, {"slos": ("fast",)}, {"design": "cube"}, {"seeds": ()}, {"noises": (999.0,)},
+                {"noises": (-0.5,)}, {"rates": (0.0,)}):
         with pytest.raises(ValueError):
             sweep.SweepConfig(**bad)
+
+
+def test_a_cell_runs_the_bench_with_the_sweeps_client_priority_and_noise():
+    from superserve.scheduler.core.profile import Profile
+    from superserve.scheduler.sidecar.server import find_profile
+
+    profile = Profile.load(str(find_profile(None)))
+    cfg = sweep.SweepConfig(traces=("cv8",), rates=(1.0,), slos=("100",), noises=(1.0,), seeds=(1,), client_nice=-10)
+    (cell,) = sweep.cells(cfg)
+    b = sweep.bench_config(cfg, cell, profile, {"rps": 300.0}, 12.0)
+    assert b.client_nice == -10 and b.noise == 1.0
+    command = sweep.bench_command(b)
+    assert "--client-nice -10" in command and "--noise 1" in command
+    assert "--client-nice" not in sweep.bench_command(sweep.bench_config(
+        sweep.SweepConfig(**{**cfg.__dict__, "client_nice": None}), cell, profile, {"rps": 300.0}, 12.0))
 
 
 def test_default_plan_fits_the_budget():
