@@ -64,6 +64,10 @@ def point_of(r: dict) -> tuple:
 
 def verdict(agg: dict) -> str:
     ratio, gain = agg["attainment_ratio"], agg["gain_at_equal_attainment"]
+    if not gain["n"]:
+        # The gain at equal attainment is undefined only where the policy is more punctual than every fixed subnet
+        # that ran (frontier.accuracy_at): compare accuracy at the 0.99 target there instead.
+        gain = agg["gain_at_target"]
 
     def above(m, ref, margin):
         return m["n"] and m["mean"] - (m["sd"] or 0) > ref + margin
@@ -73,8 +77,6 @@ def verdict(agg: dict) -> str:
 
     if below(ratio, 1, MARGIN_ATT) or below(gain, 0, MARGIN_ACC):
         return "loses"
-    if gain["n"] == 0 and agg["attainment"]["n"]:
-        return "loses"  # under every fixed subnet's attainment: no fixed point to be equal to
     if above(ratio, 1, MARGIN_ATT) or above(gain, 0, MARGIN_ACC):
         return "wins"
     return "ties"

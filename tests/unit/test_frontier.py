@@ -170,14 +170,28 @@ def test_report_groups_seeds_gives_spread_verdict_and_readme_block(tmp_path):
     for seed, sf in ((1, (0.995, 0.915, 0.90)), (2, (0.996, 0.917, 0.91))):
         (tmp_path / f"p-s{seed}.json").write_text(json.dumps(result(FIXED, slackfit=sf, seed=seed, point=p)))
     (tmp_path / "q-s1.json").write_text(json.dumps(result(FIXED, slackfit=(0.6, 0.92, 0.5), seed=1, point=q)))
+    # more punctual than every fixed subnet run (the less accurate ones skipped by the frontier rule), and more
+    # accurate than the best of them at 0.99: a win, judged by the gain at the target
+    punctual = [(a, t) for a, t in FIXED if a >= 0.90]
+    r = ("cv8", 1.0, "5x", 0.5)
+    (tmp_path / "r-s1.json").write_text(json.dumps(result(punctual, slackfit=(0.999, 0.915, 0.91), seed=1, point=r)))
+    (tmp_path / "r-s2.json").write_text(json.dumps(result(punctual, slackfit=(0.999, 0.905, 0.90), seed=2, point=r)))
     (tmp_path / "p-s1.trace.json").write_text("{}")
     rows = sweep_report.summarize(sweep_report.load(tmp_path))
-    assert [(r["point"][1], r["seeds"]) for r in rows] == [(1.0, [1, 2]), (2.0, [1])]
-    m = rows[0]["metrics"]["attainment_ratio"]
+    by_point = {tuple(r["point"]): r for r in rows}
+    assert [(r["point"][1], r["point"][3], r["seeds"]) for r in rows] == [(1.0, 0.0, [1, 2]), (1.0, 0.5, [1, 2]),
+                                                                          (2.0, 0.0, [1])]
+    m = by_point[p]["metrics"]["attainment_ratio"]
     assert m["n"] == 2 and m["sd"] is not None and m["min"] < m["max"]
-    assert rows[0]["verdict"] == "wins" and rows[1]["verdict"] == "loses"  # 0.6 vs the frontier's 0.8 at 0.92
+    assert by_point[p]["verdict"] == "wins" and by_point[q]["verdict"] == "loses"  # 0.6 vs the frontier's 0.8 at 0.92
+    assert by_point[r]["metrics"]["gain_at_equal_attainment"]["n"] == 0
+    assert by_point[r]["metrics"]["gain_at_target"]["mean"] == 0.0  # 0.915 and 0.905 against 0.91
+    assert by_point[r]["verdict"] == "ties"
+    (tmp_path / "r-s2.json").write_text(json.dumps(result(punctual, slackfit=(0.999, 0.925, 0.92), seed=2, point=r)))
+    rows = sweep_report.summarize(sweep_report.load(tmp_path))
+    assert {tuple(x["point"]): x["verdict"] for x in rows}[r] == "wins"  # +0.5 and +1.5 points at 0.99
     text = sweep_report.table(rows)
-    assert text.count("\n") == 3 and "**wins**" in text and "**loses**" in text
+    assert text.count("\n") == 4 and "**wins**" in text and "**loses**" in text
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{sweep_report.BEGIN}\nold table\n{sweep_report.END}\nafter\n")
     assert sweep_report.update_readme(readme, text, "results/x")
