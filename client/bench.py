@@ -36,7 +36,8 @@ from pathlib import Path
 import numpy as np
 
 from superserve.client import batchlog, frontier, noise, phases, priority, prometheus_text, report, results, traces, triton_fixed
-from superserve.client.loadgen import Target, assign_slos, records_json, run_open_loop, slo_classes
+from superserve.client.loadgen import (DEADLINE_SLACK_S, Target, assign_slos, records_json, run_open_loop,
+                                      slo_classes)
 from superserve.scheduler import paths
 from superserve.scheduler.core import policy_names
 from superserve.scheduler.provenance import command_line
@@ -101,6 +102,9 @@ class BenchConfig:
     client_nice: int | None = None
     """Niceness of the load generator while it measures (priority.py; e.g. -10: a client on a host of its own,
     emulated on a busy one); None: unchanged."""
+    deadline_slack_s: float = DEADLINE_SLACK_S
+    """Each request's gRPC deadline is its SLO plus this (0: a client that gives up at its target, and the sidecar
+    plans with what is left of the deadline, core/admission.py ``within_deadline``)."""
     profile: str | None = None
     """Profile file (default: this machine's, see server.find_profile)."""
     frontier_stop: bool = False
@@ -113,6 +117,8 @@ class BenchConfig:
 
     def __post_init__(self):
         noise.shares(self.noise)  # raises naming the range: [0, this host's cores]
+        if self.deadline_slack_s < 0:
+            raise ValueError(f"deadline_slack_s must be >= 0, got {self.deadline_slack_s}")
         if self.rate_x <= 0 or self.duration_s <= 0:
             raise ValueError(f"rate_x and duration_s must be > 0, got {self.rate_x}, {self.duration_s}")
         slo_classes(self.slo)
@@ -357,7 +363,8 @@ def run(cfg: BenchConfig, command: str, pool: FixedPool | None = None) -> Path:
                 before = scheduler_view(target)
                 skip, skip_requests = batchlog.count(target.batch_log), batchlog.count(target.request_log)
                 with priority.client_nice(cfg.client_nice) as applied:
-                    recs = asyncio.run(run_open_loop(target, trace.arrivals_s, slos, images, labels, floors))
+                    recs = asyncio.run(run_open_loop(target, trace.arrivals_s, slos, images, labels, floors,
+                                                     deadline_slack_s=cfg.deadline_slack_s))
                 result["client_nice"] = {"asked": cfg.client_nice, "applied": applied}
                 after = scheduler_view(target)
                 batches = batchlog.summarize(batchlog.read(target.batch_log, skip=skip))
@@ -438,6 +445,7 @@ def main(args) -> int:
                       compare_python=args.compare_python,
                       serve_args=tuple(shlex.split(args.serve_args or "")), noise=args.noise, profile=args.profile,
                       client_nice=getattr(args, "client_nice", None),
+                      deadline_slack_s=getattr(args, "deadline_slack_s", DEADLINE_SLACK_S),
                       frontier_stop=getattr(args, "frontier_stop", False), one_triton=getattr(args, "one_triton", False),
                       out_dir=Path(args.out_dir) if args.out_dir else paths.repo_root() / "results")
     command = command_line()

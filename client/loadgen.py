@@ -69,6 +69,13 @@ class Record:
     sent_ms: float | None = None
     """When it was sent, CLOCK_MONOTONIC ms (the sidecar's clock too: client/phases.py joins the two by request id,
     which is the record's index)."""
+    timeout_s: float | None = None
+    """The gRPC deadline it was sent with, s after sending (``slo_ms`` plus the run's deadline slack)."""
+
+
+DEADLINE_SLACK_S = 30.0
+"""By default a request's gRPC deadline is its SLO plus this, so a late answer is still received and counted late;
+0 is a client that gives up at its latency target (the sidecar then plans with what is left of it, admission.py)."""
 
 
 def slo_classes(spec: str, allow_zero: bool = False) -> list[tuple[float, float]]:
@@ -98,18 +105,20 @@ def _dropped(e: InferenceServerException) -> bool:
     return "DEADLINE_EXCEEDED" in status or ("UNAVAILABLE" in status and "timeout" in msg)
 
 
-async def _one(client, target: Target, rec: Record, x: np.ndarray, label: int, start: float) -> None:
+async def _one(client, target: Target, rec: Record, x: np.ndarray, label: int, start: float,
+               deadline_slack_s: float = DEADLINE_SLACK_S) -> None:
     inp = grpcclient.InferInput("INPUT", list(x.shape), "FP32")
     inp.set_data_from_numpy(x)
     params = {"slo_ms": rec.slo_ms} if target.slo_param else None
     if params is not None and rec.min_accuracy > 0:
         params["min_accuracy"] = rec.min_accuracy
     kwargs = {"timeout": int(rec.slo_ms * 1000)} if target.triton_timeout else {}
+    rec.timeout_s = rec.slo_ms / 1000 + deadline_slack_s
     t = time.perf_counter()
     rec.lag_ms = round((t - start - rec.send_s) * 1000, 3)
     rec.sent_ms = round(t * 1000, 3)
     try:
-        r = await client.infer(target.model, [inp], parameters=params, client_timeout=rec.slo_ms / 1000 + 30,
+        r = await client.infer(target.model, [inp], parameters=params, client_timeout=rec.timeout_s,
                                request_id=str(rec.index), **kwargs)
     except InferenceServerException as e:
         rec.latency_ms = (time.perf_counter() - t) * 1000
@@ -129,9 +138,11 @@ async def _one(client, target: Target, rec: Record, x: np.ndarray, label: int, s
 
 
 async def run_open_loop(target: Target, arrivals_s: np.ndarray, slos_ms: np.ndarray, images: np.ndarray,
-                        labels: np.ndarray, min_accuracy: np.ndarray | None = None, progress=None) -> list[Record]:
+                        labels: np.ndarray, min_accuracy: np.ndarray | None = None, progress=None,
+                        deadline_slack_s: float = DEADLINE_SLACK_S) -> list[Record]:
     """Send request i at ``arrivals_s[i]`` (image ``i mod len(images)``) with ``slos_ms[i]`` and
-    accuracy floor ``min_accuracy[i]`` (0: none); return one Record per request."""
+    accuracy floor ``min_accuracy[i]`` (0: none), as a gRPC call whose deadline is ``slos_ms[i]`` plus
+    ``deadline_slack_s``; return one Record per request."""
     floors = np.zeros(len(arrivals_s)) if min_accuracy is None else np.asarray(min_accuracy, dtype=float)
     if not len(arrivals_s) == len(slos_ms) == len(floors):
         raise ValueError(f"{len(arrivals_s)} arrivals but {len(slos_ms)} SLOs and {len(floors)} accuracy floors")
@@ -146,7 +157,8 @@ async def run_open_loop(target: Target, arrivals_s: np.ndarray, slos_ms: np.ndar
             if delay > 0:
                 await asyncio.sleep(delay)
             k = rec.index % len(images)
-            tasks.append(asyncio.create_task(_one(client, target, rec, images[k:k + 1], labels[k], start)))
+            tasks.append(asyncio.create_task(_one(client, target, rec, images[k:k + 1], labels[k], start,
+                                                  deadline_slack_s)))
             if progress and rec.index % 200 == 0:
                 progress(rec.index)
         await asyncio.gather(*tasks)

@@ -152,6 +152,14 @@ def _bench_arguments(b: argparse.ArgumentParser) -> None:
         help="run the load generator at niceness N while it measures (e.g. -10, needs root: a client on a host "
         "of its own, emulated on a busy one, so its own starvation is not counted as misses); recorded",
     )
+    b.add_argument(
+        "--deadline-slack-s",
+        type=float,
+        default=c.deadline_slack_s,
+        metavar="S",
+        help="send each request with a gRPC deadline S seconds past its SLO (0: a client that gives up at its "
+        "latency target, whose deadline the sidecar then plans with; a late answer counts as dropped)",
+    )
     b.add_argument("--profile", help="profile JSON for every policy (default: this machine's)")
     b.add_argument(
         "--frontier-stop",

@@ -3,7 +3,7 @@ Every error names the field, so front ends can answer 400 / INVALID_ARGUMENT as 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 import numpy as np
@@ -86,6 +86,17 @@ def parse_params(raw: Mapping[str, Any] | None, default_slo_ms: float, max_slo_m
         min_accuracy=_fraction("min_accuracy", raw["min_accuracy"]) if "min_accuracy" in raw else 0.0,
         subnet=subnet,
         min_confidence=_fraction("min_confidence", raw["min_confidence"]) if "min_confidence" in raw else None)
+
+
+def within_deadline(params: RequestParams, deadline_ms: float | None, now_ms: float) -> RequestParams:
+    """The request's latency target shortened to what is left of the client's own deadline, when the client set
+    one (a gRPC deadline) that ends before ``now_ms + slo_ms``: an answer after it is never read. gRPC counts a
+    deadline from when its threads read the call, so what is left also takes off the time the call waited in the
+    front end before the scheduler saw it, which no clock of the scheduler measures. A deadline already passed
+    leaves a target too short for any batch (the request is refused at once with 504 / DEADLINE_EXCEEDED)."""
+    if deadline_ms is None or deadline_ms - now_ms >= params.slo_ms:
+        return params
+    return replace(params, slo_ms=max(deadline_ms - now_ms, 1e-3))
 
 
 def check_input(name: str, datatype: str, shape: Any, array: np.ndarray[Any, Any] | None, max_rows: int,

@@ -116,6 +116,9 @@ class GrpcFrontend:
             except ServeError as e:
                 self.engine.record_rejection(e)
                 raise
+            left_s = context.time_remaining()  # None unless the client set a deadline
+            if left_s is not None:
+                req.deadline_ms = self.engine.clock.now_ms() + left_s * 1000
             return encode(await self.plane.infer(req))
         except ServeError as e:
             await self._abort(context, e)

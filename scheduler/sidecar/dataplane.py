@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..core.admission import DEFAULT_INPUT, InputSpec, check_input, parse_params
+from ..core.admission import DEFAULT_INPUT, InputSpec, check_input, parse_params, within_deadline
 from ..core.errors import InvalidInput, ModelNotFound, ServeError
 from ..core.triton_params import split_reserved
 from .engine import Answer, Engine
@@ -79,6 +79,9 @@ class InferRequest:
     id: str = ""
     protocol: str = "http"
     """"http" or "grpc": Triton's reserved-parameter rules differ slightly between the two."""
+    deadline_ms: float | None = None
+    """The client's gRPC deadline on the scheduler's clock, if it set one (gRPC counts it from when its own
+    threads read the call, before the front end had it)."""
 
 
 @dataclass
@@ -133,7 +136,8 @@ class DataPlane:
             model = self.models.get(req.model, req.version)
             wanted = check_outputs(req.outputs)
             cfg = self.engine.cfg
-            params = parse_params(split_reserved(req.parameters, req.protocol), cfg.default_slo_ms, cfg.max_slo_ms)
+            params = within_deadline(parse_params(split_reserved(req.parameters, req.protocol), cfg.default_slo_ms,
+                                                  cfg.max_slo_ms), req.deadline_ms, decoded_ms)
             if len(req.inputs) != 1:
                 raise InvalidInput(f"request must have exactly one input, 'INPUT'; got {len(req.inputs)}")
             t = req.inputs[0]
@@ -145,9 +149,11 @@ class DataPlane:
             encoded_ms = self.engine.clock.now_ms()
             self.engine.observe_reply(encoded_ms - answer.done_ms)
             if self.engine.request_log is not None:
-                self.engine.request_log.write(json.dumps(
-                    {"id": req.id, "protocol": req.protocol, "decoded": round(decoded_ms, 3),
-                     "answered": round(answer.done_ms, 3), "encoded": round(encoded_ms, 3)}) + "\n")
+                row = {"id": req.id, "protocol": req.protocol, "decoded": round(decoded_ms, 3),
+                       "answered": round(answer.done_ms, 3), "encoded": round(encoded_ms, 3)}
+                if req.deadline_ms is not None:
+                    row["deadline"] = round(req.deadline_ms, 3)
+                self.engine.request_log.write(json.dumps(row) + "\n")
             return resp
         except ServeError as e:
             self.engine.record_rejection(e, None if model is None else model.name)

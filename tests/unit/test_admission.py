@@ -45,3 +45,14 @@ def test_input_checks():
         with pytest.raises(InvalidInput, match=msg):
             check_input(name, dt, shape, arr, 64)
 
+
+
+def test_a_client_deadline_shortens_the_latency_target_only_when_it_ends_first():
+    from superserve.scheduler.core.admission import within_deadline
+
+    p = parse_params({"slo_ms": 100, "min_accuracy": 0.9}, 100.0)
+    assert within_deadline(p, None, 5.0) is p
+    assert within_deadline(p, 105.0, 5.0) is p and within_deadline(p, 500.0, 5.0) is p  # ends at or after the SLO
+    short = within_deadline(p, 65.0, 5.0)
+    assert short.slo_ms == 60.0 and short.min_accuracy == 0.9
+    assert within_deadline(p, 4.0, 5.0).slo_ms == 1e-3  # already passed: no batch fits it

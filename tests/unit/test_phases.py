@@ -31,3 +31,16 @@ def test_a_late_answer_is_blamed_on_the_scheduler_only_when_its_own_part_overran
     joined = [row(1.0, 104.0, 1.0, True), row(5.0, 90.0, 30.0, True), row(1.0, 10.0, 1.0, False)]
     assert phases.summarize(joined)["late_blame"] == {"to_scheduler": 0, "to_client": 1, "scheduler": 1}
     assert phases.summarize([]) == {}
+
+
+def test_a_call_with_a_grpc_deadline_splits_the_way_in_at_the_moment_grpc_read_it():
+    rec = _rec(0, 1000.0, 60.0)
+    rec.timeout_s = 0.1  # the client's deadline: its SLO, 100 ms after gRPC read the call
+    logged = [{"id": "0", "decoded": 1025.0, "answered": 1050.0, "encoded": 1051.0, "deadline": 1003.0 + 100}]
+    (j,) = phases.join([rec], logged)
+    assert j["to_grpc"] == 3.0 and j["in_grpc"] == 22.0 and j["to_scheduler"] == 25.0
+    s = phases.summarize([j])
+    assert s["all"]["in_grpc"]["p50"] == 22.0 and s["late_answers"]["in_grpc"] == {}
+    rec.timeout_s = 30.1  # sent rounded up by gRPC: no split
+    (j,) = phases.join([rec], [dict(logged[0], deadline=1003.0 + 30_200)])
+    assert "in_grpc" not in j and "to_grpc" not in j and j["to_scheduler"] == 25.0
