@@ -1,12 +1,14 @@
 """Several models on an autoscaled local fleet (issue 17 item 5 with issue 18): ``superserve serve --models
 supernet,vit --autoscale`` with real Tritons. The first worker loads both models; a mixed load of both models
 makes the autoscaler (its demand summed over the models) ask for a second worker, which the fleet admits with
-both models ready and warmed up; every request of either model is answered once, by its own model; and each model
-answers as its in-process forward over HTTP and gRPC before and after the pool grew."""
+both models ready and warmed up; that worker, killed under the load, is dropped, started again and admitted again
+with both models; every request of either model is answered once, by its own model; and each model answers as its
+in-process forward over HTTP and gRPC before and after the pool grew."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 import time
@@ -19,7 +21,7 @@ import tritonclient.http as httpclient
 
 from superserve.scheduler.sidecar.server import serve_subprocess
 from tests.conftest import free_ports
-from tests.integration.conftest import models_in_process, profile_file
+from tests.integration.conftest import models_in_process, profile_file, tritonserver_pids
 from tests.integration.scaling_scenario import scrape, wait_for, worker_urls
 
 MODELS = ("supernet", "vit")
@@ -156,15 +158,29 @@ def test_an_autoscaled_local_fleet_serves_both_models(tmp_path):
             ups = {k: v for k, v in m.items() if k.startswith('sched_scaling_decisions_total{direction="up"')}
             assert sum(ups.values()) == 1, ups
             assert m["sched_worker_admissions_total"] == 1
+            batches_of_second = f'sched_worker_batches_total{{worker="{second}",outcome="ok"}}'
+            m = wait_for(h, f"the new worker {second} serves batches", lambda m: m.get(batches_of_second, 0) > 0, 30)
+            # the new worker dies under the load: dropped at once, started again on its ports, admitted again
+            (pid,) = tritonserver_pids(int(second.rsplit(":", 1)[1]))
+            os.kill(pid, signal.SIGKILL)
+            served_before = scrape(h).get(batches_of_second, 0)
+            wait_for(h, "the killed worker dropped", lambda m: m["sched_workers_lost_total"] >= 1, 30)
+            m = wait_for(
+                h,
+                "the killed worker started and admitted again",
+                lambda m: m["sched_worker_admissions_total"] >= 2 and m["sched_workers"] == 2,
+                120,
+            )
+            assert worker_urls(m) == first | {second}, "a local worker comes back on its own ports"
             wait_for(
                 h,
-                f"the new worker {second} serves batches",
-                lambda m: m.get(f'sched_worker_batches_total{{worker="{second}",outcome="ok"}}', 0) > 0,
+                f"the restarted worker {second} serves batches",
+                lambda m: m.get(batches_of_second, 0) > served_before,
                 30,
             )
         finally:
             outcomes = load.stop()
-        # the new worker's Triton has every served model loaded (it was admitted with both ready)
+        # the restarted worker's Triton has every served model loaded (it was admitted with both ready)
         direct = grpcclient.InferenceServerClient(second)
         try:
             assert all(direct.is_model_ready(name) for name in MODELS)
@@ -180,4 +196,5 @@ def test_an_autoscaled_local_fleet_serves_both_models(tmp_path):
         assert m[f'sched_model_requests_total{{model="{name}",outcome="ok"}}'] == load.sent[name] + 4
     assert sum(outcomes.values()) == sum(load.sent.values()), outcomes
     assert "autoscale up 1 -> 2 workers" in log.read_text()
+    assert "exited (code -9); starting it again" in log.read_text()
     assert "autoscale step failed" not in log.read_text()
